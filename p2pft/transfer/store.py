@@ -1,0 +1,273 @@
+"""Content-addressed blob store under `<state-dir>/blobs/`.
+
+Layout: `blobs/<first two hex>/<sha256 hex>` for complete blobs (read-only files), `<digest>.partial` beside it
+for a download or upload in progress (kept across failures so the next attempt resumes), `blobs/tmp/` for
+whole-file writes before their atomic rename. Every path is built from a validated digest, so nothing a peer
+sends can name a file outside the store.
+
+All methods here are blocking file I/O; async callers run them through `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+DIGEST_PATTERN = re.compile(r"[0-9a-f]{64}")
+HASH_BLOCK_BYTES = 4 * 1024 * 1024  # large reads keep hashlib (which drops the GIL) busy and syscalls few
+PARTIAL_SUFFIX = ".partial"
+
+
+class InvalidDigestError(ValueError):
+    """A digest that is not 64 lowercase hex characters."""
+
+
+class DigestMismatchError(Exception):
+    """Received bytes do not hash to the digest they were requested under."""
+
+
+class BlobBusyError(Exception):
+    """Another writer (in this or another process) holds the blob's partial file."""
+
+
+def validate_digest(value: object) -> str:
+    """Return `value` if it is a sha256 hex digest; otherwise raise a one-line InvalidDigestError."""
+    if isinstance(value, str) and DIGEST_PATTERN.fullmatch(value):
+        return value
+    shown = repr(value) if not isinstance(value, str) or len(value) <= 80 else repr(value[:80] + "...")
+    raise InvalidDigestError(f"blob digest {shown} is not a sha256 digest: use 64 lowercase hex characters")
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """(hex digest, size) of a file, read in large blocks."""
+    hasher = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK_BYTES):
+            hasher.update(block)
+            size += len(block)
+    return hasher.hexdigest(), size
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobStore:
+    """Blobs named by their sha256 under one root directory."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+        self._tmp = self.root / "tmp"
+
+    @classmethod
+    def for_state_dir(cls, state_dir: Path | str) -> BlobStore:
+        return cls(Path(state_dir) / "blobs")
+
+    # ---- paths -------------------------------------------------------------------------------------------
+    def blob_path(self, digest: str) -> Path:
+        digest = validate_digest(digest)
+        return self.root / digest[:2] / digest
+
+    def partial_path(self, digest: str) -> Path:
+        return self.blob_path(digest).with_name(digest + PARTIAL_SUFFIX)
+
+    # ---- queries -----------------------------------------------------------------------------------------
+    def size_of(self, digest: str) -> int | None:
+        """Size of a complete blob, or None when the store lacks it."""
+        try:
+            return self.blob_path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def has(self, digest: str) -> bool:
+        return self.size_of(digest) is not None
+
+    def partial_size(self, digest: str) -> int:
+        try:
+            return self.partial_path(digest).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def digests(self) -> Iterator[str]:
+        """Every complete blob in the store."""
+        if not self.root.is_dir():
+            return
+        for fan_out in sorted(self.root.iterdir()):
+            if fan_out.is_dir() and len(fan_out.name) == 2:
+                for entry in sorted(fan_out.iterdir()):
+                    if DIGEST_PATTERN.fullmatch(entry.name):
+                        yield entry.name
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        """Open a complete blob for reading; FileNotFoundError when absent."""
+        return open(self.blob_path(digest), "rb")
+
+    # ---- whole-file writes -------------------------------------------------------------------------------
+    def add_bytes(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        if not self.has(digest):
+            with self._temp_file() as (tmp_path, f):
+                f.write(data)
+                self._commit_temp(tmp_path, f, digest)
+        return digest
+
+    def add_file(self, source: Path | str, *, link: bool = False) -> tuple[str, int]:
+        """Add a file's content; returns (digest, size).
+
+        `link=True` hard-links when the source is on the same file system (for write-once files such as committed
+        checkpoints: no second copy on disk); the file is hashed first, and a copy is made when linking fails.
+        """
+        source = Path(source)
+        if source.is_symlink() or not source.is_file():
+            raise FileNotFoundError(f"{source} is not a regular file: only regular files can be added to the store")
+        if link:
+            digest, size = sha256_file(source)
+            if self.has(digest):
+                return digest, size
+            target = self.blob_path(digest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):
+                os.link(source, target)
+                return digest, size
+        return self._copy_in(source)
+
+    def _copy_in(self, source: Path) -> tuple[str, int]:
+        hasher = hashlib.sha256()
+        size = 0
+        with self._temp_file() as (tmp_path, out), open(source, "rb") as src:
+            while block := src.read(HASH_BLOCK_BYTES):
+                hasher.update(block)
+                out.write(block)
+                size += len(block)
+            digest = hasher.hexdigest()
+            if not self.has(digest):
+                self._commit_temp(tmp_path, out, digest)
+        return digest, size
+
+    @contextlib.contextmanager
+    def _temp_file(self) -> Iterator[tuple[Path, BinaryIO]]:
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="add-")
+        tmp_path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield tmp_path, f
+        finally:
+            tmp_path.unlink(missing_ok=True)  # no-op after a successful rename
+
+    def _commit_temp(self, tmp_path: Path, f: BinaryIO, digest: str) -> None:
+        f.flush()
+        os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o444)  # blobs may be hard-linked into trees: protect them from in-place edits
+        target = self.blob_path(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp_path, target)
+        _fsync_dir(target.parent)
+
+    # ---- partial (resumable) writes ----------------------------------------------------------------------
+    def open_partial(self, digest: str, expected_size: int) -> PartialWriter:
+        """Open (or resume) the partial file of `digest`; blocking: hashes the bytes already there."""
+        return PartialWriter(self, validate_digest(digest), expected_size)
+
+    def discard_partial(self, digest: str) -> None:
+        self.partial_path(digest).unlink(missing_ok=True)
+
+    def remove(self, digest: str) -> None:
+        self.blob_path(digest).unlink(missing_ok=True)
+        self.discard_partial(digest)
+
+    def clear_temp(self) -> None:
+        """Remove leftovers of interrupted whole-file writes (call at start-up, before serving)."""
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+class PartialWriter:
+    """Appends to `<digest>.partial`, hashing as it goes, and renames it into place once it verifies.
+
+    Holds an exclusive flock on the partial file so two writers (a fetch and a push, or two processes) never
+    interleave bytes. Closing without `commit()` keeps the partial for the next attempt to resume from.
+    """
+
+    def __init__(self, store: BlobStore, digest: str, expected_size: int) -> None:
+        if expected_size < 0:
+            raise ValueError(f"blob {digest}: size {expected_size} is negative")
+        self.store = store
+        self.digest = digest
+        self.expected_size = expected_size
+        self.path = store.partial_path(digest)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: BinaryIO = open(self.path, "ab+")  # noqa: SIM115 - lives as long as this writer
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise BlobBusyError(f"blob {digest} is being written by another transfer: retry later") from None
+        self._hasher = hashlib.sha256()
+        self.offset = self._hash_existing()
+
+    def _hash_existing(self) -> int:
+        self._file.seek(0)
+        length = 0
+        while block := self._file.read(HASH_BLOCK_BYTES):
+            self._hasher.update(block)
+            length += len(block)
+        if length > self.expected_size:  # a partial longer than the blob cannot be a prefix of it
+            self._file.truncate(0)
+            self._hasher = hashlib.sha256()
+            length = 0
+        self._file.seek(0, os.SEEK_END)
+        return length
+
+    def write(self, data: bytes) -> None:
+        if self.offset + len(data) > self.expected_size:
+            raise DigestMismatchError(
+                f"blob {self.digest}: received more than its {self.expected_size} bytes; partial discarded"
+            )
+        self._file.write(data)
+        self._hasher.update(data)
+        self.offset += len(data)
+
+    def commit(self) -> Path:
+        """Verify size and sha256, then atomically rename into place. On mismatch the partial is deleted."""
+        self._file.flush()
+        if self.offset != self.expected_size or self._hasher.hexdigest() != self.digest:
+            got = self._hasher.hexdigest()
+            self.discard()
+            raise DigestMismatchError(
+                f"blob {self.digest}: received {self.offset} bytes hashing to {got[:16]}..., expected "
+                f"{self.expected_size} bytes; partial discarded"
+            )
+        os.fsync(self._file.fileno())
+        os.chmod(self.path, 0o444)
+        target = self.store.blob_path(self.digest)
+        os.replace(self.path, target)
+        _fsync_dir(target.parent)
+        self.close()
+        return target
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.close()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()  # also releases the flock
+
+    def __enter__(self) -> PartialWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
