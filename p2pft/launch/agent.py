@@ -1,0 +1,163 @@
+"""Supervise one torchrun agent (and its workers) under asyncio: start, wait, stop, classify the exit.
+
+The agent runs in a session of its own, so one signal to its process group reaches the agent and every
+worker it spawned; nothing is left behind when a round ends. Torch-free: this runs inside the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from p2pft.launch.events import read_events
+from p2pft.launch.round_spec import RoundLaunch, build_agent_command
+
+EXIT_STOPPED_ON_REQUEST = 75
+
+
+class AgentOutcome(str, enum.Enum):
+    FINISHED = "finished"  # every worker exited 0: outputs saved
+    STOPPED_ON_REQUEST = "stopped_on_request"  # drained after a committed checkpoint
+    FAILED = "failed"  # anything else: a peer was lost, a worker crashed, or we killed it
+
+
+@dataclass(frozen=True)
+class AgentExit:
+    returncode: int  # negative = killed by that signal (asyncio's convention)
+    outcome: AgentOutcome
+    stopped_by_us: bool  # terminate()/kill() was called: the daemon ended this round itself
+    runtime_s: float
+
+
+def classify_agent_exit(returncode: int, *, worker_reported_stop: bool) -> AgentOutcome:
+    """Pure. torchrun turns any non-zero worker exit (75 included) into its own exit 1, so a drain is
+    recognised by the worker's `stopped_on_request` event in this round's events.jsonl."""
+    if returncode == 0:
+        return AgentOutcome.FINISHED
+    if returncode == EXIT_STOPPED_ON_REQUEST or (returncode > 0 and worker_reported_stop):
+        return AgentOutcome.STOPPED_ON_REQUEST
+    return AgentOutcome.FAILED
+
+
+class AgentProcess:
+    """One torchrun agent. `start()`, then `wait()` and/or `terminate()`; `kill()` is the fast path."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        *,
+        log_file: Path,
+        cwd: Path | None = None,
+        events_file: Path | None = None,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.env = {**(os.environ if base_env is None else base_env), **env}
+        self.log_file = log_file
+        self.cwd = cwd
+        self.events_file = events_file
+        self._events_offset = 0
+        self._process: asyncio.subprocess.Process | None = None
+        self._log: IO[bytes] | None = None
+        self._started_at = 0.0
+        self._stopped_by_us = False
+        self._exit: AgentExit | None = None
+
+    @classmethod
+    def for_round(cls, launch: RoundLaunch, *, cwd: Path | None = None,
+                  base_env: Mapping[str, str] | None = None) -> AgentProcess:
+        argv, env = build_agent_command(launch)
+        return cls(argv, env, log_file=launch.agent_log_file, cwd=cwd, events_file=launch.events_file,
+                   base_env=base_env)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    async def start(self) -> None:
+        if self._process is not None:
+            raise RuntimeError("agent already started; make a new AgentProcess for a new round")
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        if self.events_file is not None:
+            # Only this round's events count when classifying the exit (the run dir may be reused).
+            with contextlib.suppress(FileNotFoundError):
+                self._events_offset = self.events_file.stat().st_size
+        self._log = self.log_file.open("ab")
+        self._started_at = time.monotonic()
+        self._process = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=self.cwd,
+            env=self.env,
+            start_new_session=True,  # own process group: one killpg reaches agent + workers
+        )
+
+    async def wait(self) -> AgentExit:
+        process = self._require_started()
+        returncode = await process.wait()
+        return self._finish(returncode)
+
+    async def terminate(self, grace_s: float = 10.0) -> AgentExit:
+        """SIGTERM the group (torchrun forwards it to its workers), SIGKILL it after `grace_s`."""
+        process = self._require_started()
+        if process.returncode is None:
+            self._stopped_by_us = True
+            self._signal_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=grace_s)
+            except asyncio.TimeoutError:
+                self._signal_group(signal.SIGKILL)
+        returncode = await process.wait()
+        # Workers torchrun had not reaped yet would outlive it otherwise.
+        self._signal_group(signal.SIGKILL)
+        return self._finish(returncode)
+
+    def kill(self) -> None:
+        """SIGKILL the whole group now, without waiting (teardown paths, fault injection)."""
+        if self._process is not None and self._process.returncode is None:
+            self._stopped_by_us = True
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, signum: int) -> None:
+        if self._process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            # pgid == pid thanks to start_new_session; valid even after the leader exited while members live.
+            os.killpg(self._process.pid, signum)
+
+    def _require_started(self) -> asyncio.subprocess.Process:
+        if self._process is None:
+            raise RuntimeError("agent not started: call start() first")
+        return self._process
+
+    def _finish(self, returncode: int) -> AgentExit:
+        if self._exit is not None:
+            return self._exit
+        if self._log is not None:
+            self._log.close()
+        reported_stop = False
+        if self.events_file is not None:
+            events, _ = read_events(self.events_file, self._events_offset)
+            reported_stop = any(event.event == "stopped_on_request" for event in events)
+        self._exit = AgentExit(
+            returncode=returncode,
+            outcome=classify_agent_exit(returncode, worker_reported_stop=reported_stop),
+            stopped_by_us=self._stopped_by_us,
+            runtime_s=time.monotonic() - self._started_at,
+        )
+        return self._exit

@@ -1,0 +1,77 @@
+"""The job's c10d rendezvous store, in a long-lived process of its own.
+
+`python -m p2pft.launch.store --host H --port P [--ready-file F]`
+
+torchrun's default puts the store inside one agent: when that agent dies, every other agent exits
+(DESIGN.md trap 3). Here the store outlives every agent and every round; each round uses its own rendezvous
+id on it, and every agent runs with `is_host=0`. The process writes its bound port to the ready file (port 0 =
+any free port), then sleeps until SIGTERM/SIGINT. It imports torch, so the daemon starts it as a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+
+def write_ready_file(path: Path, *, host: str, port: int) -> None:
+    """Atomically, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({"host": host, "port": port, "pid": os.getpid()}) + "\n")
+    os.replace(partial, path)
+
+
+def read_ready_file(path: Path) -> tuple[str, int] | None:
+    """(host, port) once the store is serving, else None. Torch-free: the daemon polls this."""
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return str(data["host"]), int(data["port"])
+
+
+def serve(host: str, port: int, ready_file: Path | None) -> int:
+    from torch.distributed import TCPStore  # here, not at module level: `--help` stays fast
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    store = TCPStore(
+        host,
+        port,
+        is_master=True,
+        wait_for_workers=False,
+        # The same settings torchrun's c10d backend uses for its own clients.
+        multi_tenant=True,
+        timeout=timedelta(seconds=60),
+    )
+    bound_port = store.port
+    if ready_file is not None:
+        write_ready_file(ready_file, host=host, port=bound_port)
+    print(f"p2pft store serving on {host}:{bound_port} (pid {os.getpid()})", flush=True)
+    while not stop.wait(timeout=3600):
+        pass
+    print("p2pft store stopping", flush=True)
+    del store
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m p2pft.launch.store", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", required=True, help="address to listen on (the agents' --rdzv-endpoint host)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on; 0 = any free port")
+    parser.add_argument("--ready-file", type=Path, help="written with {host, port, pid} once serving")
+    args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port {args.port} must be in 0..65535")
+    return serve(args.host, args.port, args.ready_file)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
