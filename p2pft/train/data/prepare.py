@@ -1,0 +1,115 @@
+"""prepare_data: job spec + tokenizer -> tokenised train/val examples (deterministic for a given spec.seed).
+
+Order of work, as in LLaMA-Factory: datasets are read in the order named in `dataset`, `max_samples` caps
+EACH dataset's raw rows (the first N), rows are converted and tokenised (bad rows: see formats.py), the
+datasets are concatenated, then `val_size` moves a seeded random subset to `val`. The subset is drawn by
+sorting row positions by sha256(seed, position), which is the same on every box and Python version. Train and
+val both keep the original relative order; sample ids are positions in their own list (`train[i].sample_id
+== i`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from p2pft.train.data.dataset_info import DatasetSource, resolve_datasets
+from p2pft.train.data.formats import convert_row
+from p2pft.train.data.rows import read_rows
+from p2pft.train.data.templates import TemplateError, build_prompt_builder
+from p2pft.train.data.tokenize import NO_RESPONSE_AFTER_CUTOFF, Encoded, encode_segments
+from p2pft.train.data.types import DataError, Example, PreparedData
+
+
+class DataSpec(Protocol):
+    """The JobSpec fields prepare_data reads (p2pft.config.job.JobSpec has them all)."""
+
+    dataset: list[str]
+    dataset_dir: str
+    template: str | None
+    cutoff_len: int
+    max_samples: int | None
+    val_size: float
+    seed: int
+
+
+def prepare_data(spec: DataSpec, tokenizer: Any) -> PreparedData:
+    try:
+        builder = build_prompt_builder(spec.template, tokenizer)
+    except TemplateError as err:
+        raise DataError(str(err)) from None
+    sources = resolve_datasets(spec.dataset, spec.dataset_dir)
+    skipped: Counter[str] = Counter()
+    ignored: Counter[str] = Counter()
+    encoded: list[Encoded] = []
+    for source in sources:
+        for path, row_number, row in _capped_rows(source, spec.max_samples):
+            converted = convert_row(row, source, path, row_number)
+            ignored.update(converted.ignored)
+            if converted.conversation is None:
+                skipped[converted.skip_reason or "bad_row"] += 1
+                continue
+            try:
+                segments = builder.segments(converted.conversation)
+            except TemplateError as err:
+                raise DataError(f"{path}: row {row_number}: {err}") from None
+            example = encode_segments(segments, spec.cutoff_len)
+            if example is None:
+                skipped[NO_RESPONSE_AFTER_CUTOFF] += 1
+                continue
+            encoded.append(example)
+    if not encoded:
+        reasons = ", ".join(f"{reason}={count}" for reason, count in sorted(skipped.items())) or "no rows"
+        raise DataError(f"dataset {','.join(spec.dataset)}: no usable training rows ({reasons})")
+    val_positions = choose_val_positions(len(encoded), spec.val_size, spec.seed)
+    train = [encoded[i] for i in range(len(encoded)) if i not in val_positions]
+    val = [encoded[i] for i in sorted(val_positions)]
+    return PreparedData(
+        train=_numbered(train), val=_numbered(val), skipped=dict(sorted(skipped.items())),
+        ignored=dict(sorted(ignored.items())),
+    )
+
+
+def _capped_rows(source: DatasetSource, max_samples: int | None) -> Iterator[tuple[Path, int, Any]]:
+    """(file, 1-based row number in that file, row) for the first max_samples rows of the dataset."""
+    remaining = max_samples
+    for path in source.files:
+        if remaining is not None and remaining <= 0:
+            return
+        rows = read_rows(path)
+        if remaining is not None:
+            rows = rows[:remaining]
+            remaining -= len(rows)
+        for index, row in enumerate(rows):
+            yield path, index + 1, row
+
+
+def val_count(total: int, val_size: float) -> int:
+    """LLaMA-Factory semantics: a fraction in (0, 1) takes ceil(fraction * total) rows; >= 1 is a row count."""
+    if val_size <= 0:
+        return 0
+    if val_size >= 1:
+        if val_size != int(val_size):
+            raise DataError(f"val_size: {val_size} must be a fraction in [0, 1) or a whole number of rows")
+        count = int(val_size)
+    else:
+        count = math.ceil(val_size * total)
+    if count >= total:
+        raise DataError(f"val_size: {val_size} leaves no training rows out of {total}; lower it")
+    return count
+
+
+def choose_val_positions(total: int, val_size: float, seed: int) -> frozenset[int]:
+    count = val_count(total, val_size)
+    if count == 0:
+        return frozenset()
+    order = sorted(range(total), key=lambda position: hashlib.sha256(f"{seed}:{position}".encode()).digest())
+    return frozenset(order[:count])
+
+
+def _numbered(examples: list[Encoded]) -> list[Example]:
+    return [Example(sample_id=i, input_ids=e.input_ids, labels=e.labels) for i, e in enumerate(examples)]

@@ -1,0 +1,74 @@
+"""Shared helpers for the data tests (no tests here): a job spec, the tokenizer, the compat folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMPAT_DIR = REPO_ROOT / ".." / "shared" / "compat" / "llamafactory"
+FIXTURES_DIR = REPO_ROOT / "tests" / "data" / "datasets"
+
+
+@dataclass
+class _SpecStandIn:
+    """Used only until p2pft.config.job exists: the JobSpec attributes prepare_data reads."""
+
+    dataset: list[str]
+    dataset_dir: str
+    template: str | None = None
+    cutoff_len: int = 2048
+    max_samples: int | None = None
+    val_size: float = 0.0
+    seed: int = 42
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def make_spec(dataset: str, dataset_dir: Path, **overrides: Any) -> Any:
+    """A real JobSpec through parse_job when the config module is there, else a stand-in with the same names."""
+    try:
+        from p2pft.config.job import parse_job
+    except ImportError:
+        return _SpecStandIn(dataset=dataset.split(","), dataset_dir=str(dataset_dir), **overrides)
+    data = {
+        "model_name_or_path": str(dataset_dir),
+        "dataset": dataset,
+        "dataset_dir": str(dataset_dir),
+        "output_dir": str(dataset_dir / "out"),
+        "p2pft": {"global_batch_size": 4},
+        **overrides,
+    }
+    return parse_job(data, base_dir=dataset_dir).spec
+
+
+@cache
+def tokenizer() -> Any:
+    from p2pft.testing.tiny_model import build_tokenizer
+
+    return build_tokenizer()
+
+
+def plain_tokenizer() -> Any:
+    """The tiny tokenizer without a chat template, so the named plain templates are used."""
+    from p2pft.testing.tiny_model import build_tokenizer
+
+    built = build_tokenizer()
+    built.chat_template = None
+    return built
+
+
+def trained_text(tok: Any, labels: tuple[int, ...]) -> list[str]:
+    """The decoded runs of trained (non -100) labels, one string per contiguous run."""
+    runs: list[list[int]] = []
+    previous_masked = True
+    for label in labels:
+        if label == -100:
+            previous_masked = True
+            continue
+        if previous_masked:
+            runs.append([])
+        runs[-1].append(label)
+        previous_masked = False
+    return [tok.decode(run) for run in runs]
