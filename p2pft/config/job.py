@@ -160,7 +160,7 @@ class JobSpec(BaseModel):
     def _report_to_choices(cls, value: list[str]) -> list[str]:
         for item in value:
             if item not in REPORT_TO_CHOICES:
-                raise ValueError(f"is not supported ({item!r}: p2pft never uploads); allowed: none, tensorboard")
+                raise ValueError("is not supported (p2pft never uploads metrics); allowed: none, tensorboard")
         return value
 
     @field_validator("max_steps", mode="before")
