@@ -72,3 +72,14 @@ def trained_text(tok: Any, labels: tuple[int, ...]) -> list[str]:
         runs[-1].append(label)
         previous_masked = False
     return [tok.decode(run) for run in runs]
+
+
+def write_dataset(directory: Path, rows: Any, entry: dict[str, Any] | None = None, name: str = "rows") -> Path:
+    """A one-dataset dataset_dir under `directory`: rows in <name>.json, registered as <name>."""
+    import json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.json").write_text(json.dumps(rows), encoding="utf-8")
+    info = {name: {"file_name": f"{name}.json", **(entry or {})}}
+    (directory / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    return directory

@@ -1,0 +1,140 @@
+"""Dataset resolution, max_samples, cutoff, the validation split, and the pure helpers behind them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from p2pft.train.data import DataError, prepare_data
+from p2pft.train.data.prepare import choose_val_positions, val_count
+from p2pft.train.data.templates import Segment
+from p2pft.train.data.tokenize import encode_segments
+from tests.unit.test_data_support import COMPAT_DIR, FIXTURES_DIR, make_spec, tokenizer, trained_text, write_dataset
+
+
+def _prepare(dataset: str, dataset_dir: Path = FIXTURES_DIR, **overrides: object):
+    return prepare_data(make_spec(dataset, dataset_dir, **overrides), tokenizer())
+
+
+def _answers(data) -> list[str]:
+    return ["".join(trained_text(tokenizer(), example.labels)) for example in data.train]
+
+
+# ---------------------------------------------------------------------------------------------- resolution
+def test_datasets_are_concatenated_in_the_given_order_and_max_samples_caps_each() -> None:
+    data = _prepare("alpaca_skips,alpaca_history,chat_custom_tags", max_samples=1)
+    assert _answers(data) == ["Kept.</s>\n", "3</s>\n4</s>\n42</s>\n", "Paris.</s>\nRome.</s>\n"]
+    reversed_order = _prepare("chat_custom_tags,alpaca_skips", max_samples=1)
+    assert _answers(reversed_order) == ["Paris.</s>\nRome.</s>\n", "Kept.</s>\n"]
+
+
+def test_max_samples_counts_raw_rows_before_skipping() -> None:
+    data = _prepare("alpaca_skips", max_samples=3)  # rows 2 and 3 are skipped: one example remains
+    assert _answers(data) == ["Kept.</s>\n"] and data.skipped == {"empty_prompt": 1, "missing_response": 1}
+
+
+def test_a_folder_dataset_reads_its_files_in_name_order_under_one_cap() -> None:
+    assert _answers(_prepare("alpaca_folder")) == ["a</s>\n", "b</s>\n", "c</s>\n"]
+    assert _answers(_prepare("alpaca_folder", max_samples=2)) == ["a</s>\n", "b</s>\n"]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "message"),
+    [
+        ("preference_pairs", r"dataset 'preference_pairs': is a ranking \(preference\) dataset; DPO/RM is not supp"),
+        ("pictures", r"dataset 'pictures': multimodal column 'images' is not supported"),
+        ("hub_only", r"dataset 'hub_only': only available remotely \(hf_hub_url='someone/some-dataset'\)"),
+        ("csv_file", r"dataset 'csv_file': table\.csv: only \.json and \.jsonl files are supported"),
+        ("odd_formatting", r"dataset 'odd_formatting': formatting 'openai' is not supported; use alpaca or sharegpt"),
+        ("nothing_here", r"dataset 'nothing_here': not defined; known names: "),
+    ],
+)
+def test_unusable_entries_fail_in_one_line(dataset: str, message: str) -> None:
+    with pytest.raises(DataError, match=message) as caught:
+        _prepare(dataset)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_dataset_info_json_says_what_is_expected(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"dataset_info\.json: not found; dataset_dir must hold"):
+        _prepare("identity", tmp_path)
+
+
+def test_invalid_json_file_names_the_line(tmp_path: Path) -> None:
+    dataset_dir = write_dataset(tmp_path, [])
+    (dataset_dir / "rows.json").write_text('[\n{"instruction": "q",\n "output": }\n]', encoding="utf-8")
+    with pytest.raises(DataError, match=r"rows\.json: invalid JSON at line 3"):
+        _prepare("rows", dataset_dir)
+
+
+# ---------------------------------------------------------------------------------------------- cutoff
+def test_cutoff_truncates_and_skips_rows_whose_answer_is_cut_off() -> None:
+    full = _prepare("alpaca_history").train[0]
+    first_answer_at = next(i for i, label in enumerate(full.labels) if label != -100)
+    cut = _prepare("alpaca_history", cutoff_len=first_answer_at + 1)
+    assert len(cut.train[0].input_ids) == first_answer_at + 1
+    assert cut.train[0].input_ids == full.input_ids[: first_answer_at + 1]
+    assert trained_text(tokenizer(), cut.train[0].labels) == ["3"]
+    # Row 2 has a short prompt and survives; row 1 keeps no answer token and is skipped.
+    nothing_left = _prepare("alpaca_history", cutoff_len=first_answer_at)
+    assert nothing_left.skipped == {"no_response_after_cutoff": 1}
+    assert _answers(nothing_left) == ["Blue.</s>\n"]
+
+
+def test_cutoff_never_exceeded_on_the_demo_data() -> None:
+    data = _prepare("alpaca_en_demo", COMPAT_DIR, cutoff_len=64, max_samples=50)
+    assert max(len(example.input_ids) for example in data.train) == 64
+    # Byte-level tokens: many demo prompts are longer than 64 bytes, so their answers are cut off entirely.
+    assert len(data.train) + data.skipped["no_response_after_cutoff"] == 50
+    assert all(any(label != -100 for label in example.labels) for example in data.train)
+
+
+def test_encode_segments_masks_prompts_and_keeps_answers() -> None:
+    segments = [Segment((1, 2), False), Segment((3,), True), Segment((4,), False), Segment((5, 6), True)]
+    encoded = encode_segments(segments, cutoff_len=10)
+    assert encoded is not None
+    assert encoded.input_ids == (1, 2, 3, 4, 5, 6) and encoded.labels == (-100, -100, 3, -100, 5, 6)
+    assert encode_segments(segments, cutoff_len=2) is None
+    with pytest.raises(ValueError, match="cutoff_len must be >= 1"):
+        encode_segments(segments, cutoff_len=0)
+
+
+# ---------------------------------------------------------------------------------------------- val split
+def test_val_split_is_seeded_disjoint_and_keeps_train_order() -> None:
+    everything = _prepare("identity", COMPAT_DIR).train
+    split = _prepare("identity", COMPAT_DIR, val_size=0.1)
+    again = _prepare("identity", COMPAT_DIR, val_size=0.1)
+    other_seed = _prepare("identity", COMPAT_DIR, val_size=0.1, seed=7)
+    assert (len(split.train), len(split.val)) == (81, 10)  # ceil(0.1 * 91), as LLaMA-Factory
+    assert split == again
+    assert [e.input_ids for e in other_seed.val] != [e.input_ids for e in split.val]
+    assert [e.sample_id for e in split.train] == list(range(81))
+    assert [e.sample_id for e in split.val] == list(range(10))
+    positions = {e.input_ids: i for i, e in enumerate(everything)}
+    assert len(positions) == len(everything)  # identity.json rows are distinct, so ids identify positions
+    train_positions = [positions[e.input_ids] for e in split.train]
+    val_positions = [positions[e.input_ids] for e in split.val]
+    assert train_positions == sorted(train_positions) and val_positions == sorted(val_positions)
+    assert set(train_positions).isdisjoint(val_positions)
+    assert set(train_positions) | set(val_positions) == set(range(91))
+
+
+def test_val_size_as_a_count() -> None:
+    split = _prepare("identity", COMPAT_DIR, val_size=5)
+    assert (len(split.train), len(split.val)) == (86, 5)
+
+
+def test_val_count_rules() -> None:
+    assert [val_count(91, size) for size in (0, 0.1, 0.5, 1, 90)] == [0, 10, 46, 1, 90]
+    with pytest.raises(DataError, match=r"val_size: 91 leaves no training rows out of 91"):
+        val_count(91, 91)
+    with pytest.raises(DataError, match=r"val_size: 2.5 must be a fraction in \[0, 1\) or a whole number"):
+        val_count(91, 2.5)
+
+
+def test_val_positions_are_a_pure_function_of_seed_and_size() -> None:
+    # Pinned: the same on every box and Python version (sha256 order, not Python's random module).
+    assert choose_val_positions(10, 0.3, seed=42) == choose_val_positions(10, 0.3, seed=42)
+    assert len(choose_val_positions(1000, 0.25, seed=1)) == 250
+    assert choose_val_positions(10, 0.3, seed=42) == frozenset({0, 1, 6})
