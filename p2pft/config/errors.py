@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -87,7 +87,20 @@ def _problem(error: ErrorDetails) -> str:
     return error["msg"].lower()
 
 
-def error_line(error: ErrorDetails) -> str:
+_NOT_FOUND = object()
+
+
+def _raw_value(raw: Any, loc: Sequence[int | str]) -> Any:
+    """The value as the user wrote it (before "a,b" -> list and similar conversions), if it can be found."""
+    for part in loc:
+        if isinstance(raw, Mapping) and part in raw:
+            raw = raw[part]
+        else:  # list items: the converted value is as good
+            return _NOT_FOUND
+    return raw
+
+
+def error_line(error: ErrorDetails, raw: Any = None) -> str:
     loc = tuple(error["loc"])
     if error["type"] == CROSS_FIELD_ERROR:
         prefix = key_path(loc)
@@ -99,10 +112,14 @@ def error_line(error: ErrorDetails) -> str:
         return f"{path}: is missing; {hint}"
     if error["type"] == "extra_forbidden":
         return f"{path}: unknown key"
-    return f"{path}: {error.get('input')!r} {_problem(error)}"
+    value = _raw_value(raw, loc) if raw is not None else _NOT_FOUND
+    if value is _NOT_FOUND:
+        value = error.get("input")
+    return f"{path}: {value!r} {_problem(error)}"
 
 
-def to_job_spec_error(exc: ValidationError) -> JobSpecError:
-    """The first error of a pydantic ValidationError as our one-line JobSpecError."""
+def to_job_spec_error(exc: ValidationError, raw: Any = None) -> JobSpecError:
+    """The first error of a pydantic ValidationError as our one-line JobSpecError; `raw` is the validated input,
+    so the value is quoted as the user wrote it."""
     errors = exc.errors()
-    return JobSpecError(" ".join(error_line(errors[0]).split()) if errors else "invalid job file")
+    return JobSpecError(" ".join(error_line(errors[0], raw).split()) if errors else "invalid job file")

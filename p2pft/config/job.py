@@ -281,7 +281,7 @@ def parse_job(data: Mapping[str, Any], *, base_dir: Path) -> LoadedJob:
     try:
         spec = JobSpec.model_validate(kept)
     except ValidationError as exc:
-        raise to_job_spec_error(exc) from None
+        raise to_job_spec_error(exc, kept) from None
     return LoadedJob(spec=spec, warnings=warnings + elastic_warnings + _advice(spec))
 
 

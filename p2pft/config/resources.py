@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,15 +55,32 @@ def dataset_errors(dataset: list[str], dataset_dir: Path) -> list[str]:
     return errors
 
 
+def hub_cache_dir() -> Path | None:
+    """The Hugging Face hub cache, read from the environment now (huggingface_hub reads it once at import)."""
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return Path(os.environ[variable]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    return Path(constants.HF_HUB_CACHE)
+
+
 def _in_hf_cache(repo_id: str) -> bool:
     """Is `repo_id` a model in the local Hugging Face cache with a config.json? Never touches the network."""
+    cache_dir = hub_cache_dir()
+    if cache_dir is None or not cache_dir.is_dir():
+        return False
     try:
         from huggingface_hub import scan_cache_dir
         from huggingface_hub.errors import CacheNotFound
     except ImportError:
         return False
     try:
-        cache = scan_cache_dir()
+        cache = scan_cache_dir(cache_dir)
     except (CacheNotFound, OSError):
         return False
     for repo in cache.repos:
