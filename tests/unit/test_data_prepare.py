@@ -138,3 +138,17 @@ def test_val_positions_are_a_pure_function_of_seed_and_size() -> None:
     assert choose_val_positions(10, 0.3, seed=42) == choose_val_positions(10, 0.3, seed=42)
     assert len(choose_val_positions(1000, 0.25, seed=1)) == 250
     assert choose_val_positions(10, 0.3, seed=42) == frozenset({0, 1, 6})
+
+
+def test_jsonl_rows_are_numbered_by_line(tmp_path: Path) -> None:
+    dataset_dir = write_dataset(tmp_path, [])
+    (dataset_dir / "rows.json").write_text(
+        '{"instruction": "q", "output": "a"}\n\n{"instruction": "q", "output": {"text": "a"}}\n', encoding="utf-8"
+    )
+    with pytest.raises(DataError, match=r"rows\.json: row 3: 'output' must be a string, got dict"):
+        _prepare("rows", dataset_dir)
+
+
+def test_a_misspelt_dataset_name_gets_a_suggestion() -> None:
+    with pytest.raises(DataError, match=r"dataset 'identiy': not defined; did you mean 'identity'\?"):
+        _prepare("identiy", COMPAT_DIR)

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from p2pft.config.job import JobSpec, parse_job
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPAT_DIR = REPO_ROOT / ".." / "shared" / "compat" / "llamafactory"
 FIXTURES_DIR = REPO_ROOT / "tests" / "data" / "datasets"
 
 
-@dataclass
-class _SpecStandIn:
-    """Used only until p2pft.config.job exists: the JobSpec attributes prepare_data reads."""
-
-    dataset: list[str]
-    dataset_dir: str
-    template: str | None = None
-    cutoff_len: int = 2048
-    max_samples: int | None = None
-    val_size: float = 0.0
-    seed: int = 42
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def make_spec(dataset: str, dataset_dir: Path, **overrides: Any) -> Any:
-    """A real JobSpec through parse_job when the config module is there, else a stand-in with the same names."""
-    try:
-        from p2pft.config.job import parse_job
-    except ImportError:
-        return _SpecStandIn(dataset=dataset.split(","), dataset_dir=str(dataset_dir), **overrides)
+def make_spec(dataset: str, dataset_dir: Path, **overrides: Any) -> JobSpec:
+    """A real JobSpec (through parse_job) naming `dataset` in `dataset_dir`, with LLaMA-Factory key overrides."""
     data = {
         "model_name_or_path": str(dataset_dir),
         "dataset": dataset,

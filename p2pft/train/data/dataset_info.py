@@ -9,6 +9,7 @@ entries loads fine.
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -72,8 +73,10 @@ def resolve_datasets(names: Sequence[str], dataset_dir: str | Path) -> list[Data
 def resolve_entry(name: str, info: Mapping[str, Any], dataset_dir: Path) -> DatasetSource:
     where = f"{dataset_dir / DATASET_INFO_FILE}: dataset {name!r}"
     if name not in info:
-        known = ", ".join(sorted(info)[:20])
-        raise DataError(f"{where}: not defined; known names: {known}{' ...' if len(info) > 20 else ''}")
+        close = difflib.get_close_matches(name, list(info), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        known = ", ".join(sorted(info)[:20]) + (" ..." if len(info) > 20 else "")
+        raise DataError(f"{where}: not defined; {hint}known names: {known}")
     entry = info[name]
     if not isinstance(entry, dict):
         raise DataError(f"{where}: entry must be a JSON object")

@@ -75,7 +75,7 @@ def prepare_data(spec: DataSpec, tokenizer: Any) -> PreparedData:
 
 
 def _capped_rows(source: DatasetSource, max_samples: int | None) -> Iterator[tuple[Path, int, Any]]:
-    """(file, 1-based row number in that file, row) for the first max_samples rows of the dataset."""
+    """(file, row number in that file, row) for the first max_samples rows of the dataset."""
     remaining = max_samples
     for path in source.files:
         if remaining is not None and remaining <= 0:
@@ -84,8 +84,8 @@ def _capped_rows(source: DatasetSource, max_samples: int | None) -> Iterator[tup
         if remaining is not None:
             rows = rows[:remaining]
             remaining -= len(rows)
-        for index, row in enumerate(rows):
-            yield path, index + 1, row
+        for row_number, row in rows:
+            yield path, row_number, row
 
 
 def val_count(total: int, val_size: float) -> int:

@@ -1,7 +1,8 @@
 """Read the raw rows of a dataset file: a JSON array, or JSON Lines (one object per line).
 
 As with Hugging Face's json loader (which LLaMA-Factory uses), the suffix does not decide: a `.json` file
-holding JSON Lines is read too. Row numbers in errors are 1-based (the first row is row 1).
+holding JSON Lines is read too. Each row comes with the number errors name: 1-based, the position in a JSON
+array, or the line number in JSON Lines (so an editor's "go to line" finds it; blank lines are skipped).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 from p2pft.train.data.types import DataError
 
 
-def read_rows(path: Path) -> list[Any]:
+def read_rows(path: Path) -> list[tuple[int, Any]]:
+    """(row number, row) pairs in file order."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -26,17 +28,17 @@ def read_rows(path: Path) -> list[Any]:
             raise DataError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
         if not isinstance(rows, list):  # pragma: no cover - a leading "[" always parses to a list
             raise DataError(f"{path}: expected a JSON array of rows")
-        return rows
+        return list(enumerate(rows, start=1))
     return _read_json_lines(path, text)
 
 
-def _read_json_lines(path: Path, text: str) -> list[Any]:
-    rows: list[Any] = []
+def _read_json_lines(path: Path, text: str) -> list[tuple[int, Any]]:
+    rows: list[tuple[int, Any]] = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append((line_number, json.loads(line)))
         except json.JSONDecodeError as err:
             raise DataError(f"{path}: line {line_number}: invalid JSON ({err.msg}); expected one object per line") \
                 from None
