@@ -74,6 +74,11 @@ class ElasticConfig(BaseModel):
                 f"max_nodes: {self.max_nodes} is less than min_nodes: {self.min_nodes}; "
                 "max_nodes must be >= min_nodes (or leave it out for no limit)"
             )
+        if self.global_batch_size < self.min_nodes:
+            raise _cross_field(
+                f"global_batch_size: {self.global_batch_size} is less than min_nodes: {self.min_nodes}; "
+                "every node needs at least one sequence per step"
+            )
         return self
 
 

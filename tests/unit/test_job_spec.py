@@ -192,3 +192,31 @@ def test_hub_model_is_found_in_the_local_cache_only(workspace: Path, monkeypatch
     assert check_job_resources(parse(job(model_name_or_path="org/tiny"))) == []
     [problem] = check_job_resources(parse(job(model_name_or_path="org/other")))
     assert problem.startswith("model_name_or_path: 'org/other' is not available on this box")
+
+
+def test_global_batch_must_feed_every_node(workspace: Path) -> None:
+    assert error_of(job(p2pft={"global_batch_size": 2, "min_nodes": 3})) == (
+        "p2pft.global_batch_size: 2 is less than min_nodes: 3; every node needs at least one sequence per step"
+    )
+
+
+def test_json_job_file_loads_like_yaml(workspace: Path) -> None:
+    import json
+
+    spec = parse(job(learning_rate=1e-5, adam_epsilon=1e-8, p2pft={"global_batch_size": 4}))
+    path = workspace / "job.json"
+    path.write_text(json.dumps(job_to_dict(spec)), encoding="utf-8")
+    assert load_job(path).spec == spec
+
+
+def test_embedded_demo_job_validates(workspace: Path) -> None:
+    import yaml
+
+    demo_dir = Path(__file__).resolve().parents[2] / "p2pft" / "demo"
+    data = yaml.safe_load((demo_dir / "demo_job.yaml").read_text(encoding="utf-8"))
+    data["model_name_or_path"] = str(workspace / "model")  # both filled in by `p2pft demo`
+    data["dataset_dir"] = str(demo_dir)
+    loaded = parse_job(data, base_dir=demo_dir)
+    assert loaded.warnings == []
+    assert loaded.spec.dataset_dir == str(demo_dir)
+    assert check_job_resources(loaded.spec) == []
