@@ -1,0 +1,119 @@
+"""`p2pft run JOB.yaml [--nproc N] [--output-dir DIR] [--plan 12,4] [--max-micro-batch M]`: train on this box.
+
+One box, no daemon: the job is validated, JOB.json and PLAN.json go into `<output_dir>/run/`, and
+`torchrun --standalone` runs the worker as a real subprocess whose output streams through. The worker resumes
+by itself from the newest committed checkpoint in `<output_dir>/checkpoints`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from p2pft.cli.main import CliError
+
+RUN_SUBDIR = "run"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("run", help="train a job on this box only (torchrun, no daemon)",
+                                   description="Train JOB.yaml on this box with N worker processes.")
+    add_run_arguments(parser)
+    parser.set_defaults(func=handle)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", metavar="JOB.yaml", help="the job file")
+    parser.add_argument("--nproc", type=int, default=1, help="worker processes on this box (default 1)")
+    parser.add_argument("--output-dir", metavar="DIR", help="overrides output_dir of the job")
+    parser.add_argument("--plan", metavar="SAMPLES", help="per-rank samples of each global batch, e.g. 12,4")
+    parser.add_argument("--max-micro-batch", type=int, metavar="M",
+                        help="largest micro-batch per rank (default: p2pft.micro_batch_size or "
+                             "per_device_train_batch_size)")
+
+
+def parse_plan_arg(text: str | None, nproc: int) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        samples = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise CliError(f"--plan {text!r}: give one integer per process, e.g. --plan 12,4") from None
+    if len(samples) != nproc:
+        raise CliError(f"--plan {text!r} lists {len(samples)} ranks but --nproc is {nproc}; give one count each")
+    return samples
+
+
+def prepare_run(args: argparse.Namespace) -> tuple[Any, Path, Path, Path, str]:
+    """Validate the job, write JOB.json and PLAN.json; returns (spec, run_dir, job_json, plan_json, node_id)."""
+    from p2pft.config.job import JobSpecError, job_to_dict, load_job
+    from p2pft.planning.batch_plan import BatchPlanError, RankCapacity, explicit_plan, plan_batch, plan_to_json
+
+    if args.nproc < 1:
+        raise CliError(f"--nproc must be >= 1, got {args.nproc}")
+    try:
+        loaded = load_job(args.job)
+    except JobSpecError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot read job file {args.job}: {exc.strerror}") from None
+    for warning in loaded.warnings:
+        print(f"p2pft: warning: {warning}", file=sys.stderr)
+    spec = loaded.spec
+    if args.output_dir:
+        spec = spec.model_copy(update={"output_dir": str(Path(args.output_dir).resolve())})
+    max_micro = args.max_micro_batch or spec.p2pft.micro_batch_size or spec.per_device_train_batch_size
+    if max_micro < 1:
+        raise CliError(f"--max-micro-batch must be >= 1, got {max_micro}")
+    node_id = socket.gethostname()
+    ranks = [RankCapacity(node_id, local_rank, 1.0, max_micro) for local_rank in range(args.nproc)]
+    samples = parse_plan_arg(args.plan, args.nproc)
+    try:
+        plan = (explicit_plan(spec.p2pft.global_batch_size, ranks, samples) if samples is not None
+                else plan_batch(spec.p2pft.global_batch_size, ranks, "uniform"))
+    except BatchPlanError as exc:
+        raise CliError(f"batch plan: {exc}") from None
+    run_dir = Path(spec.output_dir) / RUN_SUBDIR
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "stop-request").unlink(missing_ok=True)  # a stale request must not stop a new run
+    job_json, plan_json = run_dir / "JOB.json", run_dir / "PLAN.json"
+    job_json.write_text(json.dumps(job_to_dict(spec), indent=1))
+    plan_json.write_text(json.dumps(plan_to_json(plan), indent=1))
+    return spec, run_dir, job_json, plan_json, node_id
+
+
+def run_job(args: argparse.Namespace) -> tuple[int, Any]:
+    from p2pft.launch.local import local_torchrun_command
+    from p2pft.train.checkpoint_index import newest_committed
+
+    spec, run_dir, job_json, plan_json, node_id = prepare_run(args)
+    checkpoint_dir = Path(spec.output_dir) / "checkpoints"
+    resume = newest_committed(checkpoint_dir)
+    if resume is not None:
+        print(f"p2pft: resuming from step {resume}", flush=True)
+    argv, env = local_torchrun_command(nproc=args.nproc, job_json=job_json, plan_json=plan_json,
+                                       run_dir=run_dir, node_id=node_id)
+    # Same process group as ours: Ctrl-C reaches torchrun, which stops its workers.
+    process = subprocess.Popen(argv, env=env)
+    try:
+        return process.wait(), spec
+    except KeyboardInterrupt:
+        process.wait()
+        raise
+
+
+def handle(args: argparse.Namespace) -> int:
+    code, spec = run_job(args)
+    if code == 0:
+        print(f"p2pft: finished; outputs in {spec.output_dir}")
+    elif code == 75:
+        print(f"p2pft: stopped on request after a checkpoint; run again to resume ({spec.output_dir})")
+    else:
+        print(f"p2pft: training failed (exit {code}); run again to resume from the last checkpoint",
+              file=sys.stderr)
+    return code

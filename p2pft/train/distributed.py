@@ -1,0 +1,83 @@
+"""Process-group plumbing for the worker: environment, init with bounded timeouts, rank -> plan-entry mapping."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from p2pft.planning.batch_plan import BatchPlan
+
+
+class RankMappingError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class WorkerEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    node_id: str
+
+    @staticmethod
+    def from_environ() -> WorkerEnv:
+        # Outside torchrun (`python -m p2pft.train` by hand) this is a world of one.
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("WORLD_SIZE", "1")
+        os.environ.setdefault("LOCAL_RANK", "0")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        if "MASTER_PORT" not in os.environ:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
+        return WorkerEnv(
+            rank=int(os.environ["RANK"]),
+            world_size=int(os.environ["WORLD_SIZE"]),
+            local_rank=int(os.environ["LOCAL_RANK"]),
+            node_id=os.environ.get("P2PFT_NODE_ID") or socket.gethostname(),
+        )
+
+
+def choose_device(local_rank: int) -> torch.device:
+    if torch.cuda.is_available() and os.environ.get("P2PFT_DEVICE", "").lower() != "cpu":
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def init_process_group(device: torch.device, timeout_s: float) -> None:
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    kwargs = {"device_id": device} if device.type == "cuda" else {}
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s), **kwargs)
+
+
+def wait_for_everyone(tag: str, timeout_s: float) -> None:
+    """A barrier through the rendezvous store with its own (long) timeout: ranks may spend very different times
+    loading a model, which must not trip the short collective timeout meant to catch dead peers."""
+    store = dist.distributed_c10d._get_default_store()
+    arrived = store.add(f"p2pft/{tag}/count", 1)
+    if arrived == dist.get_world_size():
+        store.set(f"p2pft/{tag}/all", b"1")
+    store.wait([f"p2pft/{tag}/all"], timedelta(seconds=timeout_s))
+
+
+def map_ranks_to_entries(plan: BatchPlan, env: WorkerEnv) -> list[int]:
+    """entry index for every global rank, from an all-gather of (node_id, local_rank): never from rank numbers."""
+    identities: list[tuple[str, int] | None] = [None] * env.world_size
+    dist.all_gather_object(identities, (env.node_id, env.local_rank))
+    index_of = {(e.node_id, e.local_rank): i for i, e in enumerate(plan.entries)}
+    mapping = []
+    for rank, identity in enumerate(identities):
+        if identity not in index_of:
+            raise RankMappingError(f"rank {rank} is {identity}, which has no entry in plan round {plan.round} "
+                                   f"({sorted(index_of)}); every worker must run with the round's plan")
+        mapping.append(index_of[identity])
+    if len(set(mapping)) != len(mapping) or len(mapping) != len(plan.entries):
+        raise RankMappingError(f"plan round {plan.round} has {len(plan.entries)} entries but the world is "
+                               f"{identities}; each entry needs exactly one rank")
+    return mapping

@@ -1,0 +1,233 @@
+"""The training worker, composed: read the round's job and plan, resume, train exactly, checkpoint, report.
+
+Exit codes (INTERFACES.md 3): 0 finished with outputs saved, 75 stopped on request after a commit, else failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from p2pft.config.job import parse_job
+from p2pft.planning.batch_plan import BatchPlan, plan_from_json, plan_to_json
+from p2pft.train.checkpoint import Progress, agree_on_resume_step, load_checkpoint, save_checkpoint
+from p2pft.train.checkpoint_index import prune, step_dir
+from p2pft.train.data import collate, prepare_data
+from p2pft.train.distributed import (
+    WorkerEnv,
+    choose_device,
+    init_process_group,
+    map_ranks_to_entries,
+    wait_for_everyone,
+)
+from p2pft.train.evaluate import JOB_COPY_FILE, evaluate_examples
+from p2pft.train.metrics import LEDGER_FILE, METRICS_FILE, EventLog, RunRecorder, truncate_after_step
+from p2pft.train.model import build_trainable_model, load_tokenizer, trainable_parameter_count
+from p2pft.train.optim import build_optimizer, set_learning_rate
+from p2pft.train.sampler import GlobalSampler, rank_micro_batches, total_steps
+from p2pft.train.schedule import learning_rate, warmup_steps_for
+from p2pft.train.step import choose_precision, label_token_count, train_step
+
+EXIT_FINISHED = 0
+EXIT_STOPPED_ON_REQUEST = 75
+STOP_REQUEST_FILE = "stop-request"
+CHECKPOINT_DIR_ENV = "P2PFT_CHECKPOINT_DIR"
+# Test-only fault injection: "STEP:RANK" = that rank exits hard right after step STEP is committed.
+EXIT_AFTER_COMMIT_ENV = "P2PFT_TEST_EXIT_AFTER_COMMIT"
+STARTUP_TIMEOUT_S = 900.0  # model loading may take long and unevenly; dead peers are caught by the pg timeout
+
+
+@dataclass(frozen=True)
+class WorkerArgs:
+    job: Path
+    plan: Path
+    run_dir: Path
+    checkpoint_dir: Path | None = None
+
+
+class Worker:
+    def __init__(self, args: WorkerArgs) -> None:
+        self.args = args
+        self.env = WorkerEnv.from_environ()
+        self.spec: Any = parse_job(json.loads(args.job.read_text()), base_dir=args.job.parent).spec
+        self.plan: BatchPlan = plan_from_json(json.loads(args.plan.read_text()))
+        self.output_dir = Path(self.spec.output_dir)
+        self.checkpoint_dir = Path(args.checkpoint_dir or os.environ.get(CHECKPOINT_DIR_ENV)
+                                   or self.output_dir / "checkpoints")
+        self.is_main = self.env.rank == 0
+        self.events = EventLog(args.run_dir, enabled=self.env.local_rank == 0)
+
+    def log(self, message: str) -> None:
+        if self.is_main:
+            print(f"[p2pft] {message}", flush=True)
+
+    # ---- composition: reads top to bottom like the spec ----
+    def run(self) -> int:
+        self.device = choose_device(self.env.local_rank)
+        init_process_group(self.device, self.spec.p2pft.process_group_timeout_s)
+        try:
+            return self._train()
+        finally:
+            dist.destroy_process_group()
+
+    def _train(self) -> int:
+        spec, env = self.spec, self.env
+        entry_of_rank = map_ranks_to_entries(self.plan, env)
+        my_entry = entry_of_rank[env.rank]
+        self.precision = choose_precision(spec.bf16, spec.fp16, self.device)
+        if self.precision.note:
+            self.log(f"note: {self.precision.note}")
+
+        tokenizer = load_tokenizer(spec)
+        data = prepare_data(spec, tokenizer)
+        model = build_trainable_model(spec, self.device)
+        trainable, total = trainable_parameter_count(model)
+        self.log(f"model {spec.model_name_or_path}: {trainable:,} trainable of {total:,} parameters; "
+                 f"{len(data.train)} train / {len(data.val)} val examples; world {env.world_size}, "
+                 f"plan {[e.samples for e in self.plan.entries]}")
+        wait_for_everyone(f"loaded-{self.plan.round}", STARTUP_TIMEOUT_S)
+        ddp_model = self._wrap(model)
+        optimizer = build_optimizer(ddp_model, spec)
+
+        sampler = GlobalSampler(len(data.train), spec.p2pft.global_batch_size, spec.seed)
+        steps = total_steps(sampler.steps_per_epoch, spec.num_train_epochs, spec.max_steps)
+        warmup = warmup_steps_for(steps, spec.warmup_steps, spec.warmup_ratio)
+        start = self._maybe_resume(ddp_model, optimizer)
+        recorder = self._open_recorder(start)
+        label_counts = [label_token_count(example.labels) for example in data.train]
+        lengths = [len(example.input_ids) for example in data.train]
+        pad_id = tokenizer.pad_token_id
+        try:
+            for step in range(start, steps):
+                started = time.monotonic()
+                batch_ids = sampler.global_batch(step)
+                global_tokens = sum(label_counts[i] for i in batch_ids)
+                my_micro_ids = rank_micro_batches(batch_ids, self.plan, my_entry)
+                micro_batches = [self._to_device(collate([data.train[i] for i in ids], pad_id))
+                                 for ids in my_micro_ids]
+                lr = learning_rate(spec.learning_rate, spec.lr_scheduler_type, step, steps, warmup)
+                set_learning_rate(optimizer, lr)
+                result = train_step(ddp_model, optimizer, micro_batches, global_tokens, env.world_size,
+                                    spec.max_grad_norm, self.precision)
+                loss, stop = self._reduce_loss_and_stop(result.local_loss_sum, global_tokens)
+                done = step + 1
+                progress = Progress(done, sampler.samples_consumed(done), sampler.epoch_of(step))
+                elapsed = time.monotonic() - started
+                recorder.step({
+                    "step": done, "loss": loss, "lr": lr, "grad_norm": float(result.grad_norm),
+                    "samples_consumed": progress.samples_consumed, "epoch": progress.epoch,
+                    "world_size": env.world_size, "plan": plan_to_json(self.plan)["entries"],
+                    "plan_round": self.plan.round, "tokens_per_s": sum(lengths[i] for i in batch_ids) / elapsed,
+                    "step_time_s": elapsed,
+                })
+                self._maybe_record_ledger(recorder, done, [i for ids in my_micro_ids for i in ids], entry_of_rank)
+                self.events.emit("step_completed", step=done, loss=loss)
+                if done % spec.logging_steps == 0 or done == steps:
+                    self.log(f"step {done}/{steps} loss {loss:.4f} lr {lr:.3g} epoch {progress.epoch} "
+                             f"({elapsed * 1000:.0f} ms)")
+                if done % spec.save_steps == 0 or stop:
+                    self._save(ddp_model, optimizer, progress)
+                if stop:
+                    self.events.emit("stopped_on_request", step=done)
+                    self.log(f"stopped on request after committing step {done}")
+                    return EXIT_STOPPED_ON_REQUEST
+                if spec.eval_steps and done % spec.eval_steps == 0 and data.val:
+                    self._evaluate(ddp_model, data.val, pad_id, recorder, done)
+            if data.val:
+                self._evaluate(ddp_model, data.val, pad_id, recorder, steps)
+            self._save_outputs(model, tokenizer)
+        finally:
+            recorder.close()
+        self.events.emit("finished")
+        return EXIT_FINISHED
+
+    # ---- the parts ----
+    def _wrap(self, model: torch.nn.Module) -> DistributedDataParallel:
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+
+    def _reduce_loss_and_stop(self, local_loss_sum: torch.Tensor, global_tokens: int) -> tuple[float, bool]:
+        """One tiny all-reduce per step: the global loss for reports, and whether any node asked to stop."""
+        stop_here = (self.args.run_dir / STOP_REQUEST_FILE).exists()
+        packed = torch.stack([local_loss_sum.double(), torch.tensor(float(stop_here), dtype=torch.float64,
+                                                                     device=local_loss_sum.device)])
+        dist.all_reduce(packed)
+        loss_sum, stops = packed.tolist()
+        return loss_sum / max(1, global_tokens), stops > 0
+
+    def _maybe_resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+        step = agree_on_resume_step(self.checkpoint_dir, local_rank=self.env.local_rank)
+        if step is None:
+            self.log("no committed checkpoint: starting at step 0")
+            return 0
+        progress = load_checkpoint(step_dir(self.checkpoint_dir, step), model, optimizer)
+        self.log(f"resuming from step {progress.step} (samples consumed {progress.samples_consumed}, "
+                 f"world {self.env.world_size})")
+        return progress.step
+
+    def _open_recorder(self, start: int) -> RunRecorder:
+        if self.is_main:  # lines of steps after the resumed checkpoint came from a run that died: drop them
+            for name in (METRICS_FILE, LEDGER_FILE):
+                truncate_after_step(self.output_dir / name, start)
+        return RunRecorder(self.output_dir, enabled=self.is_main, ledger=self.spec.p2pft.sample_ledger,
+                           tensorboard="tensorboard" in self.spec.report_to)
+
+    def _maybe_record_ledger(self, recorder: RunRecorder, step: int, my_ids: list[int],
+                             entry_of_rank: list[int]) -> None:
+        if not self.spec.p2pft.sample_ledger:
+            return
+        gathered: list[Any] = [None] * self.env.world_size
+        dist.all_gather_object(gathered, my_ids)  # what each rank really trained on, not what the plan says
+        recorder.ledger(step, [(rank, self.plan.entries[entry_of_rank[rank]].node_id, ids)
+                               for rank, ids in enumerate(gathered)])
+
+    def _save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: Progress) -> None:
+        seconds = save_checkpoint(self.checkpoint_dir, model, optimizer, progress, node_id=self.env.node_id,
+                                  local_rank=self.env.local_rank)
+        if self.env.local_rank == 0:
+            prune(self.checkpoint_dir, self.spec.save_total_limit)
+        self.events.emit("checkpoint_committed", step=progress.step)
+        self.log(f"checkpoint step-{progress.step} committed ({seconds * 1000:.0f} ms)")
+        _maybe_exit_after_commit(progress.step)
+
+    def _evaluate(self, model: torch.nn.Module, val: list[Any], pad_id: int, recorder: RunRecorder,
+                  step: int) -> None:
+        values = evaluate_examples(model, val, batch_size=self.spec.per_device_eval_batch_size,
+                                   pad_token_id=pad_id, device=self.device, precision=self.precision)
+        recorder.evaluation(step, {k: float(values[k]) for k in ("loss", "perplexity", "token_accuracy")})
+        self.log(f"eval at step {step}: loss {values['loss']:.4f} perplexity {values['perplexity']:.2f} "
+                 f"token accuracy {values['token_accuracy']:.3f}")
+
+    def _save_outputs(self, model: torch.nn.Module, tokenizer: Any) -> None:
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(str(self.output_dir))
+            tokenizer.save_pretrained(str(self.output_dir))
+            from p2pft.config.job import job_to_dict
+
+            (self.output_dir / JOB_COPY_FILE).write_text(json.dumps(job_to_dict(self.spec), indent=1))
+            if self.spec.finetuning_type == "lora" and self.spec.p2pft.save_merged_model:
+                merged_dir = self.output_dir / "merged"
+                model.merge_and_unload().save_pretrained(str(merged_dir))
+                tokenizer.save_pretrained(str(merged_dir))
+            self.log(f"saved {'adapter' if self.spec.finetuning_type == 'lora' else 'model'} to {self.output_dir}")
+        dist.barrier()  # nobody reports "finished" before the outputs exist
+
+
+def _maybe_exit_after_commit(step: int) -> None:
+    wanted = os.environ.get(EXIT_AFTER_COMMIT_ENV)
+    if wanted:
+        exit_step, exit_rank = (int(x) for x in wanted.split(":"))
+        if exit_step == step and (exit_rank < 0 or dist.get_rank() == exit_rank):
+            os._exit(87)
