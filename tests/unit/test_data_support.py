@@ -66,3 +66,27 @@ def write_dataset(directory: Path, rows: Any, entry: dict[str, Any] | None = Non
     info = {name: {"file_name": f"{name}.json", **(entry or {})}}
     (directory / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
     return directory
+
+
+def merging_tokenizer(merged_pairs: tuple[tuple[str, str], ...]) -> Any:
+    """Like the tiny tokenizer, plus BPE merges (byte-level symbols, e.g. ("Ċ", "H") joins "\\n" and "H"), so
+    a token can straddle the boundary between a prompt and its answer when the whole text is encoded at once."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from p2pft.testing.tiny_model import CHAT_TEMPLATE, SPECIAL_TOKENS
+
+    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[symbol] = len(vocab)
+    for left, right in merged_pairs:
+        vocab[left + right] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=list(merged_pairs)))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    built = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+        additional_special_tokens=list(SPECIAL_TOKENS[3:]),
+    )
+    built.chat_template = CHAT_TEMPLATE
+    return built

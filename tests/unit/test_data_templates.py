@@ -10,6 +10,7 @@ from p2pft.train.data import DataError, prepare_data
 from tests.unit.test_data_support import (
     FIXTURES_DIR,
     make_spec,
+    merging_tokenizer,
     plain_tokenizer,
     tokenizer,
     trained_text,
@@ -90,3 +91,23 @@ def test_chat_template_failure_is_a_data_error(tmp_path: Path) -> None:
     tok.chat_template = "{{ raise_exception('roles must alternate') }}"
     with pytest.raises(DataError, match=r"rows\.json: row 1: the tokenizer's chat template failed: .*roles must alt"):
         _one(tmp_path, None, tok)
+
+
+def test_masks_stay_exact_when_a_token_would_straddle_prompt_and_answer(tmp_path: Path) -> None:
+    tok = merging_tokenizer((("Ċ", "H"),))  # "\n" + "H" is one token when encoded together
+    assert len(tok("\nH", add_special_tokens=False)["input_ids"]) == 1
+    dataset_dir = write_dataset(tmp_path, [{"instruction": "Q", "output": "Hello"}])
+    (example,) = prepare_data(make_spec("rows", dataset_dir), tok).train
+    assert tok.decode(example.input_ids) == "<|user|>\nQ</s>\n<|assistant|>\nHello</s>\n"
+    assert trained_text(tok, example.labels) == ["Hello</s>\n"]  # the "\n" of the prompt stays masked
+
+
+def test_chat_template_with_bos_and_default_system_gets_one_bos(tmp_path: Path) -> None:
+    tok = plain_tokenizer()
+    tok.chat_template = (
+        "{{ bos_token }}{% if messages[0]['role'] != 'system' %}<|system|>\nBe brief.</s>\n{% endif %}"
+        "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    )
+    text, trained = _one(tmp_path, None, tok, entry={})
+    assert (text, trained) == ("<s><|system|>\nBe brief.</s>\n<|user|>\nQ</s>\n<|assistant|>\nA</s>\n", ["A</s>\n"])
