@@ -220,3 +220,12 @@ def test_embedded_demo_job_validates(workspace: Path) -> None:
     assert loaded.warnings == []
     assert loaded.spec.dataset_dir == str(demo_dir)
     assert check_job_resources(loaded.spec) == []
+
+
+def test_docs_list_every_ignored_and_refused_key() -> None:
+    from p2pft.config.llamafactory_keys import IGNORED_KEYS, UNSUPPORTED_KEYS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "job-file.md").read_text(encoding="utf-8")
+    missing = [key for key in [*IGNORED_KEYS, *UNSUPPORTED_KEYS, *JobSpec.model_fields, *ElasticConfig.model_fields]
+               if f"`{key}`" not in doc and key != "p2pft"]
+    assert missing == []
