@@ -110,7 +110,8 @@ class BlobClient:
                 await io.submit(writer.discard)
             raise
         finally:
-            io.close(writer.close if writer is not None else None)
+            # Awaited even when cancelled: once fetch() has returned or raised, the partial is closed and unlocked.
+            await io.aclose(writer.close if writer is not None else None)
 
     async def _receive(
         self, io: SerialIO, writer: PartialWriter, stub: transfer_pb2_grpc.BlobServiceStub, digest: str, size: int
@@ -142,7 +143,7 @@ class BlobClient:
                 pending = None
         finally:
             call.cancel()
-            if pending is not None:  # keep the exception of an abandoned write from being reported as unretrieved
+            if pending is not None:  # an abandoned write: its error (if any) is moot, the partial stays valid
                 pending.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     # ---- trees -------------------------------------------------------------------------------------------
@@ -217,7 +218,7 @@ class BlobClient:
                 self.counters["bytes_sent"] += len(data)
                 yield transfer_pb2.PushRequest(data=data)
         finally:
-            io.close(f.close)
+            await io.aclose(f.close)
 
     # ---- plumbing ----------------------------------------------------------------------------------------
     async def _with_retries(

@@ -21,8 +21,14 @@ class SerialIO:
     def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    def close(self, fn: Callable[[], Any] | None = None) -> None:
+    def close(self, fn: Callable[[], Any] | None = None) -> concurrent.futures.Future[Any] | None:
         """Queue `fn` (e.g. closing a file) behind pending work; the thread ends after it, without being awaited."""
-        if fn is not None:
-            self._pool.submit(fn)
+        done = self._pool.submit(fn) if fn is not None else None
         self._pool.shutdown(wait=False)
+        return done
+
+    async def aclose(self, fn: Callable[[], Any] | None = None) -> None:
+        """Like `close`, but wait until `fn` ran: afterwards no work of this transfer touches the file any more."""
+        done = self.close(fn)
+        if done is not None:
+            await asyncio.wrap_future(done)
