@@ -1,1 +1,1 @@
-
+"""Who is in the cluster, who is alive, who coordinates: pure state and decisions (see state.py)."""

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x63ommon.proto\x12\x08p2pft.v1\"X\n\x08Versions\x12\r\n\x05p2pft\x18\x01 \x01(\t\x12\x10\n\x08protocol\x18\x02 \x01(\r\x12\x0e\n\x06python\x18\x03 \x01(\t\x12\r\n\x05torch\x18\x04 \x01(\t\x12\x0c\n\x04\x63uda\x18\x05 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x63ommon.proto\x12\x08p2pft.v1\"X\n\x08Versions\x12\r\n\x05p2pft\x18\x01 \x01(\t\x12\x10\n\x08protocol\x18\x02 \x01(\r\x12\x0e\n\x06python\x18\x03 \x01(\t\x12\r\n\x05torch\x18\x04 \x01(\t\x12\x0c\n\x04\x63uda\x18\x05 \x01(\t\"\x90\x01\n\x06\x44\x65vice\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x17\n\x0fmemory_total_mb\x18\x04 \x01(\x04\x12\x16\n\x0ememory_free_mb\x18\x05 \x01(\x04\x12\x17\n\x0futilization_pct\x18\x06 \x01(\x02\x12\x11\n\tprocesses\x18\x07 \x03(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,4 +33,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VERSIONS']._serialized_start=26
   _globals['_VERSIONS']._serialized_end=114
+  _globals['_DEVICE']._serialized_start=117
+  _globals['_DEVICE']._serialized_end=261
 # @@protoc_insertion_point(module_scope)

@@ -25,17 +25,45 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x64\x61\x65mon.proto\x12\x08p2pft.v1\x1a\x0c\x63ommon.proto\"E\n\x0cHelloRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12$\n\x08versions\x18\x02 \x01(\x0b\x32\x12.p2pft.v1.Versions\"C\n\nHelloReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12$\n\x08versions\x18\x02 \x01(\x0b\x32\x12.p2pft.v1.Versions2?\n\x06\x44\x61\x65mon\x12\x35\n\x05Hello\x12\x16.p2pft.v1.HelloRequest\x1a\x14.p2pft.v1.HelloReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x64\x61\x65mon.proto\x12\x08p2pft.v1\x1a\x0c\x63ommon.proto\"\x92\x01\n\x08PeerInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12$\n\x08versions\x18\x04 \x01(\x0b\x32\x12.p2pft.v1.Versions\x12\r\n\x05state\x18\x05 \x01(\t\x12!\n\x07\x64\x65vices\x18\x06 \x03(\x0b\x32\x10.p2pft.v1.Device\"{\n\x0cHelloRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12$\n\x08versions\x18\x02 \x01(\x0b\x32\x12.p2pft.v1.Versions\x12 \n\x04peer\x18\x03 \x01(\x0b\x32\x12.p2pft.v1.PeerInfo\x12\x12\n\ncluster_id\x18\x04 \x01(\t\"y\n\nHelloReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12$\n\x08versions\x18\x02 \x01(\x0b\x32\x12.p2pft.v1.Versions\x12 \n\x04peer\x18\x03 \x01(\x0b\x32\x12.p2pft.v1.PeerInfo\x12\x12\n\ncluster_id\x18\x04 \x01(\t\"1\n\rMemberAddress\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"q\n\x10HeartbeatRequest\x12 \n\x04peer\x18\x01 \x01(\x0b\x32\x12.p2pft.v1.PeerInfo\x12\x13\n\x0bsent_unix_s\x18\x02 \x01(\x01\x12&\n\x05known\x18\x03 \x03(\x0b\x32\x17.p2pft.v1.MemberAddress\"r\n\x0eHeartbeatReply\x12 \n\x04peer\x18\x01 \x01(\x0b\x32\x12.p2pft.v1.PeerInfo\x12\x16\n\x0ereplied_unix_s\x18\x02 \x01(\x01\x12&\n\x05known\x18\x03 \x03(\x0b\x32\x17.p2pft.v1.MemberAddress\"\x10\n\x0eMembersRequest\"8\n\x0cMembersReply\x12(\n\x07members\x18\x01 \x03(\x0b\x32\x17.p2pft.v1.MemberAddress\"\x0f\n\rStatusRequest\"\xc9\x01\n\nNodeStatus\x12 \n\x04peer\x18\x01 \x01(\x0b\x32\x12.p2pft.v1.PeerInfo\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07is_self\x18\x03 \x01(\x08\x12\x16\n\x0eis_coordinator\x18\x04 \x01(\x08\x12\x1c\n\x14last_heartbeat_age_s\x18\x05 \x01(\x01\x12\x16\n\x0e\x63lock_offset_s\x18\x06 \x01(\x01\x12\x1b\n\x13incompatible_reason\x18\x07 \x01(\t\x12\x0e\n\x06rss_mb\x18\x08 \x01(\x04\"\x97\x02\n\x0bStatusReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63oordinator_id\x18\x03 \x01(\t\x12#\n\x05nodes\x18\x04 \x03(\x0b\x32\x14.p2pft.v1.NodeStatus\x12@\n\x0e\x65rror_counters\x18\x05 \x03(\x0b\x32(.p2pft.v1.StatusReply.ErrorCountersEntry\x12\x10\n\x08uptime_s\x18\x06 \x01(\x01\x12\x1c\n\x14heartbeat_interval_s\x18\x07 \x01(\x01\x1a\x34\n\x12\x45rrorCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\"\n\x0cWatchRequest\x12\x12\n\ninterval_s\x18\x01 \x01(\x01\"\x0e\n\x0c\x44\x65\x62ugRequest\"1\n\nDebugReply\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x16\n\x0eloaded_modules\x18\x02 \x03(\t2\xea\x02\n\x06\x44\x61\x65mon\x12\x35\n\x05Hello\x12\x16.p2pft.v1.HelloRequest\x1a\x14.p2pft.v1.HelloReply\x12\x41\n\tHeartbeat\x12\x1a.p2pft.v1.HeartbeatRequest\x1a\x18.p2pft.v1.HeartbeatReply\x12;\n\x07Members\x12\x18.p2pft.v1.MembersRequest\x1a\x16.p2pft.v1.MembersReply\x12\x38\n\x06Status\x12\x17.p2pft.v1.StatusRequest\x1a\x15.p2pft.v1.StatusReply\x12\x38\n\x05Watch\x12\x16.p2pft.v1.WatchRequest\x1a\x15.p2pft.v1.StatusReply0\x01\x12\x35\n\x05\x44\x65\x62ug\x12\x16.p2pft.v1.DebugRequest\x1a\x14.p2pft.v1.DebugReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'daemon_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HELLOREQUEST']._serialized_start=40
-  _globals['_HELLOREQUEST']._serialized_end=109
-  _globals['_HELLOREPLY']._serialized_start=111
-  _globals['_HELLOREPLY']._serialized_end=178
-  _globals['_DAEMON']._serialized_start=180
-  _globals['_DAEMON']._serialized_end=243
+  _globals['_STATUSREPLY_ERRORCOUNTERSENTRY']._loaded_options = None
+  _globals['_STATUSREPLY_ERRORCOUNTERSENTRY']._serialized_options = b'8\001'
+  _globals['_PEERINFO']._serialized_start=41
+  _globals['_PEERINFO']._serialized_end=187
+  _globals['_HELLOREQUEST']._serialized_start=189
+  _globals['_HELLOREQUEST']._serialized_end=312
+  _globals['_HELLOREPLY']._serialized_start=314
+  _globals['_HELLOREPLY']._serialized_end=435
+  _globals['_MEMBERADDRESS']._serialized_start=437
+  _globals['_MEMBERADDRESS']._serialized_end=486
+  _globals['_HEARTBEATREQUEST']._serialized_start=488
+  _globals['_HEARTBEATREQUEST']._serialized_end=601
+  _globals['_HEARTBEATREPLY']._serialized_start=603
+  _globals['_HEARTBEATREPLY']._serialized_end=717
+  _globals['_MEMBERSREQUEST']._serialized_start=719
+  _globals['_MEMBERSREQUEST']._serialized_end=735
+  _globals['_MEMBERSREPLY']._serialized_start=737
+  _globals['_MEMBERSREPLY']._serialized_end=793
+  _globals['_STATUSREQUEST']._serialized_start=795
+  _globals['_STATUSREQUEST']._serialized_end=810
+  _globals['_NODESTATUS']._serialized_start=813
+  _globals['_NODESTATUS']._serialized_end=1014
+  _globals['_STATUSREPLY']._serialized_start=1017
+  _globals['_STATUSREPLY']._serialized_end=1296
+  _globals['_STATUSREPLY_ERRORCOUNTERSENTRY']._serialized_start=1244
+  _globals['_STATUSREPLY_ERRORCOUNTERSENTRY']._serialized_end=1296
+  _globals['_WATCHREQUEST']._serialized_start=1298
+  _globals['_WATCHREQUEST']._serialized_end=1332
+  _globals['_DEBUGREQUEST']._serialized_start=1334
+  _globals['_DEBUGREQUEST']._serialized_end=1348
+  _globals['_DEBUGREPLY']._serialized_start=1350
+  _globals['_DEBUGREPLY']._serialized_end=1399
+  _globals['_DAEMON']._serialized_start=1402
+  _globals['_DAEMON']._serialized_end=1764
 # @@protoc_insertion_point(module_scope)

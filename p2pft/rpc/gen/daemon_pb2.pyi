@@ -1,23 +1,153 @@
 from . import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PeerInfo(_message.Message):
+    __slots__ = ("node_id", "name", "address", "versions", "state", "devices")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    name: str
+    address: str
+    versions: _common_pb2.Versions
+    state: str
+    devices: _containers.RepeatedCompositeFieldContainer[_common_pb2.Device]
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., versions: _Optional[_Union[_common_pb2.Versions, _Mapping]] = ..., state: _Optional[str] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ...) -> None: ...
+
 class HelloRequest(_message.Message):
-    __slots__ = ("node_id", "versions")
+    __slots__ = ("node_id", "versions", "peer", "cluster_id")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     versions: _common_pb2.Versions
-    def __init__(self, node_id: _Optional[str] = ..., versions: _Optional[_Union[_common_pb2.Versions, _Mapping]] = ...) -> None: ...
+    peer: PeerInfo
+    cluster_id: str
+    def __init__(self, node_id: _Optional[str] = ..., versions: _Optional[_Union[_common_pb2.Versions, _Mapping]] = ..., peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class HelloReply(_message.Message):
-    __slots__ = ("node_id", "versions")
+    __slots__ = ("node_id", "versions", "peer", "cluster_id")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     versions: _common_pb2.Versions
-    def __init__(self, node_id: _Optional[str] = ..., versions: _Optional[_Union[_common_pb2.Versions, _Mapping]] = ...) -> None: ...
+    peer: PeerInfo
+    cluster_id: str
+    def __init__(self, node_id: _Optional[str] = ..., versions: _Optional[_Union[_common_pb2.Versions, _Mapping]] = ..., peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., cluster_id: _Optional[str] = ...) -> None: ...
+
+class MemberAddress(_message.Message):
+    __slots__ = ("node_id", "address")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    address: str
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("peer", "sent_unix_s", "known")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    SENT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    peer: PeerInfo
+    sent_unix_s: float
+    known: _containers.RepeatedCompositeFieldContainer[MemberAddress]
+    def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., sent_unix_s: _Optional[float] = ..., known: _Optional[_Iterable[_Union[MemberAddress, _Mapping]]] = ...) -> None: ...
+
+class HeartbeatReply(_message.Message):
+    __slots__ = ("peer", "replied_unix_s", "known")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    REPLIED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    peer: PeerInfo
+    replied_unix_s: float
+    known: _containers.RepeatedCompositeFieldContainer[MemberAddress]
+    def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., replied_unix_s: _Optional[float] = ..., known: _Optional[_Iterable[_Union[MemberAddress, _Mapping]]] = ...) -> None: ...
+
+class MembersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MembersReply(_message.Message):
+    __slots__ = ("members",)
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedCompositeFieldContainer[MemberAddress]
+    def __init__(self, members: _Optional[_Iterable[_Union[MemberAddress, _Mapping]]] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeStatus(_message.Message):
+    __slots__ = ("peer", "state", "is_self", "is_coordinator", "last_heartbeat_age_s", "clock_offset_s", "incompatible_reason", "rss_mb")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    IS_SELF_FIELD_NUMBER: _ClassVar[int]
+    IS_COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_OFFSET_S_FIELD_NUMBER: _ClassVar[int]
+    INCOMPATIBLE_REASON_FIELD_NUMBER: _ClassVar[int]
+    RSS_MB_FIELD_NUMBER: _ClassVar[int]
+    peer: PeerInfo
+    state: str
+    is_self: bool
+    is_coordinator: bool
+    last_heartbeat_age_s: float
+    clock_offset_s: float
+    incompatible_reason: str
+    rss_mb: int
+    def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., state: _Optional[str] = ..., is_self: _Optional[bool] = ..., is_coordinator: _Optional[bool] = ..., last_heartbeat_age_s: _Optional[float] = ..., clock_offset_s: _Optional[float] = ..., incompatible_reason: _Optional[str] = ..., rss_mb: _Optional[int] = ...) -> None: ...
+
+class StatusReply(_message.Message):
+    __slots__ = ("node_id", "cluster_id", "coordinator_id", "nodes", "error_counters", "uptime_s", "heartbeat_interval_s")
+    class ErrorCountersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    cluster_id: str
+    coordinator_id: str
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
+    error_counters: _containers.ScalarMap[str, int]
+    uptime_s: float
+    heartbeat_interval_s: float
+    def __init__(self, node_id: _Optional[str] = ..., cluster_id: _Optional[str] = ..., coordinator_id: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., error_counters: _Optional[_Mapping[str, int]] = ..., uptime_s: _Optional[float] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("interval_s",)
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    interval_s: float
+    def __init__(self, interval_s: _Optional[float] = ...) -> None: ...
+
+class DebugRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DebugReply(_message.Message):
+    __slots__ = ("pid", "loaded_modules")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    LOADED_MODULES_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    loaded_modules: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pid: _Optional[int] = ..., loaded_modules: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class DaemonStub:
-    """First version: the daemon-to-daemon and CLI-to-daemon service. Later issues extend it.
+    """The daemon-to-daemon and CLI-to-daemon service. Every call is mTLS (same cluster CA) and has a deadline.
     """
 
     def __init__(self, channel):
@@ -40,14 +40,75 @@ class DaemonStub:
                 request_serializer=daemon__pb2.HelloRequest.SerializeToString,
                 response_deserializer=daemon__pb2.HelloReply.FromString,
                 _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/p2pft.v1.Daemon/Heartbeat',
+                request_serializer=daemon__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=daemon__pb2.HeartbeatReply.FromString,
+                _registered_method=True)
+        self.Members = channel.unary_unary(
+                '/p2pft.v1.Daemon/Members',
+                request_serializer=daemon__pb2.MembersRequest.SerializeToString,
+                response_deserializer=daemon__pb2.MembersReply.FromString,
+                _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/p2pft.v1.Daemon/Status',
+                request_serializer=daemon__pb2.StatusRequest.SerializeToString,
+                response_deserializer=daemon__pb2.StatusReply.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/p2pft.v1.Daemon/Watch',
+                request_serializer=daemon__pb2.WatchRequest.SerializeToString,
+                response_deserializer=daemon__pb2.StatusReply.FromString,
+                _registered_method=True)
+        self.Debug = channel.unary_unary(
+                '/p2pft.v1.Daemon/Debug',
+                request_serializer=daemon__pb2.DebugRequest.SerializeToString,
+                response_deserializer=daemon__pb2.DebugReply.FromString,
+                _registered_method=True)
 
 
 class DaemonServicer:
-    """First version: the daemon-to-daemon and CLI-to-daemon service. Later issues extend it.
+    """The daemon-to-daemon and CLI-to-daemon service. Every call is mTLS (same cluster CA) and has a deadline.
     """
 
     def Hello(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A peer introduces itself (or the CLI asks who this is): both sides learn id, address and versions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Heartbeat(self, request, context):
+        """Liveness every heartbeat interval; carries state, devices, a clock sample and gossip both ways.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Members(self, request, context):
+        """The members this daemon knows (gossip and `p2pft peers`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Status(self, request, context):
+        """This daemon's view of the cluster (`p2pft status`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Status again and again, every interval (`p2pft top`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Debug(self, request, context):
+        """Process facts for tests and diagnosis (pid, loaded top-level modules).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -60,6 +121,31 @@ def add_DaemonServicer_to_server(servicer, server):
                     request_deserializer=daemon__pb2.HelloRequest.FromString,
                     response_serializer=daemon__pb2.HelloReply.SerializeToString,
             ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=daemon__pb2.HeartbeatRequest.FromString,
+                    response_serializer=daemon__pb2.HeartbeatReply.SerializeToString,
+            ),
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=daemon__pb2.MembersRequest.FromString,
+                    response_serializer=daemon__pb2.MembersReply.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=daemon__pb2.StatusRequest.FromString,
+                    response_serializer=daemon__pb2.StatusReply.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=daemon__pb2.WatchRequest.FromString,
+                    response_serializer=daemon__pb2.StatusReply.SerializeToString,
+            ),
+            'Debug': grpc.unary_unary_rpc_method_handler(
+                    servicer.Debug,
+                    request_deserializer=daemon__pb2.DebugRequest.FromString,
+                    response_serializer=daemon__pb2.DebugReply.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'p2pft.v1.Daemon', rpc_method_handlers)
@@ -69,7 +155,7 @@ def add_DaemonServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Daemon:
-    """First version: the daemon-to-daemon and CLI-to-daemon service. Later issues extend it.
+    """The daemon-to-daemon and CLI-to-daemon service. Every call is mTLS (same cluster CA) and has a deadline.
     """
 
     @staticmethod
@@ -89,6 +175,141 @@ class Daemon:
             '/p2pft.v1.Daemon/Hello',
             daemon__pb2.HelloRequest.SerializeToString,
             daemon__pb2.HelloReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/p2pft.v1.Daemon/Heartbeat',
+            daemon__pb2.HeartbeatRequest.SerializeToString,
+            daemon__pb2.HeartbeatReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/p2pft.v1.Daemon/Members',
+            daemon__pb2.MembersRequest.SerializeToString,
+            daemon__pb2.MembersReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/p2pft.v1.Daemon/Status',
+            daemon__pb2.StatusRequest.SerializeToString,
+            daemon__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/p2pft.v1.Daemon/Watch',
+            daemon__pb2.WatchRequest.SerializeToString,
+            daemon__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Debug(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/p2pft.v1.Daemon/Debug',
+            daemon__pb2.DebugRequest.SerializeToString,
+            daemon__pb2.DebugReply.FromString,
             options,
             channel_credentials,
             insecure,

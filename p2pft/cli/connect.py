@@ -1,0 +1,46 @@
+"""Shared by the CLI commands that talk to a daemon: find credentials and the target, run one async call."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from p2pft.cli.main import CliError
+
+T = TypeVar("T")
+
+
+def state_dir_of(args: argparse.Namespace) -> Path:
+    from p2pft.daemon.state_dir import resolve_state_dir
+
+    return resolve_state_dir(getattr(args, "state_dir", None))
+
+
+def call_daemon(args: argparse.Namespace, fn: Callable[..., Awaitable[T]]) -> T:
+    """Run `fn(client)` against the daemon chosen by --daemon / P2PFT_DAEMON / <state-dir>/daemon.addr."""
+    import grpc
+
+    from p2pft.rpc.client import DaemonClient, describe_rpc_error, resolve_daemon_target
+    from p2pft.security.credentials import CredentialsError, load_credentials
+
+    state_dir = state_dir_of(args)
+    try:
+        credentials = load_credentials(state_dir)
+    except CredentialsError as exc:
+        raise CliError(str(exc)) from None
+    target = resolve_daemon_target(getattr(args, "daemon", None), state_dir)
+    if not target:
+        raise CliError(f"no daemon address: {state_dir}/daemon.addr is missing (is p2pftd running with this state "
+                       "dir?); pass --daemon HOST:PORT or set P2PFT_DAEMON")
+
+    async def run() -> T:
+        async with DaemonClient(target, credentials) as client:
+            return await fn(client)
+
+    try:
+        return asyncio.run(run())
+    except grpc.RpcError as exc:
+        raise CliError(describe_rpc_error(exc, target)) from None

@@ -1,0 +1,186 @@
+"""Composition root: builds the daemon's parts, serves them on one mTLS server, runs them in a TaskGroup.
+
+Adding a part (the later JobService, a transfer service, a supervisor) is two calls before `run()`:
+`node.add_service(add_fn, servicer)` and/or `node.add_component(obj_with_async_run)`; a part that must finish
+its work before the daemon stops registers `node.add_drain_hook(async_or_sync_callable)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import signal
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from p2pft.daemon import addresses
+from p2pft.daemon.cluster import Cluster
+from p2pft.daemon.devices import cuda_version, read_devices, summary
+from p2pft.daemon.discovery_link import MdnsLink
+from p2pft.daemon.heartbeat import FailureDetector, PeerLinks, Timing
+from p2pft.daemon.logs import set_level
+from p2pft.daemon.service import DaemonServicer
+from p2pft.daemon.settings import DaemonSettings, SettingsError, reloaded
+from p2pft.daemon.state_dir import remove_daemon_addr, write_daemon_addr
+from p2pft.daemon.systemd import sd_notify
+from p2pft.membership.state import LocalStateChanged, initial_state
+from p2pft.membership.versions import local_versions
+from p2pft.rpc.gen import daemon_pb2_grpc
+from p2pft.rpc.server import ServicerPair, build_server
+from p2pft.security.credentials import Credentials
+
+log = logging.getLogger("p2pft.daemon")
+DrainHook = Callable[[], Awaitable[None] | None]
+DRAIN_TIMEOUT_S = 120.0
+DEVICE_REFRESH_S = 5.0
+
+
+class Component(Protocol):
+    name: str
+
+    async def run(self) -> None: ...  # runs until cancelled (or returns when it has nothing left to do)
+
+
+class Node:
+    def __init__(self, settings: DaemonSettings, credentials: Credentials,
+                 reload_settings: Callable[[], DaemonSettings] | None = None) -> None:
+        self.settings = settings
+        self.credentials = credentials
+        self.node_id = credentials.node_id
+        self.cluster_id = credentials.cluster_id
+        self.reload_settings = reload_settings
+        self.counters: Counter[str] = Counter()
+        self.port = 0
+        self.versions = local_versions(cuda=cuda_version())
+        self.cluster = Cluster(initial_state(self.node_id, self.versions, name=settings.name), self.counters)
+        self.links = PeerLinks(self.cluster, credentials, self.timing, self.cluster_id)
+        self.servicer = DaemonServicer(self.cluster, self.links, self.cluster_id, settings.heartbeat_interval_s)
+        self.services: list[ServicerPair] = [(daemon_pb2_grpc.add_DaemonServicer_to_server, self.servicer)]
+        self.components: list[Component] = [self.links, FailureDetector(self.cluster, self.timing),
+                                            _DeviceRefresher(self)]
+        if settings.mdns:
+            self.components.append(MdnsLink(
+                links=self.links, node_id=self.node_id, cluster_id=self.cluster_id, port=lambda: self.port,
+                interfaces=settings.mdns_interfaces, txt=self.mdns_txt))
+        self.drain_hooks: list[DrainHook] = []
+        self._stop: asyncio.Event | None = None
+        self.stop_reason = ""
+
+    # ---- extension seam -----------------------------------------------------------------------------------
+
+    def add_service(self, add_fn: Callable[[Any, Any], None], servicer: Any) -> None:
+        self.services.append((add_fn, servicer))
+
+    def add_component(self, component: Component) -> None:
+        self.components.append(component)
+
+    def add_drain_hook(self, hook: DrainHook) -> None:
+        self.drain_hooks.append(hook)
+
+    # ---- read by the parts --------------------------------------------------------------------------------
+
+    def timing(self) -> Timing:
+        return Timing(self.settings.heartbeat_interval_s, self.settings.lost_after_s)
+
+    def mdns_txt(self) -> dict[str, str]:
+        me = self.cluster.state.me
+        return {"dev": summary(me.devices)[:200], "state": me.state}
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        if self._stop is not None and not self._stop.is_set():
+            log.info("stopping (%s)", reason)
+            self.stop_reason = reason
+            self._stop.set()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read flags/env/config; apply what is safe on a running daemon, name the rest."""
+        if self.reload_settings is None:
+            return
+        try:
+            fresh = self.reload_settings()
+        except SettingsError as exc:
+            log.error("SIGHUP: settings not reloaded: %s", exc)
+            return
+        self.settings, restart_needed = reloaded(self.settings, fresh)
+        set_level(self.settings.log_level)
+        self.servicer.heartbeat_interval_s = self.settings.heartbeat_interval_s
+        for peer in self.settings.peers:
+            self.links.add_static(peer)
+        log.info("SIGHUP: settings reloaded%s", f"; restart to apply {', '.join(restart_needed)}"
+                 if restart_needed else "")
+
+    async def run(self) -> int:
+        self._stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig, reason in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
+            loop.add_signal_handler(sig, self.request_stop, reason)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        devices = await asyncio.to_thread(read_devices)
+        server, self.port = build_server(self.credentials.server_credentials(), self.services,
+                                         listen=self.settings.listen, counters=self.counters)
+        await server.start()
+        host = self.settings.listen_host
+        self.cluster.apply(LocalStateChanged(devices=devices, address=addresses.advertised(host, self.port)))
+        local = addresses.local_target(host, self.port)
+        state_dir = Path(self.settings.state_dir)
+        write_daemon_addr(state_dir, local)
+        for peer in self.settings.peers:
+            self.links.add_static(peer)
+        log.info("node %s (%s) of cluster %s listening on %s:%d; state dir %s", self.node_id, self.settings.name,
+                 self.cluster_id, host, self.port, state_dir)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(c.run(), name=c.name) for c in self.components]
+                sd_notify("READY=1")
+                await self._stop.wait()
+                sd_notify("STOPPING=1")
+                await self._drain()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await server.stop(grace=1.0)
+            remove_daemon_addr(state_dir, local)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        log.info("stopped")
+        return 0
+
+    async def _drain(self) -> None:
+        """Announce draining (peers stop choosing us), run the drain hooks, bounded in time."""
+        self.cluster.apply(LocalStateChanged(state="draining"))
+        if not self.drain_hooks:
+            return
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                for hook in self.drain_hooks:
+                    result = hook()
+                    if inspect.isawaitable(result):
+                        await result
+        except TimeoutError:
+            log.error("drain hooks did not finish within %.0fs; stopping anyway", DRAIN_TIMEOUT_S)
+        except Exception:
+            log.exception("a drain hook failed; stopping anyway")
+        log.info("drained in %.1fs", time.monotonic() - started)
+
+
+class _DeviceRefresher:
+    """Re-reads the hardware inventory every few seconds; peers get the new values with the next heartbeat."""
+
+    name = "devices"
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(DEVICE_REFRESH_S)
+            devices = await asyncio.to_thread(read_devices)
+            if devices != self.node.cluster.state.me.devices:
+                self.node.cluster.apply(LocalStateChanged(devices=devices))

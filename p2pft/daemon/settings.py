@@ -1,0 +1,254 @@
+"""p2pftd settings: flags > environment (P2PFT_*) > config file (YAML or TOML) > defaults.
+
+A bad value anywhere is one line naming where it came from, the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import tomllib
+import yaml
+
+from p2pft.daemon.state_dir import default_state_dir
+
+DEFAULT_PORT = 47341
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingsError(ValueError):
+    """One line: source, key, value, what is allowed."""
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    state_dir: Path
+    listen: str = f"0.0.0.0:{DEFAULT_PORT}"
+    name: str = ""
+    peers: tuple[str, ...] = ()
+    mdns: bool = True
+    mdns_interfaces: tuple[str, ...] = ()       # empty: the box's LAN interfaces
+    heartbeat_interval_s: float = 1.0
+    lost_after_intervals: int = 3               # silent this many intervals -> lost
+    log_level: str = "INFO"
+    config: Path | None = None
+
+    @property
+    def lost_after_s(self) -> float:
+        return self.heartbeat_interval_s * self.lost_after_intervals
+
+    @property
+    def listen_host(self) -> str:
+        return split_host_port(self.listen)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return split_host_port(self.listen)[1]
+
+
+# Settings that SIGHUP may change on a running daemon; the rest need a restart.
+RELOADABLE = ("peers", "heartbeat_interval_s", "lost_after_intervals", "log_level", "name")
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError("expected HOST:PORT, e.g. 0.0.0.0:47341 or 127.0.0.1:0")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host:
+        raise ValueError("HOST is empty; use 0.0.0.0 to listen on every interface")
+    number = int(port)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port {number} is outside 0-65535")
+    return host, number
+
+
+def _host_port(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a HOST:PORT string")
+    split_host_port(value.strip())
+    return value.strip()
+
+
+def _peer_list(value: Any) -> tuple[str, ...]:
+    items = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ValueError("expected a list of HOST:PORT")
+    out = []
+    for item in items:
+        try:
+            out.append(_host_port(item))
+        except ValueError as exc:
+            raise ValueError(f"peer {item!r}: {exc}") from None
+    return tuple(out)
+
+
+def _interfaces(value: Any) -> tuple[str, ...]:
+    items = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ValueError("expected a list of interface IP addresses")
+    for item in items:
+        try:
+            ipaddress.ip_address(str(item))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address (give the interface's address, e.g. 127.0.0.1)") from None
+    return tuple(str(i) for i in items)
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true/false (or 1/0)")
+
+
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if not 0.05 <= number <= 60:
+        raise ValueError("expected seconds between 0.05 and 60")
+    return number
+
+
+def _intervals(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError("expected a whole number >= 2")
+    number = int(value)
+    if number < 2:
+        raise ValueError("expected a whole number >= 2 (1 would call a peer lost after one late heartbeat)")
+    return number
+
+
+def _level(value: Any) -> str:
+    text = str(value).upper()
+    if text not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+    return text
+
+
+def _name(value: Any) -> str:
+    text = str(value).strip()
+    if not text or len(text) > 63 or any(c.isspace() for c in text):
+        raise ValueError("expected 1-63 characters without spaces")
+    return text
+
+
+def _path(value: Any) -> Path:
+    if not isinstance(value, str | os.PathLike) or not str(value):
+        raise ValueError("expected a directory path")
+    return Path(value).expanduser().resolve()
+
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "state_dir": _path,
+    "listen": _host_port,
+    "name": _name,
+    "peers": _peer_list,
+    "mdns": _bool,
+    "mdns_interfaces": _interfaces,
+    "heartbeat_interval_s": _positive_float,
+    "lost_after_intervals": _intervals,
+    "log_level": _level,
+}
+ENV_PREFIX = "P2PFT_"
+
+
+def _apply_layer(values: dict[str, Any], layer: Mapping[str, Any], source: str) -> None:
+    for key, raw in layer.items():
+        parser = PARSERS.get(key)
+        if parser is None:
+            allowed = ", ".join(sorted(PARSERS))
+            raise SettingsError(f"{source}: unknown setting {key!r}; known: {allowed}")
+        try:
+            values[key] = parser(raw)
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(f"{source}: {key}={raw!r}: {exc}") from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """YAML (.yaml/.yml) or TOML (.toml); keys may use - or _."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SettingsError(f"--config {path}: cannot read ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        kind = "TOML" if path.suffix == ".toml" else "YAML"
+        raise SettingsError(f"--config {path}: not valid {kind}: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"--config {path}: expected a mapping of settings at the top level")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def env_layer(environ: Mapping[str, str]) -> dict[str, str]:
+    return {key: environ[ENV_PREFIX + key.upper()] for key in PARSERS if ENV_PREFIX + key.upper() in environ}
+
+
+def flag_layer(args: argparse.Namespace) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for key, attr in (("state_dir", "state_dir"), ("listen", "listen"), ("name", "name"),
+                      ("heartbeat_interval_s", "heartbeat_interval"), ("log_level", "log_level")):
+        if getattr(args, attr, None) is not None:
+            layer[key] = getattr(args, attr)
+    if args.peer:
+        layer["peers"] = list(args.peer)
+    if args.no_mdns:
+        layer["mdns"] = False
+    if args.mdns_interface:
+        layer["mdns_interfaces"] = list(args.mdns_interface)
+    return layer
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="p2pftd", description="p2pft daemon: joins this box to the cluster.")
+    p.add_argument("--config", metavar="FILE", help="YAML or TOML settings file (env P2PFT_CONFIG)")
+    p.add_argument("--state-dir", metavar="DIR", help="node id, credentials, jobs (env P2PFT_STATE_DIR)")
+    p.add_argument("--listen", metavar="HOST:PORT", help=f"gRPC address (default 0.0.0.0:{DEFAULT_PORT}; port 0 = any)")
+    p.add_argument("--name", help="human-readable name of this box (default: hostname)")
+    p.add_argument("--peer", action="append", default=[], metavar="HOST:PORT", help="static peer (repeatable)")
+    p.add_argument("--no-mdns", action="store_true", help="no mDNS discovery (static peers + gossip only)")
+    p.add_argument("--mdns-interface", action="append", default=[], metavar="ADDR",
+                   help="announce/browse mDNS only on the interface with this IP (repeatable)")
+    p.add_argument("--heartbeat-interval", type=str, metavar="SECONDS", help="default 1")
+    p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR")
+    return p
+
+
+def load_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> DaemonSettings:
+    environ = os.environ if environ is None else environ
+    config_arg = args.config or environ.get(ENV_PREFIX + "CONFIG")
+    values: dict[str, Any] = {}
+    config_path = Path(config_arg).expanduser().resolve() if config_arg else None
+    if config_path is not None:
+        _apply_layer(values, read_config_file(config_path), f"--config {config_path}")
+    _apply_layer(values, env_layer(environ), "environment P2PFT_*")
+    _apply_layer(values, flag_layer(args), "command line")
+    values.setdefault("state_dir", default_state_dir())
+    values.setdefault("name", socket.gethostname().split(".")[0][:63] or "p2pft")
+    return DaemonSettings(config=config_path, **values)
+
+
+def parse_settings(argv: Sequence[str] | None, environ: Mapping[str, str] | None = None) -> DaemonSettings:
+    return load_settings(build_arg_parser().parse_args(argv), environ)
+
+
+def reloaded(current: DaemonSettings, fresh: DaemonSettings) -> tuple[DaemonSettings, list[str]]:
+    """Take the SIGHUP-safe fields from `fresh`; returns the new settings and the names that need a restart."""
+    changes = {f: getattr(fresh, f) for f in RELOADABLE}
+    restart_needed = [f.name for f in fields(current)
+                      if f.name not in RELOADABLE and getattr(current, f.name) != getattr(fresh, f.name)]
+    return replace(current, **changes), restart_needed

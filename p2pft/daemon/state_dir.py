@@ -1,0 +1,85 @@
+"""Where a daemon keeps its state, and the small files in it that the CLI also reads.
+
+Layout of a state dir:
+  node_id        this box's persistent node id (one line), created once
+  tls/           cluster CA and this node's certificate (see p2pft.security.credentials)
+  daemon.addr    `host:port` the running daemon listens on, written at start (the CLI's default target)
+Later issues add jobs/ and blobs/ beside them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+STATE_DIR_ENV = "P2PFT_STATE_DIR"
+NODE_ID_FILE = "node_id"
+DAEMON_ADDR_FILE = "daemon.addr"
+
+
+def default_state_dir() -> Path:
+    """/var/lib/p2pft for root (a system service), else ~/.local/state/p2pft (XDG state home)."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/p2pft")
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    return base / "p2pft"
+
+
+def resolve_state_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """--state-dir beats P2PFT_STATE_DIR beats the default."""
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    env = os.environ.get(STATE_DIR_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    return default_state_dir()
+
+
+def new_node_id() -> str:
+    # 16 hex chars: unique enough for an office, short enough to read in a table, a valid DNS label.
+    return secrets.token_hex(8)
+
+
+def read_node_id(state_dir: Path) -> str | None:
+    path = state_dir / NODE_ID_FILE
+    if not path.exists():
+        return None
+    value = path.read_text().strip()
+    return value or None
+
+
+def load_or_create_node_id(state_dir: Path) -> str:
+    """The node id survives restarts: it is created once and then read from the state dir."""
+    existing = read_node_id(state_dir)
+    if existing:
+        return existing
+    state_dir.mkdir(parents=True, exist_ok=True)
+    node_id = new_node_id()
+    _write_atomic(state_dir / NODE_ID_FILE, node_id + "\n")
+    return node_id
+
+
+def write_daemon_addr(state_dir: Path, address: str) -> None:
+    _write_atomic(state_dir / DAEMON_ADDR_FILE, address + "\n")
+
+
+def read_daemon_addr(state_dir: Path) -> str | None:
+    path = state_dir / DAEMON_ADDR_FILE
+    if not path.exists():
+        return None
+    return path.read_text().strip() or None
+
+
+def remove_daemon_addr(state_dir: Path, address: str) -> None:
+    """Remove daemon.addr only if it still names us (another daemon may have started on this state dir)."""
+    if read_daemon_addr(state_dir) == address:
+        (state_dir / DAEMON_ADDR_FILE).unlink(missing_ok=True)
+
+
+def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)

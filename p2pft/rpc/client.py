@@ -1,0 +1,84 @@
+"""Client side of the Daemon service, for peers (daemon -> daemon) and the CLI; always mTLS, always deadlines."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+
+from p2pft.rpc.gen import daemon_pb2, daemon_pb2_grpc
+from p2pft.security.credentials import Credentials, secure_channel
+
+DAEMON_ENV = "P2PFT_DAEMON"
+DEFAULT_TIMEOUT_S = 5.0
+
+
+def resolve_daemon_target(explicit: str | None, state_dir: Path) -> str | None:
+    """--daemon beats P2PFT_DAEMON beats `<state-dir>/daemon.addr` (written by the running daemon)."""
+    from p2pft.daemon.state_dir import read_daemon_addr
+
+    return explicit or os.environ.get(DAEMON_ENV) or read_daemon_addr(state_dir)
+
+
+def describe_rpc_error(exc: BaseException, target: str) -> str:
+    """One line saying what went wrong talking to `target`, and what to do."""
+    if not isinstance(exc, grpc.RpcError):
+        return f"{target}: {type(exc).__name__}: {exc}"
+    code = exc.code() if hasattr(exc, "code") else None
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
+    lowered = details.lower()
+    if "handshake" in lowered or "ssl" in lowered or "certificate" in lowered or "tsi_" in lowered:
+        return (f"TLS handshake with {target} failed: it is a daemon of another cluster or not a p2pft daemon "
+                f"(join this cluster with `p2pft init --token T`, T from `p2pft join-token` on a member)")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return f"no daemon answers at {target}: is p2pftd running there? ({details.splitlines()[0] if details else ''})"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"daemon at {target} did not answer in time (deadline exceeded)"
+    return f"daemon at {target} answered {code.name if code else 'an error'}: {details}"
+
+
+class DaemonClient:
+    """One channel to one daemon. Use `async with`, or call `close()`."""
+
+    def __init__(self, target: str, credentials: Credentials, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self.channel = secure_channel(target, credentials)
+        self.stub = daemon_pb2_grpc.DaemonStub(self.channel)
+
+    async def __aenter__(self) -> DaemonClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close(grace=None)
+
+    async def hello(self, request: daemon_pb2.HelloRequest, timeout_s: float | None = None) -> daemon_pb2.HelloReply:
+        return await self.stub.Hello(request, timeout=timeout_s or self.timeout_s)
+
+    async def heartbeat(
+        self, request: daemon_pb2.HeartbeatRequest, timeout_s: float | None = None
+    ) -> daemon_pb2.HeartbeatReply:
+        return await self.stub.Heartbeat(request, timeout=timeout_s or self.timeout_s)
+
+    async def members(self, timeout_s: float | None = None) -> daemon_pb2.MembersReply:
+        return await self.stub.Members(daemon_pb2.MembersRequest(), timeout=timeout_s or self.timeout_s)
+
+    async def status(self, timeout_s: float | None = None) -> daemon_pb2.StatusReply:
+        return await self.stub.Status(daemon_pb2.StatusRequest(), timeout=timeout_s or self.timeout_s)
+
+    async def debug(self, timeout_s: float | None = None) -> daemon_pb2.DebugReply:
+        return await self.stub.Debug(daemon_pb2.DebugRequest(), timeout=timeout_s or self.timeout_s)
+
+    async def watch(self, interval_s: float = 0.0) -> AsyncIterator[daemon_pb2.StatusReply]:
+        # A stream has no overall deadline; each item must arrive within the per-call timeout plus the interval.
+        call = self.stub.Watch(daemon_pb2.WatchRequest(interval_s=interval_s))
+        try:
+            async for reply in call:
+                yield reply
+        finally:
+            call.cancel()

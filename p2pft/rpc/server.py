@@ -1,0 +1,76 @@
+"""The daemon's one grpc.aio server: mTLS, message size caps, and an interceptor that counts bad calls.
+
+Other pieces add their servicers as `(add_fn, servicer)` pairs, e.g.
+`(daemon_pb2_grpc.add_DaemonServicer_to_server, DaemonServicer(...))`; a later JobService joins the same list.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+
+from p2pft.security.credentials import MAX_MESSAGE_BYTES
+
+log = logging.getLogger(__name__)
+ServicerPair = tuple[Callable[[Any, grpc.aio.Server], None], Any]
+SERVER_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),  # port 0 must give a port nobody else holds
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+]
+
+
+class ErrorCountingInterceptor(grpc.aio.ServerInterceptor):
+    """Counts malformed requests (undecodable bytes), unknown methods and handler failures in `counters`.
+
+    A request that cannot be decoded is answered INVALID_ARGUMENT by grpc; the daemon itself never sees it
+    except through this count, which `p2pft status` shows.
+    """
+
+    def __init__(self, counters: Counter[str]) -> None:
+        self.counters = counters
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        if handler is None:
+            self.counters["unknown_method"] += 1
+            log.warning("refused call to unknown method %s", details.method)
+            return None
+        if handler.request_deserializer is None:
+            return handler
+        return handler._replace(request_deserializer=self._counting(handler.request_deserializer, details.method))
+
+    def _counting(self, deserialize: Callable[[bytes], Any], method: str) -> Callable[[bytes], Any]:
+        def wrapped(data: bytes) -> Any:
+            try:
+                return deserialize(data)
+            except Exception as exc:
+                self.counters["malformed_request"] += 1
+                log.warning("malformed request to %s (%d bytes): %s", method, len(data), type(exc).__name__)
+                raise
+        return wrapped
+
+
+def build_server(
+    credentials: grpc.ServerCredentials,
+    servicers: Sequence[ServicerPair],
+    *,
+    listen: str,
+    counters: Counter[str],
+) -> tuple[grpc.aio.Server, int]:
+    """A started-ready server (call `await server.start()`) and the bound port (resolves port 0)."""
+    server = grpc.aio.server(interceptors=[ErrorCountingInterceptor(counters)], options=SERVER_OPTIONS)
+    for add_fn, servicer in servicers:
+        add_fn(servicer, server)
+    port = server.add_secure_port(listen, credentials)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}: address in use or not local to this box (--listen)")
+    return server, port
