@@ -1,7 +1,10 @@
 """Supervise one torchrun agent (and its workers) under asyncio: start, wait, stop, classify the exit.
 
-The agent runs in a session of its own, so one signal to its process group reaches the agent and every
-worker it spawned; nothing is left behind when a round ends. Torch-free: this runs inside the daemon.
+The agent runs in a session of its own. torchrun starts every worker in a session of ITS own too
+(start_new_session=True in torch's subprocess handler), so a signal to the agent's process group does not
+reach the workers: killed that way, they live on as orphans and keep training. Stopping a round therefore
+signals the agent's group and the group of every process carrying this agent's token in its environment
+(inherited by the workers; found even after the agent itself is gone). Torch-free: this runs in the daemon.
 """
 
 from __future__ import annotations
@@ -12,15 +15,19 @@ import enum
 import os
 import signal
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import psutil
+
 from p2pft.launch.events import read_events
 from p2pft.launch.round_spec import RoundLaunch, build_agent_command
 
 EXIT_STOPPED_ON_REQUEST = 75
+AGENT_TOKEN_ENV = "P2PFT_AGENT_TOKEN"  # inherited by torchrun's workers: finds them even as orphans
 
 
 class AgentOutcome(str, enum.Enum):
@@ -61,7 +68,8 @@ class AgentProcess:
         base_env: Mapping[str, str] | None = None,
     ) -> None:
         self.argv = list(argv)
-        self.env = {**(os.environ if base_env is None else base_env), **env}
+        self.token = uuid.uuid4().hex
+        self.env = {**(os.environ if base_env is None else base_env), **env, AGENT_TOKEN_ENV: self.token}
         self.log_file = log_file
         self.cwd = cwd
         self.events_file = events_file
@@ -113,32 +121,43 @@ class AgentProcess:
         return self._finish(returncode)
 
     async def terminate(self, grace_s: float = 10.0) -> AgentExit:
-        """SIGTERM the group (torchrun forwards it to its workers), SIGKILL it after `grace_s`."""
+        """SIGTERM the agent (torchrun stops its workers), then SIGKILL agent and workers after `grace_s`."""
         process = self._require_started()
         if process.returncode is None:
             self._stopped_by_us = True
             self._signal_group(signal.SIGTERM)
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(process.wait(), timeout=grace_s)
-            except asyncio.TimeoutError:
-                self._signal_group(signal.SIGKILL)
+        # Whatever is left (agent past its grace, workers torchrun did not reap) goes now.
+        self.kill()
         returncode = await process.wait()
-        # Workers torchrun had not reaped yet would outlive it otherwise.
-        self._signal_group(signal.SIGKILL)
         return self._finish(returncode)
 
     def kill(self) -> None:
-        """SIGKILL the whole group now, without waiting (teardown paths, fault injection)."""
+        """SIGKILL the agent and all its workers now, without waiting (teardown, fault injection)."""
         if self._process is not None and self._process.returncode is None:
             self._stopped_by_us = True
         self._signal_group(signal.SIGKILL)
+        for pid in self.worker_pids():
+            _signal_process_group(pid, signal.SIGKILL)
+
+    def worker_pids(self) -> list[int]:
+        """Live processes started under this agent (found by the inherited token), the agent excluded."""
+        if self._process is None:
+            return []
+        found: list[int] = []
+        for proc in psutil.process_iter(["pid"]):
+            if proc.pid in (self._process.pid, os.getpid()):
+                continue
+            with contextlib.suppress(psutil.Error):
+                if proc.environ().get(AGENT_TOKEN_ENV) == self.token:
+                    found.append(proc.pid)
+        return found
 
     def _signal_group(self, signum: int) -> None:
-        if self._process is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
+        if self._process is not None:
             # pgid == pid thanks to start_new_session; valid even after the leader exited while members live.
-            os.killpg(self._process.pid, signum)
+            _signal_process_group(self._process.pid, signum)
 
     def _require_started(self) -> asyncio.subprocess.Process:
         if self._process is None:
@@ -161,3 +180,13 @@ class AgentProcess:
             runtime_s=time.monotonic() - self._started_at,
         )
         return self._exit
+
+
+def _signal_process_group(pid: int, signum: int) -> None:
+    """Signal `pid`'s process group, or `pid` alone if it shares ours (never signal the daemon itself)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        pgid = os.getpgid(pid)
+        if pgid == os.getpgrp():
+            os.kill(pid, signum)
+        else:
+            os.killpg(pgid, signum)
