@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 from pathlib import Path
 
 
@@ -13,9 +12,9 @@ def main(argv: list[str] | None = None) -> int:
     # Training never downloads: models and tokenizers come from local directories or the local HF cache.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # per-rank load chatter drowns the step lines
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    from p2pft.train.model import quiet_transformers
+
+    quiet_transformers()
     parser = argparse.ArgumentParser(prog="python -m p2pft.train", description="p2pft training worker")
     parser.add_argument("--job", required=True, type=Path, help="JOB.json (job_to_dict of the spec)")
     parser.add_argument("--plan", required=True, type=Path, help="PLAN.json of this round")

@@ -105,11 +105,14 @@ def evaluate(model_dir: str | os.PathLike[str], dataset: str | Sequence[str], da
     """
     from p2pft.config.job import parse_job
     from p2pft.train.data import prepare_data
+    from p2pft.train.model import quiet_transformers
 
     os.environ["HF_HUB_OFFLINE"] = "1"
+    quiet_transformers()
     root = Path(model_dir).resolve()
-    if not root.is_dir():
-        raise EvaluationError(f"{root} is not a directory; pass the output_dir of a finished run")
+    if not ((root / "adapter_config.json").is_file() or (root / "config.json").is_file()):
+        raise EvaluationError(f"{root} holds neither an adapter (adapter_config.json) nor a model (config.json); "
+                              "pass the output_dir of a finished run")
     names = [dataset] if isinstance(dataset, str) else list(dataset)
     job = dict(_saved_job(root) or {})
     job.update({"dataset": names, "val_size": 0.0, "max_samples": None})

@@ -16,6 +16,15 @@ from torch import nn
 ALLOW_REMOTE_CODE_ENV = "P2PFT_ALLOW_TRUST_REMOTE_CODE"
 
 
+def quiet_transformers() -> None:
+    """Per-process load chatter (progress bars, deprecations from peft) would drown the step lines."""
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 class ModelLoadError(RuntimeError):
     """One line that names the model and what to do."""
 
