@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -21,6 +22,8 @@ def state_dir_of(args: argparse.Namespace) -> Path:
 
 def call_daemon(args: argparse.Namespace, fn: Callable[..., Awaitable[T]]) -> T:
     """Run `fn(client)` against the daemon chosen by --daemon / P2PFT_DAEMON / <state-dir>/daemon.addr."""
+    # grpc core prints failed TLS handshakes at INFO by default; the CLI says it in one line of its own instead.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     import grpc
 
     from p2pft.rpc.client import DaemonClient, describe_rpc_error, resolve_daemon_target
