@@ -18,6 +18,7 @@ from typing import Any
 from p2pft.cli.main import CliError
 
 RUN_SUBDIR = "run"
+EXIT_STOPPED_ON_REQUEST = 75
 
 
 def register(subparsers: Any) -> None:
@@ -98,20 +99,40 @@ def run_job(args: argparse.Namespace) -> tuple[int, Any]:
         print(f"p2pft: resuming from step {resume}", flush=True)
     argv, env = local_torchrun_command(nproc=args.nproc, job_json=job_json, plan_json=plan_json,
                                        run_dir=run_dir, node_id=node_id)
+    events = run_dir / "events.jsonl"
+    events_offset = events.stat().st_size if events.is_file() else 0
     # Same process group as ours: Ctrl-C reaches torchrun, which stops its workers.
     process = subprocess.Popen(argv, env=env)
     try:
-        return process.wait(), spec
+        code = process.wait()
     except KeyboardInterrupt:
         process.wait()
         raise
+    if code != 0 and _stopped_on_request(events, events_offset):
+        code = EXIT_STOPPED_ON_REQUEST  # torchrun reports any non-zero worker exit, 75 included, as 1
+    return code, spec
+
+
+def _stopped_on_request(events: Path, offset: int) -> bool:
+    if not events.is_file():
+        return False
+    with events.open("rb") as handle:
+        handle.seek(offset)
+        new_lines = handle.read().decode(errors="replace").splitlines()
+    for line in new_lines:
+        try:
+            if json.loads(line).get("event") == "stopped_on_request":
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def handle(args: argparse.Namespace) -> int:
     code, spec = run_job(args)
     if code == 0:
         print(f"p2pft: finished; outputs in {spec.output_dir}")
-    elif code == 75:
+    elif code == EXIT_STOPPED_ON_REQUEST:
         print(f"p2pft: stopped on request after a checkpoint; run again to resume ({spec.output_dir})")
     else:
         print(f"p2pft: training failed (exit {code}); run again to resume from the last checkpoint",
