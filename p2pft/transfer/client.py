@@ -9,6 +9,7 @@ sources (peers), with bounded exponential backoff between them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -37,6 +38,7 @@ from p2pft.transfer.tree import resolve_destination, target_path, write_tree
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+MAX_QUEUED_WRITES = 4  # chunks received but not yet written: bounds memory, absorbs disk hiccups
 
 
 @dataclass(frozen=True)
@@ -116,12 +118,12 @@ class BlobClient:
     async def _receive(
         self, io: SerialIO, writer: PartialWriter, stub: transfer_pb2_grpc.BlobServiceStub, digest: str, size: int
     ) -> None:
-        """Append the peer's chunks from the partial's length on; one write queued while the next chunk arrives."""
+        """Append the peer's chunks from the partial's length on; writes queue (bounded) while more chunks arrive."""
         start = writer.offset
         request = transfer_pb2.ReadRequest(digest=digest, offset=start, max_chunk_bytes=self.policy.chunk_bytes)
         call = stub.Read(request, timeout=self.policy.stream_deadline_s(size - start))
         expected = start
-        pending: asyncio.Future[Any] | None = None
+        pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         try:
             while True:
                 chunk = await asyncio.wait_for(call.read(), self.policy.stall_timeout_s)
@@ -134,17 +136,16 @@ class BlobClient:
                 if expected + len(chunk.data) > size:
                     raise DigestMismatchError(f"peer sent more than the blob's {size} bytes")
                 expected += len(chunk.data)
-                if pending is not None:
-                    await pending
-                pending = io.submit(writer.write, chunk.data)
+                if len(pending) >= MAX_QUEUED_WRITES:
+                    await pending.popleft()
+                pending.append(io.submit(writer.write, chunk.data))
                 self.counters["bytes_received"] += len(chunk.data)
-            if pending is not None:
-                await pending
-                pending = None
+            while pending:
+                await pending.popleft()
         finally:
             call.cancel()
-            if pending is not None:  # an abandoned write: its error (if any) is moot, the partial stays valid
-                pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+            for abandoned in pending:  # its error (if any) is moot: the partial holds a valid prefix either way
+                abandoned.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     # ---- trees -------------------------------------------------------------------------------------------
     async def fetch_tree(
