@@ -25,7 +25,7 @@ import ipaddress
 import logging
 from collections.abc import Mapping, Sequence
 
-from zeroconf import IPVersion, ServiceStateChange, Zeroconf
+from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from p2pft.discovery.events import EventCallback, PeerLost, PeerSeen
@@ -80,6 +80,11 @@ class MdnsDiscovery:
         self._known: dict[str, PeerSeen] = {}  # service name -> last emitted event
         self._resolving: dict[str, asyncio.Task[None]] = {}
         self._resolve_again: set[str] = set()
+        # zeroconf asks its first questions as QU (answer by unicast). On loopback every instance shares
+        # 127.0.0.1:5353 (SO_REUSEPORT), so a unicast answer reaches a random one of them and is lost, which
+        # delays discovery to the next (multicast) query, ~1 s later. Ask QM there; keep QU on real networks.
+        loopback_only = all(ipaddress.ip_address(a).is_loopback for a in self.addresses)
+        self._question_type = DNSQuestionType.QM if loopback_only else None
 
     @property
     def txt(self) -> dict[str, str]:
@@ -90,7 +95,9 @@ class MdnsDiscovery:
         self._aiozc = AsyncZeroconf(interfaces=self.interfaces)
         self._info = self._service_info()
         await self._aiozc.async_register_service(self._info, cooperating_responders=True)
-        self._browser = AsyncServiceBrowser(self._aiozc.zeroconf, SERVICE_TYPE, handlers=[self._on_state_change])
+        self._browser = AsyncServiceBrowser(
+            self._aiozc.zeroconf, SERVICE_TYPE, handlers=[self._on_state_change], question_type=self._question_type
+        )
 
     async def update_txt(self, txt: Mapping[str, str]) -> None:
         """Re-announce with new TXT values (e.g. a new `state`); peers get a fresh PeerSeen."""
@@ -174,7 +181,7 @@ class MdnsDiscovery:
         if aiozc is None:
             return
         info = AsyncServiceInfo(SERVICE_TYPE, name)
-        if not await info.async_request(aiozc.zeroconf, RESOLVE_TIMEOUT_MS):
+        if not await info.async_request(aiozc.zeroconf, RESOLVE_TIMEOUT_MS, question_type=self._question_type):
             self.counters["resolve_failures"] += 1
             log.debug("mdns: no answer resolving %s", name)
             return
