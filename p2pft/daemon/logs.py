@@ -17,6 +17,9 @@ def setup_logging(level: str, name: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # grpc's Python layer logs every event-loop lookup at DEBUG; keep our DEBUG readable.
+    for noisy in ("grpc", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.INFO)
 
 
 def set_level(level: str) -> None:

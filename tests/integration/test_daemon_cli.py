@@ -1,0 +1,102 @@
+"""The CLI against real daemons: init/join-token, peers/status --json, top, address resolution; and the
+daemon's systemd side: READY=1 on NOTIFY_SOCKET, no timestamps under the journal, SIGHUP reload."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_harness import BIN, Daemon, DaemonPool, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def pool() -> Iterator[DaemonPool]:
+    pool = DaemonPool()
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
+
+
+def p2pft(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "p2pft"), *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def test_cli_init_join_peers_status_top(tmp_path: Path, pool: DaemonPool) -> None:
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    created = p2pft("--state-dir", str(a_dir), "init")
+    assert created.returncode == 0 and created.stdout.startswith("created cluster ")
+    token = p2pft("--state-dir", str(a_dir), "join-token")
+    assert token.returncode == 0 and "CA key" in token.stderr
+    joined = p2pft("--state-dir", str(b_dir), "init", "--token", token.stdout.strip())
+    assert joined.returncode == 0 and joined.stdout.split()[2] == created.stdout.split()[2]  # same cluster id
+    again = p2pft("--state-dir", str(a_dir), "init")
+    assert again.returncode == 1 and "--force" in again.stderr
+
+    a = pool.add(Daemon(a_dir)).start()
+    b = pool.add(Daemon(b_dir, peers=[a.address])).start()
+    wait_until(lambda: len(a.view()) == 2 and len(b.view()) == 2, 10, what="a and b to meet")
+
+    # Target from <state-dir>/daemon.addr.
+    peers = p2pft("--state-dir", str(a_dir), "peers", "--json")
+    assert peers.returncode == 0, peers.stderr
+    listed = json.loads(peers.stdout)
+    assert {p["node_id"] for p in listed} == {a.node_id, b.node_id}
+    assert [p["is_self"] for p in listed if p["node_id"] == a.node_id] == [True]
+    assert all(p["state"] == "idle" and p["compatible"] and p["versions"]["protocol"] == 1 for p in listed)
+
+    # Target from P2PFT_DAEMON (b's daemon, a's credentials: same cluster).
+    status = p2pft("status", "--json", env={"P2PFT_STATE_DIR": str(a_dir), "P2PFT_DAEMON": b.address})
+    assert status.returncode == 0, status.stderr
+    body = json.loads(status.stdout)
+    assert body["node_id"] == b.node_id and body["coordinator_id"] == min(a.node_id, b.node_id)
+    assert len(body["nodes"]) == 2 and body["nodes"][0]["is_self"]
+    assert body["nodes"][0]["peer"]["devices"]  # this box's inventory
+
+    table = p2pft("--state-dir", str(a_dir), "status")
+    assert table.returncode == 0 and a.node_id in table.stdout and "coordinator" in table.stdout
+
+    top = p2pft("--state-dir", str(a_dir), "top", "--count", "2", "--interval", "0.2")
+    assert top.returncode == 0, top.stderr
+    assert b.node_id in top.stdout
+
+    b.stop()
+    gone = p2pft("--state-dir", str(b_dir), "status")
+    assert gone.returncode == 1 and "daemon.addr is missing" in gone.stderr and gone.stderr.count("\n") == 1
+
+
+def test_systemd_ready_journal_format_and_sighup_reload(tmp_path: Path, pool: DaemonPool) -> None:
+    from tests.daemon_harness import make_cluster
+
+    dirs = make_cluster(tmp_path, ["a", "b"])
+    b = pool.add(Daemon(dirs["b"])).start()
+    config = tmp_path / "a.toml"
+    config.write_text("heartbeat_interval_s = 0.5\n")
+    notify = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(notify))
+        server.settimeout(20)
+        a = pool.add(Daemon(dirs["a"], extra=["--config", str(config)],
+                            env={"NOTIFY_SOCKET": str(notify), "JOURNAL_STREAM": "8:1"})).start()
+        assert server.recv(100) == b"READY=1"
+    first = next(line for line in a.log_tail(200).splitlines() if "p2pft.daemon" in line)
+    assert first.startswith("INFO a p2pft.daemon:")  # no timestamp: the journal adds its own
+    assert a.view() == {a.node_id: "idle"}
+
+    # SIGHUP: a peer added to the config file is picked up without a restart.
+    config.write_text(f'heartbeat_interval_s = 0.5\npeers = ["{b.address}"]\nmdns_interfaces = ["127.0.0.1"]\n')
+    assert a.proc is not None
+    os.kill(a.proc.pid, signal.SIGHUP)
+    wait_until(lambda: b.node_id in a.view(), 10, what="a to dial the peer added by SIGHUP")
+    assert "restart to apply mdns_interfaces" in a.log_tail(200)
+    assert a.alive()
