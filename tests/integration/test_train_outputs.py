@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from p2pft.train.checkpoint_index import committed_steps
-from tests.integration.train_harness import REPO_ROOT, kill_group, read_jsonl, run, start_run, write_job
+from tests.integration.train_harness import P2PFT_CLI, REPO_ROOT, kill_group, read_jsonl, run, start_run, write_job
 
 pytestmark = pytest.mark.slow
 MAX_STEPS = 60
@@ -99,7 +98,7 @@ def test_p2pft_eval_cli_and_api_agree(finished_run: dict) -> None:
     import p2pft
 
     out = finished_run["out"]
-    result = subprocess.run([sys.executable, "-m", "p2pft.cli.main", "eval", str(out), "--dataset", "p2pft_demo",
+    result = subprocess.run([*P2PFT_CLI, "eval", str(out), "--dataset", "p2pft_demo",
                              "--json"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     cli = json.loads(result.stdout.strip().splitlines()[-1])

@@ -16,6 +16,8 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_DATA = REPO_ROOT / "p2pft" / "demo"
+# Not `-m p2pft.cli.main`: run as __main__, that module's CliError would not be the one the commands raise.
+P2PFT_CLI = (sys.executable, "-c", "import sys; from p2pft.cli.main import main; sys.exit(main())")
 
 
 def write_job(path: Path, model_dir: Path, output_dir: Path, **overrides: Any) -> Path:
@@ -28,13 +30,15 @@ def write_job(path: Path, model_dir: Path, output_dir: Path, **overrides: Any) -
         "lr_scheduler_type": "cosine", "warmup_steps": 2, "weight_decay": 0.01, "logging_steps": 1,
         "save_steps": 2, "output_dir": str(output_dir), "seed": 7, "p2pft": elastic, **overrides,
     }
+    if job["finetuning_type"] == "full":
+        job = {key: value for key, value in job.items() if not key.startswith("lora_")}
     path.write_text(yaml.safe_dump(job))
     return path
 
 
 def start_run(job: Path, *, nproc: int, plan: Sequence[int] | None = None, max_micro_batch: int | None = None,
               env: Mapping[str, str] | None = None, log: Path) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "p2pft.cli.main", "run", str(job), "--nproc", str(nproc)]
+    argv = [*P2PFT_CLI, "run", str(job), "--nproc", str(nproc)]
     if plan is not None:
         argv += ["--plan", ",".join(str(x) for x in plan)]
     if max_micro_batch is not None:
