@@ -3,8 +3,10 @@
 Each daemon registers `<node_id>._p2pft._tcp.local.` with the TXT record of `p2pft.discovery.txt` and browses
 the same type. Resolved records of our cluster (and not our own) become `PeerSeen` events, again whenever the
 address or the TXT changes (e.g. `state` going from "idle" to "training"); a withdrawn service becomes
-`PeerLost`. Malformed and foreign-cluster records are dropped and counted in `counters`; nothing raised in a
-zeroconf callback ever escapes (a bad packet from one box must not stop discovery for the others).
+`PeerLost`. A `boot` TXT key, new at every start, makes a restarted daemon visible as a changed record (its
+old records are still in the peers' caches). Malformed and foreign-cluster records are dropped and counted
+in `counters`; nothing raised in a zeroconf callback ever escapes (a bad packet from one box must not stop
+discovery for the others).
 
 Liveness is NOT decided here. A daemon that stops cleanly sends goodbye packets (PeerLost within ~1 s), but a
 crashed or cut-off box sends nothing and its PTR record lives on in the caches for its TTL (python-zeroconf
@@ -23,6 +25,7 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
+import secrets
 from collections.abc import Mapping, Sequence
 
 from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange, Zeroconf
@@ -70,6 +73,9 @@ class MdnsDiscovery:
         self.addresses = announce_addresses(self.interfaces)
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         self._on_event = on_event
+        # A new value per start: a daemon that crashed and came back (same name, same address, and its old
+        # records still cached by the peers) changes its TXT, so the peers get a fresh PeerSeen.
+        self._boot = secrets.token_hex(4)
         self._txt = self._full_txt(txt)  # validates: a bad value fails here, not on the peers
         self._name = f"{node_id}.{SERVICE_TYPE}"
         # A DNS-safe host name derived from the node id (which may hold dots or non-ASCII).
@@ -94,7 +100,12 @@ class MdnsDiscovery:
         """Join the multicast group on `interfaces`, announce ourselves, and start browsing."""
         self._aiozc = AsyncZeroconf(interfaces=self.interfaces)
         self._info = self._service_info()
-        await self._aiozc.async_register_service(self._info, cooperating_responders=True)
+        try:
+            await self._aiozc.async_register_service(self._info, cooperating_responders=True)
+        except BaseException:
+            aiozc, self._aiozc = self._aiozc, None
+            await aiozc.async_close()
+            raise
         self._browser = AsyncServiceBrowser(
             self._aiozc.zeroconf, SERVICE_TYPE, handlers=[self._on_state_change], question_type=self._question_type
         )
@@ -125,7 +136,7 @@ class MdnsDiscovery:
     # --- internals -------------------------------------------------------------------------------------------
 
     def _full_txt(self, txt: Mapping[str, str]) -> dict[str, str]:
-        full = {"proto": str(DEFAULT_PROTOCOL_VERSION), "dev": "", "state": "", **txt}
+        full = {"proto": str(DEFAULT_PROTOCOL_VERSION), "dev": "", "state": "", "boot": self._boot, **txt}
         full |= {"id": self.node_id, "cluster": self.cluster_id, "port": str(self.port)}
         validate_record(full)
         encode_txt(full)

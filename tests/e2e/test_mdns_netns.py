@@ -19,7 +19,7 @@ from p2pft.testing.mdns_probe import ProbeProcess
 from tests import netns_util
 from tests.netns_util import Host, netns_hosts  # noqa: F401  (pytest fixture)
 
-pytestmark = [pytest.mark.slow, pytest.mark.netns]
+pytestmark = [pytest.mark.slow, pytest.mark.netns, pytest.mark.timeout(60)]
 KEY = "netns-cluster"
 PORT = 7777
 LISTENER = (

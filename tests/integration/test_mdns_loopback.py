@@ -21,7 +21,7 @@ from p2pft.discovery.mdns import SERVICE_TYPE, MdnsDiscovery
 from p2pft.discovery.txt import cluster_id_for_key
 from p2pft.testing.mdns_probe import ProbeProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 LOOPBACK = "127.0.0.1"
 KEY = "test-cluster-key"
 CLUSTER = cluster_id_for_key(KEY)
@@ -167,3 +167,19 @@ async def _until(check: Callable[[], T], timeout: float) -> T:
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
     return result
+
+
+def test_a_crashed_and_restarted_node_is_seen_again(probes: list[ProbeProcess]) -> None:
+    """kill -9 sends no goodbye, so no PeerLost (liveness is the heartbeats' job); the restart, with a new
+    `boot` TXT value, replaces the cached record and gives a fresh PeerSeen."""
+    watcher = ProbeProcess(node_id="watcher", cluster_key=KEY, interface=LOOPBACK)
+    crasher = ProbeProcess(node_id="crasher", cluster_key=KEY, interface=LOOPBACK)
+    probes.extend([watcher, crasher])
+    first = watcher.wait_for(lambda e: e["event"] == "seen" and e["node_id"] == "crasher", 10)
+    crasher.kill()
+    mark = len(watcher.events)
+    reborn = ProbeProcess(node_id="crasher", cluster_key=KEY, interface=LOOPBACK)
+    probes.append(reborn)
+    again = watcher.wait_for(lambda e: e["event"] == "seen" and e["node_id"] == "crasher", 10, after=mark)
+    assert again["txt"]["boot"] != first["txt"]["boot"]
+    assert not [e for e in watcher.events if e["event"] == "lost"]
