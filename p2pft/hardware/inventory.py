@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from p2pft.hardware.nvidia_smi import APPS_QUERY_ARGS, GPU_QUERY_ARGS, parse_compute_apps, parse_gpu_query
+from p2pft.hardware.nvidia_smi import (
+    APPS_QUERY_ARGS,
+    GPU_QUERY_ARGS,
+    parse_compute_apps,
+    parse_cuda_version,
+    parse_gpu_query,
+)
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -79,6 +85,13 @@ def devices_from_queries(gpu_text: str, apps_text: str) -> list[Device]:
             )
         )
     return devices
+
+
+def cuda_version(*, nvidia_smi: str | None = None, timeout_s: float = 5.0) -> str:
+    """The CUDA version the NVIDIA driver supports (plain `nvidia-smi` banner), "" without a usable driver."""
+    binary = nvidia_smi or shutil.which("nvidia-smi")
+    banner = _run([binary], timeout_s) if binary else None
+    return parse_cuda_version(banner or "")
 
 
 def cpu_device() -> Device:

@@ -10,6 +10,7 @@ useful without them (utilization, a process's memory) and make the row a problem
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -25,6 +26,7 @@ _NOT_AVAILABLE = {"[n/a]", "n/a", "[not supported]", "not supported", "[unknown 
 _NO_DEVICES = "no devices were found"
 _NO_PROCESSES = "no running processes found"
 T = TypeVar("T")
+_CUDA_VERSION = re.compile(r"CUDA Version:\s*([0-9]+(?:\.[0-9]+)*)")
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,12 @@ def parse_compute_apps(text: str) -> Parsed[ComputeApp]:
             continue
         result.rows.append(ComputeApp(parts[0], pid, _int(parts[2])))
     return result
+
+
+def parse_cuda_version(banner: str) -> str:
+    """The "CUDA Version: 12.4" of plain `nvidia-smi` output (the highest CUDA the driver supports), or ""."""
+    match = _CUDA_VERSION.search(banner)
+    return match.group(1) if match else ""
 
 
 def _lines(text: str) -> list[tuple[int, str]]:

@@ -10,13 +10,14 @@ import pytest
 
 from p2pft.hardware.inventory import (
     Device,
+    cuda_version,
     device_summary,
     devices_from_queries,
     foreign_processes,
     inventory,
     parse_cpu_model,
 )
-from p2pft.hardware.nvidia_smi import parse_compute_apps, parse_gpu_query
+from p2pft.hardware.nvidia_smi import parse_compute_apps, parse_cuda_version, parse_gpu_query
 
 ONE_3090 = "0, NVIDIA GeForce RTX 3090, 24576, 24161, 0, GPU-5a1c3f0e-8d2b-4c7a-9e61-2f4b8c9d0a17\n"
 MIXED_4090_A6000 = (
@@ -165,3 +166,20 @@ def test_hardware_package_does_not_import_torch() -> None:
     code = "import sys, p2pft.hardware, p2pft.discovery.txt; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+BANNER = """Sun Nov 29 17:20:01 2026
++-----------------------------------------------------------------------------------------+
+| NVIDIA-SMI 550.54.14              Driver Version: 550.54.14      CUDA Version: 12.4     |
+|-----------------------------------------+------------------------+----------------------+
+"""
+
+
+def test_cuda_version_from_the_banner(tmp_path: Path) -> None:
+    assert parse_cuda_version(BANNER) == "12.4"
+    assert parse_cuda_version("CUDA Version: N/A") == "" and parse_cuda_version(NO_DEVICES) == ""
+    script = tmp_path / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\ncat <<'EOF'\n{BANNER}EOF\n")
+    script.chmod(0o755)
+    assert cuda_version(nvidia_smi=str(script)) == "12.4"
+    assert cuda_version(nvidia_smi=str(tmp_path / "missing")) == ""
