@@ -20,7 +20,7 @@ from tests import netns_util
 from tests.netns_util import Host, netns_hosts  # noqa: F401  (pytest fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns, pytest.mark.timeout(60)]
-KEY = "netns-cluster"
+KEY = "netns-cluster"  # namespaces of this run only: no clash with other runs
 PORT = 7777
 LISTENER = (
     "import socket, sys\n"

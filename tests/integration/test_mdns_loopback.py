@@ -9,6 +9,7 @@ lo and multicast loop delivers to every socket on the box, although `ip link sho
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -23,7 +24,7 @@ from p2pft.testing.mdns_probe import ProbeProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 LOOPBACK = "127.0.0.1"
-KEY = "test-cluster-key"
+KEY = f"test-cluster-{secrets.token_hex(4)}"  # per run: parallel runs on one box stay apart
 CLUSTER = cluster_id_for_key(KEY)
 T = TypeVar("T")
 
