@@ -73,8 +73,8 @@ class MdnsDiscovery:
         self.addresses = announce_addresses(self.interfaces)
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         self._on_event = on_event
-        # A new value per start: a daemon that crashed and came back (same name, same address, and its old
-        # records still cached by the peers) changes its TXT, so the peers get a fresh PeerSeen.
+        # A new value per instance (each daemon start): a daemon that crashed and came back (same name, same
+        # address, its old records still cached by the peers) changes its TXT, so the peers get a new PeerSeen.
         self._boot = secrets.token_hex(4)
         self._txt = self._full_txt(txt)  # validates: a bad value fails here, not on the peers
         self._name = f"{node_id}.{SERVICE_TYPE}"
