@@ -30,7 +30,7 @@ def read_devices() -> tuple[DeviceInfo, ...]:
 def cuda_version() -> str:
     """The CUDA version the hardware inventory reports, '' when none (or not reported)."""
     try:
-        import p2pft.hardware as hardware
+        from p2pft.hardware import inventory as hardware
     except ImportError:
         return ""
     getter = getattr(hardware, "cuda_version", None)

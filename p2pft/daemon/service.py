@@ -78,6 +78,7 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
         offset = request.sent_unix_s - now_wall if request.sent_unix_s else None
         self.cluster.apply(HeartbeatReceived(at=time.monotonic(), clock_offset_s=offset, **fields))  # type: ignore[arg-type]
         node_id = str(fields["node_id"])
+        self.links.note_incoming(node_id)
         self.links.learn(node_id, str(fields["address"]), "incoming")
         self.links.learn_gossip(convert.known_from_pb(request.known), source_id=node_id,
                                 source_host=observed_host(context.peer()))

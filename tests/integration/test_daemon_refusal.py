@@ -129,3 +129,13 @@ def test_garbage_truncated_oversized_and_unknown_fields_leave_daemon_alive(tmp_p
     assert counters.get("unknown_method", 0) == 1
     assert counters.get("identity_mismatch", 0) == 1
     assert [n.peer.node_id for n in a.status().nodes] == [a.node_id]  # nothing bogus joined
+
+    # A member running another protocol version is listed with the reason and never coordinates.
+    newer = daemon_pb2.HeartbeatRequest(peer=daemon_pb2.PeerInfo(node_id=b_id, state="idle", address=":1"),
+                                        sent_unix_s=time.time())
+    newer.peer.versions.protocol = 99
+    assert _raw_call(a.address, HEARTBEAT, newer.SerializeToString(), creds)[0] == grpc.StatusCode.OK
+    status = a.status()
+    listed = {n.peer.node_id: n for n in status.nodes}
+    assert "protocol 99 != ours 1" in listed[b_id].incompatible_reason
+    assert listed[b_id].state == "idle" and status.coordinator_id == a.node_id
