@@ -133,13 +133,14 @@ class BlobClient:
                     raise DigestMismatchError(f"peer holds {chunk.total_size} bytes under this digest, expected {size}")
                 if chunk.offset != expected:
                     raise IncompleteStreamError(f"chunk at byte {chunk.offset}, expected {expected}")
-                if expected + len(chunk.data) > size:
+                data = chunk.data  # read the field once: each access of a protobuf bytes field copies it
+                if expected + len(data) > size:
                     raise DigestMismatchError(f"peer sent more than the blob's {size} bytes")
-                expected += len(chunk.data)
+                expected += len(data)
                 if len(pending) >= MAX_QUEUED_WRITES:
                     await pending.popleft()
-                pending.append(io.submit(writer.write, chunk.data))
-                self.counters["bytes_received"] += len(chunk.data)
+                pending.append(io.submit(writer.write, data))
+                self.counters["bytes_received"] += len(data)
             while pending:
                 await pending.popleft()
         finally:

@@ -196,12 +196,13 @@ class BlobServicer(transfer_pb2_grpc.BlobServiceServicer):
         pending: asyncio.Future[Any] | None = None
         message: transfer_pb2.PushRequest | None = first
         while message is not None:
-            if message.data:
+            data = message.data  # once: each access of a protobuf bytes field copies it
+            if data:
                 if pending is not None:
                     await pending
-                pending = io.submit(writer.write, message.data)
-                received += len(message.data)
-                self.counters["bytes_received"] += len(message.data)
+                pending = io.submit(writer.write, data)
+                received += len(data)
+                self.counters["bytes_received"] += len(data)
             message = await anext(rest, None)
         if pending is not None:
             await pending
