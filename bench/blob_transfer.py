@@ -28,34 +28,21 @@ sys.path.insert(0, str(REPO_ROOT))
 import grpc  # noqa: E402
 import psutil  # noqa: E402
 
-from p2pft.transfer import CHANNEL_OPTIONS, BlobClient, BlobStore, TransferPolicy, add_to_server  # noqa: E402
+from p2pft.transfer import CHANNEL_OPTIONS, BlobClient, BlobStore, TransferPolicy  # noqa: E402
 
 SECTION = "blob_transfer"
 MIB = 1024 * 1024
 
 
 # ---- server process -------------------------------------------------------------------------------------------
-async def serve(store_dir: Path, tls_state_dir: Path | None) -> None:
-    server = grpc.aio.server(options=list(CHANNEL_OPTIONS))
-    add_to_server(server, BlobStore(store_dir))
-    if tls_state_dir is not None:
-        from p2pft.security import load_credentials
-
-        port = server.add_secure_port("127.0.0.1:0", load_credentials(tls_state_dir).server_credentials())
-    else:
-        port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    print(port, flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
-    await server.stop(0)
-
-
 class ServerProcess:
+    """`python -m p2pft.transfer.standalone` serving the server store (mTLS with `tls_state_dir`)."""
+
     def __init__(self, store_dir: Path, tls_state_dir: Path | None) -> None:
-        argv = [sys.executable, __file__, "--serve", str(store_dir)]
+        argv = [sys.executable, "-m", "p2pft.transfer.standalone", "--store", str(store_dir)]
         if tls_state_dir is not None:
-            argv += ["--tls", str(tls_state_dir)]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            argv += ["--tls-state-dir", str(tls_state_dir)]
+        self.proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.port = int(self.proc.stdout.readline())
         self._ps = psutil.Process(self.proc.pid)
@@ -65,8 +52,7 @@ class ServerProcess:
         return times.user + times.system
 
     def close(self) -> None:
-        if self.proc.stdin:
-            self.proc.stdin.close()
+        self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -222,16 +208,11 @@ def write_section(docs: Path, section: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", metavar="STORE_DIR", help=argparse.SUPPRESS)
-    parser.add_argument("--tls", metavar="STATE_DIR", help=argparse.SUPPRESS)
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--chunks-kib", default="256,1024,2048")
     parser.add_argument("--no-docs", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
-    if args.serve:
-        asyncio.run(serve(Path(args.serve), Path(args.tls) if args.tls else None))
-        return 0
     chunks = [int(c) for c in args.chunks_kib.split(",")]
     run(args.size_mib, args.runs, chunks, None if args.no_docs else REPO_ROOT / "docs" / "benchmarks.md")
     return 0

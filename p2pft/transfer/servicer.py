@@ -46,6 +46,11 @@ def clamp_chunk_bytes(requested: int, default: int = DEFAULT_CHUNK_BYTES) -> int
     return max(MIN_CHUNK_BYTES, min(MAX_CHUNK_BYTES, wanted))
 
 
+def pacing_delay(sent_bytes: int, elapsed_s: float, max_bytes_per_s: float) -> float:
+    """Seconds to wait so that `sent_bytes` over the stream's life stays within `max_bytes_per_s`."""
+    return max(0.0, sent_bytes / max_bytes_per_s - elapsed_s)
+
+
 class BlobServicer(transfer_pb2_grpc.BlobServiceServicer):
     def __init__(
         self,
@@ -53,10 +58,15 @@ class BlobServicer(transfer_pb2_grpc.BlobServiceServicer):
         *,
         default_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         max_push_bytes: int = 1 << 40,
+        max_read_bytes_per_s: float | None = None,
     ) -> None:
+        """`max_read_bytes_per_s` caps each Read stream (so replication leaves bandwidth to training)."""
+        if max_read_bytes_per_s is not None and max_read_bytes_per_s <= 0:
+            raise ValueError(f"max_read_bytes_per_s={max_read_bytes_per_s}: use a positive rate or None")
         self.store = store
         self.default_chunk_bytes = clamp_chunk_bytes(default_chunk_bytes)
         self.max_push_bytes = max_push_bytes
+        self.max_read_bytes_per_s = max_read_bytes_per_s
         self.counters: dict[str, int] = {
             "reads": 0,
             "bytes_served": 0,
@@ -125,6 +135,8 @@ class BlobServicer(transfer_pb2_grpc.BlobServiceServicer):
     ) -> AsyncIterator[transfer_pb2.BlobChunk]:
         """Chunks from `offset` to `size`, reading the next one while the current one is being sent."""
         await io.submit(f.seek, offset)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         position = offset
         pending = io.submit(f.read, min(chunk_bytes, size - position)) if position < size else None
         while pending is not None:
@@ -136,6 +148,8 @@ class BlobServicer(transfer_pb2_grpc.BlobServiceServicer):
             self.counters["bytes_served"] += len(data)
             yield transfer_pb2.BlobChunk(offset=position, data=data, total_size=size)
             position = next_position
+            if self.max_read_bytes_per_s is not None:
+                await asyncio.sleep(pacing_delay(position - offset, loop.time() - started, self.max_read_bytes_per_s))
 
     # ---- Push --------------------------------------------------------------------------------------------
     async def Push(

@@ -51,3 +51,10 @@ def test_stream_deadline_allows_the_minimum_rate_and_policy_is_checked() -> None
     assert policy.stream_deadline_s(50_000_000) == pytest.approx(60.0)
     with pytest.raises(ValueError, match="attempts=0"):
         TransferPolicy(attempts=0)
+
+
+def test_pacing_keeps_a_stream_at_its_rate() -> None:
+    from p2pft.transfer.servicer import pacing_delay
+
+    assert pacing_delay(1_000_000, 0.25, 1_000_000) == pytest.approx(0.75)
+    assert pacing_delay(1_000_000, 2.0, 1_000_000) == 0.0  # behind schedule: no wait
