@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -189,6 +190,36 @@ class BlobStore:
     def remove(self, digest: str) -> None:
         self.blob_path(digest).unlink(missing_ok=True)
         self.discard_partial(digest)
+
+    def verify(self, digest: str) -> bool:
+        """Re-hash a blob; a blob whose bytes changed (e.g. a hard-linked source edited in place) is removed."""
+        try:
+            actual, _ = sha256_file(self.blob_path(digest))
+        except FileNotFoundError:
+            return False
+        if actual != digest:
+            self.blob_path(digest).unlink(missing_ok=True)
+            return False
+        return True
+
+    def remove_stale_partials(self, max_age_s: float, now: float | None = None) -> list[str]:
+        """Delete partial files untouched for `max_age_s` (abandoned transfers) unless a writer holds them."""
+        now = time.time() if now is None else now
+        removed = []
+        for partial in sorted(self.root.glob(f"??/*{PARTIAL_SUFFIX}")):
+            digest = partial.name[: -len(PARTIAL_SUFFIX)]
+            if not DIGEST_PATTERN.fullmatch(digest):
+                continue
+            try:
+                if now - partial.stat().st_mtime < max_age_s:
+                    continue
+                with open(partial, "rb") as f:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    partial.unlink()
+                removed.append(digest)
+            except (BlockingIOError, FileNotFoundError):
+                continue  # being written right now, or already gone
+        return removed
 
     def clear_temp(self) -> None:
         """Remove leftovers of interrupted whole-file writes (call at start-up, before serving)."""

@@ -117,3 +117,26 @@ def test_second_writer_of_the_same_blob_is_refused(tmp_path: Path) -> None:
         store.open_partial(digest, 3)
     with store.open_partial(digest, 3) as again:  # released on close
         assert again.offset == 0
+
+
+def test_verify_removes_a_blob_whose_bytes_changed(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    src = tmp_path / "ckpt.distcp"
+    src.write_bytes(b"original")
+    digest, _ = store.add_file(src, link=True)
+    assert store.verify(digest)
+    src.write_bytes(b"edited in place")  # the hard-linked blob changes with it
+    assert not store.verify(digest) and not store.has(digest)
+
+
+def test_stale_partials_are_removed_unless_being_written(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    old, busy, fresh = sha(b"old"), sha(b"busy"), sha(b"fresh")
+    for digest in (old, busy, fresh):
+        with store.open_partial(digest, 10) as writer:
+            writer.write(b"x")
+    for digest in (old, busy):
+        os.utime(store.partial_path(digest), (0, 0))
+    with store.open_partial(busy, 10):
+        assert store.remove_stale_partials(max_age_s=3600) == [old]
+    assert store.partial_size(busy) == 1 and store.partial_size(fresh) == 1
