@@ -4,8 +4,10 @@
 - `Manifest`: a file tree as (relative path, size, sha256), with untrusted paths validated.
 - `add_to_server(server, store)` / `servicer_entry(store)`: the BlobService on the daemon's gRPC server.
 - `BlobClient(store, channels)`: `fetch`, `fetch_tree`, `sync_tree`, `push` with resume, verification, retries.
+- `publish_checkpoint` / `replicate_checkpoint`: a committed checkpoint named by its COMMITTED marker's digest.
 """
 
+from p2pft.transfer.checkpoints import manifest_from_marker, publish_checkpoint, replicate_checkpoint
 from p2pft.transfer.client import BlobClient, TreeFetchResult
 from p2pft.transfer.manifest import FileEntry, Manifest, ManifestError, build_manifest
 from p2pft.transfer.retry import TransferError, TransferPolicy
@@ -29,6 +31,9 @@ __all__ = [
     "add_to_server",
     "build_manifest",
     "ingest_tree",
+    "manifest_from_marker",
+    "publish_checkpoint",
+    "replicate_checkpoint",
     "resolve_destination",
     "servicer_entry",
     "validate_digest",

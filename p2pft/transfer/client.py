@@ -101,6 +101,8 @@ class BlobClient:
         io = SerialIO()
         writer: PartialWriter | None = None
         try:
+            if await io.submit(self.store.has, digest):  # another client (or a Push) finished it meanwhile
+                return self.store.blob_path(digest)
             writer = await io.submit(self.store.open_partial, digest, size)
             if writer.offset < size:
                 await self._receive(io, writer, stub, digest, size)

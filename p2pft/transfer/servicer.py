@@ -182,7 +182,7 @@ class BlobServicer(transfer_pb2_grpc.BlobServiceServicer):
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"Push: blob {digest}: this daemon holds {writer.offset} bytes, not {first.offset}; ask Has again",
                 )
-            free = shutil.disk_usage(self.store.root).free
+            free = (await io.submit(shutil.disk_usage, self.store.root)).free
             if first.size - writer.offset > free - FREE_SPACE_RESERVE_BYTES:
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED, f"Push: blob {digest} needs {first.size} bytes, disk has {free}"
