@@ -188,11 +188,12 @@ class BlobServicer(transfer_pb2_grpc.BlobServiceServicer):
                     grpc.StatusCode.RESOURCE_EXHAUSTED, f"Push: blob {digest} needs {first.size} bytes, disk has {free}"
                 )
             self.counters["pushes"] += 1
-            received = await self._receive(io, writer, first, messages)
             try:
+                received = await self._receive(io, writer, first, messages)
                 await io.submit(writer.commit)
-            except DigestMismatchError as exc:
+            except DigestMismatchError as exc:  # too many bytes, or the wrong ones: nothing of it is kept
                 self.counters["push_mismatches"] += 1
+                await io.submit(writer.discard)
                 await context.abort(grpc.StatusCode.DATA_LOSS, f"Push: {exc}")
             return transfer_pb2.PushResponse(received_bytes=received, already_present=False)
         finally:

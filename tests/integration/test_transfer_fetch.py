@@ -211,3 +211,24 @@ async def test_fetch_falls_over_to_another_peer(tmp_path: Path) -> None:
         client = BlobClient(local, [c1, c2], FAST)
         path = await client.fetch(digest, len(data))
     assert path.read_bytes() == data and client.counters["attempts_failed"] == 1
+
+
+@run_async
+async def test_a_push_of_wrong_bytes_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "b")
+    digest = hashlib.sha256(b"right").hexdigest()
+    servicer = BlobServicer(store)
+
+    async def messages(payload: bytes) -> AsyncIterator[transfer_pb2.PushRequest]:
+        yield transfer_pb2.PushRequest(digest=digest, size=5, offset=0)
+        yield transfer_pb2.PushRequest(data=payload)
+
+    async with blob_server(servicer) as (_, target), channel_to(target) as channel:
+        stub = transfer_pb2_grpc.BlobServiceStub(channel)
+        for payload in (b"wrong", b"too long"):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Push(messages(payload), timeout=5)
+            assert info.value.code() == grpc.StatusCode.DATA_LOSS, info.value.details()
+        reply = await stub.Push(messages(b"right"), timeout=5)
+    assert reply.received_bytes == 5 and store.blob_path(digest).read_bytes() == b"right"
+    assert servicer.counters["push_mismatches"] == 2
