@@ -16,8 +16,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from p2pft.train.allreduce_hook import ReportingAllReduce
 
 IGNORE_INDEX = -100
 
@@ -67,7 +70,8 @@ def choose_precision(bf16: bool, fp16: bool, device: torch.device) -> Precision:
 
 @dataclass(frozen=True)
 class StepResult:
-    local_loss_sum: torch.Tensor  # this rank's summed token loss (unscaled, fp32 0-d), reduced later for reports
+    loss: float  # mean token loss of the whole global batch (every rank gets the same value)
+    stop_requested: bool  # some rank saw a stop request before this step's all-reduce
     grad_norm: torch.Tensor
 
 
@@ -79,21 +83,35 @@ def _sync_contexts(model: nn.Module, count: int) -> Iterator[contextlib.Abstract
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches: Sequence[dict[str, torch.Tensor]],
-               global_label_tokens: int, world_size: int, max_grad_norm: float, precision: Precision) -> StepResult:
-    """Forward/backward every micro-batch (one all-reduce in all), clip the full gradient, update."""
+               global_label_tokens: int, world_size: int, max_grad_norm: float, precision: Precision,
+               hook: ReportingAllReduce, stop_requested_here: bool) -> StepResult:
+    """Forward/backward every micro-batch (one all-reduce in all), clip the full gradient, update.
+
+    The loss sum and this rank's stop flag ride along in the gradient all-reduce (see allreduce_hook).
+    """
     if not micro_batches:
         raise ValueError("a rank must run at least one micro-batch per step")
     scale = world_size / max(1, global_label_tokens)
     sums: list[torch.Tensor] = []
-    for batch, sync in zip(micro_batches, _sync_contexts(model, len(micro_batches)), strict=True):
+    for index, (batch, sync) in enumerate(zip(micro_batches, _sync_contexts(model, len(micro_batches)),
+                                              strict=True)):
         with sync:
             with precision.autocast():
                 loss_sum = summed_token_loss(model, batch)
+            sums.append(loss_sum.detach())
+            if index == len(micro_batches) - 1:  # the synchronised backward: arm the report values
+                flag = torch.ones((), device=loss_sum.device) if stop_requested_here else torch.zeros(
+                    (), device=loss_sum.device)
+                hook.arm(torch.stack([torch.stack(sums).sum().float(), flag]))
             loss = loss_sum * scale
             if precision.scaler is not None:
                 loss = precision.scaler.scale(loss)
             loss.backward()
-        sums.append(loss_sum.detach())
+    reported = hook.result
+    if reported is None:  # no hook ran (e.g. a module without DDP): reduce explicitly
+        reported = torch.stack([torch.stack(sums).sum().float(), torch.tensor(float(stop_requested_here))])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(reported)
     if precision.scaler is not None:
         precision.scaler.unscale_(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -105,8 +123,9 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    # tensors, not floats: no device sync here; the caller reduces them with the per-step stop flag
-    return StepResult(local_loss_sum=torch.stack(sums).sum(), grad_norm=grad_norm.detach())
+    loss_total, stops = reported.tolist()
+    return StepResult(loss=loss_total / max(1, global_label_tokens), stop_requested=stops > 0,
+                      grad_norm=grad_norm.detach())
 
 
 def _norm(params: list[torch.Tensor]) -> torch.Tensor:

@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from p2pft.config.job import parse_job
 from p2pft.planning.batch_plan import BatchPlan, plan_from_json, plan_to_json
+from p2pft.train.allreduce_hook import ReportingAllReduce
 from p2pft.train.checkpoint import Progress, agree_on_resume_step, load_checkpoint, save_checkpoint
 from p2pft.train.checkpoint_index import prune, step_dir
 from p2pft.train.data import collate, prepare_data
@@ -115,9 +116,10 @@ class Worker:
                                  for ids in my_micro_ids]
                 lr = learning_rate(spec.learning_rate, spec.lr_scheduler_type, step, steps, warmup)
                 set_learning_rate(optimizer, lr)
+                stop_here = (self.args.run_dir / STOP_REQUEST_FILE).exists()
                 result = train_step(ddp_model, optimizer, micro_batches, global_tokens, env.world_size,
-                                    spec.max_grad_norm, self.precision)
-                loss, stop = self._reduce_loss_and_stop(result.local_loss_sum, global_tokens)
+                                    spec.max_grad_norm, self.precision, self.report_hook, stop_here)
+                loss, stop = result.loss, result.stop_requested
                 done = step + 1
                 progress = Progress(done, sampler.samples_consumed(done), sampler.epoch_of(step))
                 elapsed = time.monotonic() - started
@@ -126,7 +128,7 @@ class Worker:
                     "samples_consumed": progress.samples_consumed, "epoch": progress.epoch,
                     "world_size": env.world_size, "plan": plan_to_json(self.plan)["entries"],
                     "plan_round": self.plan.round, "tokens_per_s": sum(lengths[i] for i in batch_ids) / elapsed,
-                    "step_time_s": elapsed,
+                    "step_time_s": elapsed, "time": time.time(),
                 })
                 self._maybe_record_ledger(recorder, done, [i for ids in my_micro_ids for i in ids], entry_of_rank)
                 self.events.emit("step_completed", step=done, loss=loss)
@@ -152,19 +154,13 @@ class Worker:
     # ---- the parts ----
     def _wrap(self, model: torch.nn.Module) -> DistributedDataParallel:
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids)
+        ddp = DistributedDataParallel(model, device_ids=device_ids)
+        self.report_hook = ReportingAllReduce()  # loss + stop flag ride in the gradient all-reduce
+        self.report_hook.install(ddp)
+        return ddp
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
-
-    def _reduce_loss_and_stop(self, local_loss_sum: torch.Tensor, global_tokens: int) -> tuple[float, bool]:
-        """One tiny all-reduce per step: the global loss for reports, and whether any node asked to stop."""
-        stop_here = (self.args.run_dir / STOP_REQUEST_FILE).exists()
-        packed = torch.stack([local_loss_sum.double(), torch.tensor(float(stop_here), dtype=torch.float64,
-                                                                     device=local_loss_sum.device)])
-        dist.all_reduce(packed)
-        loss_sum, stops = packed.tolist()
-        return loss_sum / max(1, global_tokens), stops > 0
 
     def _maybe_resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
         step = agree_on_resume_step(self.checkpoint_dir, local_rank=self.env.local_rank)
