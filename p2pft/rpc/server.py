@@ -6,9 +6,10 @@ Other pieces add their servicers as `(add_fn, servicer)` pairs, e.g.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -27,7 +28,8 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
 
 
 class ErrorCountingInterceptor(grpc.aio.ServerInterceptor):
-    """Counts malformed requests (undecodable bytes), unknown methods and handler failures in `counters`.
+    """Counts malformed requests (undecodable bytes), unknown methods and handler failures in `counters`
+    (handlers are async: a plain function or an async generator, as every p2pft servicer is).
 
     A request that cannot be decoded is answered INVALID_ARGUMENT by grpc; the daemon itself never sees it
     except through this count, which `p2pft status` shows.
@@ -44,9 +46,41 @@ class ErrorCountingInterceptor(grpc.aio.ServerInterceptor):
             self.counters["unknown_method"] += 1
             log.warning("refused call to unknown method %s", details.method)
             return None
-        if handler.request_deserializer is None:
-            return handler
-        return handler._replace(request_deserializer=self._counting(handler.request_deserializer, details.method))
+        changes: dict[str, Any] = {}
+        if handler.request_deserializer is not None:
+            changes["request_deserializer"] = self._counting(handler.request_deserializer, details.method)
+        if handler.unary_unary is not None:
+            changes["unary_unary"] = self._guarded_unary(handler.unary_unary, details.method)
+        elif handler.unary_stream is not None:
+            changes["unary_stream"] = self._guarded_stream(handler.unary_stream, details.method)
+        return handler._replace(**changes)
+
+    def _failed(self, method: str, exc: BaseException) -> None:
+        self.counters["handler_error"] += 1
+        log.error("handler of %s failed: %s: %s", method, type(exc).__name__, exc, exc_info=exc)
+
+    def _guarded_unary(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await behavior(request, context)
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise  # context.abort() or a cancelled call: a deliberate answer, not a failure
+            except Exception as exc:
+                self._failed(method, exc)
+                raise
+        return wrapped
+
+    def _guarded_stream(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                self._failed(method, exc)
+                raise
+        return wrapped
 
     def _counting(self, deserialize: Callable[[bytes], Any], method: str) -> Callable[[bytes], Any]:
         def wrapped(data: bytes) -> Any:

@@ -50,3 +50,56 @@ def test_sd_notify_abstract_socket() -> None:
 def test_under_journal() -> None:
     assert under_journal({"JOURNAL_STREAM": "8:1234"})
     assert not under_journal({})
+
+
+def test_interceptor_counts_handler_failures_and_server_survives(tmp_path: Path) -> None:
+    """A real mTLS server on port 0 whose Status handler raises: the caller gets UNKNOWN, the count goes up,
+    and the next call (Debug) is still served."""
+    import asyncio
+    from collections import Counter
+
+    import grpc
+
+    from p2pft.rpc.client import DaemonClient
+    from p2pft.rpc.gen import daemon_pb2, daemon_pb2_grpc
+    from p2pft.rpc.server import build_server
+    from p2pft.security.credentials import create_cluster
+
+    creds = create_cluster(tmp_path, "n1")
+
+    class Broken(daemon_pb2_grpc.DaemonServicer):
+        async def Status(self, request, context):  # type: ignore[no-untyped-def]
+            raise RuntimeError("boom")
+
+        async def Watch(self, request, context):  # type: ignore[no-untyped-def]
+            yield daemon_pb2.StatusReply(node_id="first")
+            raise RuntimeError("stream boom")
+
+        async def Debug(self, request, context):  # type: ignore[no-untyped-def]
+            return daemon_pb2.DebugReply(pid=42)
+
+    async def scenario() -> tuple[Counter[str], list[object]]:
+        counters: Counter[str] = Counter()
+        server, port = build_server(creds.server_credentials(), [(daemon_pb2_grpc.add_DaemonServicer_to_server,
+                                                                 Broken())], listen="127.0.0.1:0", counters=counters)
+        await server.start()
+        outcomes: list[object] = []
+        try:
+            async with DaemonClient(f"127.0.0.1:{port}", creds) as client:
+                try:
+                    await client.status()
+                except grpc.aio.AioRpcError as exc:
+                    outcomes.append(exc.code())
+                try:
+                    async for reply in client.watch(0.2):
+                        outcomes.append(reply.node_id)
+                except grpc.aio.AioRpcError as exc:
+                    outcomes.append(exc.code())
+                outcomes.append((await client.debug()).pid)
+        finally:
+            await server.stop(None)
+        return counters, outcomes
+
+    counters, outcomes = asyncio.run(scenario())
+    assert outcomes == [grpc.StatusCode.UNKNOWN, "first", grpc.StatusCode.UNKNOWN, 42]
+    assert counters["handler_error"] == 2
