@@ -90,7 +90,7 @@ def test_systemd_ready_journal_format_and_sighup_reload(tmp_path: Path, pool: Da
                             env={"NOTIFY_SOCKET": str(notify), "JOURNAL_STREAM": "8:1"})).start()
         assert server.recv(100) == b"READY=1"
     first = next(line for line in a.log_tail(200).splitlines() if "p2pft.daemon" in line)
-    assert first.startswith("INFO a p2pft.daemon:")  # no timestamp: the journal adds its own
+    assert first.startswith("<6>INFO a p2pft.daemon:")  # syslog priority, no timestamp: the journal adds it
     assert a.view() == {a.node_id: "idle"}
 
     # SIGHUP: a peer added to the config file is picked up without a restart.

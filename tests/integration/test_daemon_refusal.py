@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import subprocess
 import time
 from collections.abc import Iterator
@@ -112,6 +113,13 @@ def test_garbage_truncated_oversized_and_unknown_fields_leave_daemon_alive(tmp_p
         a.address, HEARTBEAT,
         daemon_pb2.HeartbeatRequest(peer=daemon_pb2.PeerInfo(node_id=b_id, state="on-fire")).SerializeToString(),
         creds)
+
+    # Seeded random bytes at every method: whatever the answer, the daemon must keep serving.
+    rng = random.Random(1234)
+    methods = [f"/p2pft.v1.Daemon/{m}" for m in ("Hello", "Heartbeat", "Members", "Status", "Debug")]
+    for i in range(25):
+        payload = rng.randbytes(rng.choice([1, 7, 64, 1000]))
+        _raw_call(a.address, methods[i % len(methods)], payload, creds)
 
     print({k: v[0].name for k, v in results.items()})
     assert results["garbage"][0] != grpc.StatusCode.OK
