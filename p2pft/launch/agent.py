@@ -92,6 +92,10 @@ class AgentProcess:
         return self._process.pid if self._process else None
 
     @property
+    def returncode(self) -> int | None:
+        return self._process.returncode if self._process else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.returncode is None
 

@@ -1,0 +1,365 @@
+"""Baseline: what plain torchrun elastic (c10d, --nnodes=1:3) costs when a node dies or joins.
+
+Three torchrun agents on loopback, one DDP worker each (the tiny Llama, gloo; bench/_torchrun_worker.py writes
+a monotonic timestamp per step). Scenarios (pick with --scenarios, default all; medians of --repeats):
+
+  kill-defaults             kill -9 of a node (agent + its worker) that does not host the store, default
+                            --rdzv-conf: kill -> survivors' first step at world 2
+  kill-tuned                the same with last_call_timeout=1,keep_alive_interval=1,keep_alive_max_attempt=3
+  kill-store-host           kill -9 of the node whose agent hosts the c10d store (torchrun's default): what the
+                            survivors do (exit? when? any step at world 2?)
+  kill-store-host-external  the same with the store in its own process (p2pft.launch.store), is_host=0 and
+                            TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: kill -> survivors' first step at world 2
+  join-tuned                a 3rd agent joins a running world of 2 (tuned conf, store sharing disabled):
+                            agent start -> first step at world 3
+  join-shared-store         the same with torch's default store sharing (DESIGN.md trap 2)
+  kill-agent-only           kill -9 of one agent process only (its worker is left alone): does training notice?
+
+Results are merged into bench/results/torchrun_baseline.json and rendered into this bench's section of
+docs/benchmarks.md. Run: `.venv/bin/python bench/torchrun_baseline.py --scenarios kill-tuned,join-tuned`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from p2pft.launch.agent import AgentProcess  # noqa: E402
+from p2pft.launch.store import read_ready_file  # noqa: E402
+
+WORKER = REPO / "bench" / "_torchrun_worker.py"
+RESULTS = REPO / "bench" / "results" / "torchrun_baseline.json"
+DOC = REPO / "docs" / "benchmarks.md"
+SECTION_START = "<!-- bench:torchrun_baseline:start -->"
+SECTION_END = "<!-- bench:torchrun_baseline:end -->"
+TUNED = "last_call_timeout=1,keep_alive_interval=1,keep_alive_max_attempt=3"
+OBSERVE_S = 120.0  # longest wait for an outcome in one trial
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    what: str
+    rdzv_conf: str = ""
+    share_store: bool = True  # torch's default; False = TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
+    external_store: bool = False
+    start_nodes: tuple[str, ...] = ("n0", "n1", "n2")
+    action: str = "kill"  # kill | join | kill-agent-only | kill-store-host
+    target: str = "n2"
+    target_world: int = 2
+    repeats: int | None = None  # overrides --repeats (slow, one-off observations)
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("kill-defaults", "kill -9 of a non-store node, default rdzv-conf -> first step at world 2"),
+        Scenario("kill-tuned", f"kill -9 of a non-store node, --rdzv-conf {TUNED}, no store sharing -> first "
+                 "step at world 2", rdzv_conf=TUNED, share_store=False),
+        Scenario("kill-store-host", "kill -9 of the node whose agent hosts the store (tuned, no store sharing) "
+                 "-> survivors' fate", rdzv_conf=TUNED, share_store=False, action="kill-store-host", target="n0"),
+        Scenario("kill-store-host-external", "kill -9 of node n0 with the store in its own process, is_host=0, "
+                 "no store sharing (tuned) -> first step at world 2", rdzv_conf=TUNED, share_store=False,
+                 external_store=True, target="n0"),
+        Scenario("join-tuned", "3rd agent joins world 2 (tuned, no store sharing) -> first step at world 3",
+                 rdzv_conf=TUNED, share_store=False, start_nodes=("n0", "n1"), action="join", target_world=3),
+        Scenario("join-shared-store", "3rd agent joins world 2 with torch's defaults (store sharing on, default "
+                 "rdzv-conf) -> first step at world 3", start_nodes=("n0", "n1"), action="join", target_world=3,
+                 repeats=1),
+        Scenario("kill-agent-only", "kill -9 of one agent process only, its worker left running: 20 s later?",
+                 rdzv_conf=TUNED, share_store=False, action="kill-agent-only", repeats=1),
+    )
+}
+
+
+@dataclass
+class Trial:
+    value_s: float | None  # the scenario's headline number, None when it never happened
+    detail: str
+
+
+@dataclass
+class Cluster:
+    out: Path
+    port: int
+    scenario: Scenario
+    model_dir: Path
+    agents: dict[str, AgentProcess] = field(default_factory=dict)
+    store: subprocess.Popen[bytes] | None = None
+
+    def agent_argv(self) -> list[str]:
+        conf = self.scenario.rdzv_conf
+        if self.scenario.external_store:
+            conf = f"{conf},is_host=0" if conf else "is_host=0"
+        return [
+            sys.executable, "-m", "torch.distributed.run", "--rdzv-backend=c10d",
+            f"--rdzv-endpoint=127.0.0.1:{self.port}", f"--rdzv-id=bench-{self.out.name}", "--nnodes=1:3",
+            "--nproc-per-node=1", "--max-restarts=3", "--local-addr=127.0.0.1",
+            *([f"--rdzv-conf={conf}"] if conf else []),
+            str(WORKER), "--model", str(self.model_dir), "--out", str(self.out),
+        ]
+
+    async def start_node(self, node: str) -> AgentProcess:
+        env = {"BENCH_NODE": node, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "LOGLEVEL": "INFO"}
+        if not self.scenario.share_store:
+            env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
+        agent = AgentProcess(self.agent_argv(), env, log_file=self.out / f"agent-{node}.log", cwd=REPO)
+        self.agents[node] = agent
+        await agent.start()
+        return agent
+
+    def steps(self, node: str) -> list[dict[str, float]]:
+        path = self.out / f"steps-{node}.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+    def first_step_at(self, nodes: Sequence[str], world: int, after: float) -> float | None:
+        """When every one of `nodes` had completed a step at `world` after `after` (None: not yet)."""
+        firsts = []
+        for node in nodes:
+            times = [s["t"] for s in self.steps(node) if "step" in s and s["world"] == world and s["t"] > after]
+            if not times:
+                return None
+            firsts.append(min(times))
+        return max(firsts)
+
+    def close(self) -> None:
+        for agent in self.agents.values():
+            agent.kill()
+        if self.store is not None:
+            self.store.kill()
+            self.store.wait()
+
+
+async def wait_for(condition: Callable[[], object], timeout_s: float, poll_s: float = 0.05) -> object:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        await asyncio.sleep(poll_s)
+    return None
+
+
+def port_open(port: int) -> bool:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def run_trial(scenario: Scenario, model_dir: Path, out: Path) -> Trial:
+    cluster = Cluster(out=out, port=free_port(), scenario=scenario, model_dir=model_dir)
+    try:
+        if scenario.external_store:
+            ready = out / "store.ready"
+            cluster.store = subprocess.Popen(
+                [sys.executable, "-m", "p2pft.launch.store", "--host", "127.0.0.1", "--port", str(cluster.port),
+                 "--ready-file", str(ready)], cwd=REPO, stdout=subprocess.DEVNULL, start_new_session=True)
+            if not await wait_for(lambda: read_ready_file(ready), 60):
+                return Trial(None, "store process did not start")
+        first, *others = scenario.start_nodes
+        await cluster.start_node(first)
+        # n0 hosts torchrun's store when it is the first to bind the endpoint: make that deterministic.
+        if not await wait_for(lambda: port_open(cluster.port), 60):
+            return Trial(None, "first agent never listened")
+        for node in others:
+            await cluster.start_node(node)
+        initial_world = len(scenario.start_nodes)
+        if not await wait_for(lambda: cluster.first_step_at(scenario.start_nodes, initial_world, 0), OBSERVE_S):
+            return Trial(None, f"never reached world {initial_world}")
+        await asyncio.sleep(1.0)  # a few steps at full size
+        return await ACTIONS[scenario.action](cluster)
+    finally:
+        cluster.close()
+
+
+async def act_kill(cluster: Cluster) -> Trial:
+    scenario = cluster.scenario
+    survivors = [n for n in scenario.start_nodes if n != scenario.target]
+    killed_at = time.monotonic()
+    cluster.agents[scenario.target].kill()  # the node dies: its agent's group and its worker's session
+    done = await wait_for(lambda: cluster.first_step_at(survivors, scenario.target_world, killed_at), OBSERVE_S)
+    if not done:
+        return Trial(None, f"no step at world {scenario.target_world} within {OBSERVE_S:.0f} s")
+    errors = [s["t"] - killed_at for n in survivors for s in cluster.steps(n) if "error" in s and s["t"] > killed_at]
+    seen = f"survivors' workers saw the error after {min(errors):.1f} s" if errors else "no worker error logged"
+    return Trial(float(done) - killed_at, seen)  # type: ignore[arg-type]
+
+
+async def act_kill_store_host(cluster: Cluster) -> Trial:
+    survivors = ["n1", "n2"]
+    killed_at = time.monotonic()
+    cluster.agents["n0"].kill()
+    exits: dict[str, tuple[float, int]] = {}
+
+    async def watch(node: str) -> None:
+        exit_ = await cluster.agents[node].wait()
+        exits[node] = (time.monotonic() - killed_at, exit_.returncode)
+
+    watchers = [asyncio.create_task(watch(node)) for node in survivors]
+    await asyncio.wait(watchers, timeout=OBSERVE_S)
+    world2 = cluster.first_step_at(survivors, 2, killed_at)
+    seen = ", ".join(f"{n}: exit {rc} after {t:.1f} s" for n, (t, rc) in sorted(exits.items())) or "none exited"
+    went_on = f"first step at world 2 after {world2 - killed_at:.1f} s" if world2 else "no step at world 2"
+    value = max(t for t, _ in exits.values()) if len(exits) == len(survivors) else None
+    for task in watchers:
+        task.cancel()
+    return Trial(value, f"{seen}; {went_on}")
+
+
+async def act_join(cluster: Cluster) -> Trial:
+    started_at = time.monotonic()
+    await cluster.start_node("n2")
+    nodes = ("n0", "n1", "n2")
+
+    def any_agent_exited() -> bool:
+        return not all(agent.running for agent in cluster.agents.values())
+
+    await wait_for(lambda: cluster.first_step_at(nodes, 3, started_at) or any_agent_exited(), OBSERVE_S)
+    world3 = cluster.first_step_at(nodes, 3, started_at)
+    if world3:
+        return Trial(world3 - started_at, "")
+    if any_agent_exited():
+        elapsed = time.monotonic() - started_at
+        await asyncio.sleep(5)  # let the others follow (or not) before reporting
+        codes = {node: agent.returncode for node, agent in cluster.agents.items()}
+        return Trial(None, f"an agent exited after {elapsed:.1f} s; 5 s later the agents' exit codes: {codes}")
+    return Trial(None, f"no step at world 3 within {OBSERVE_S:.0f} s")
+
+
+async def act_kill_agent_only(cluster: Cluster) -> Trial:
+    victim = cluster.agents["n2"]
+    assert victim.pid is not None
+    worker_pids = victim.worker_pids()
+    killed_at = time.monotonic()
+    os.kill(victim.pid, signal.SIGKILL)  # the agent process alone, as an OOM killer or a stray kill would
+    await asyncio.sleep(20.0)
+    late = [s for s in cluster.steps("n2") if s["t"] > killed_at + 15]
+    worlds = sorted({int(s["world"]) for n in ("n0", "n1") for s in cluster.steps(n) if s["t"] > killed_at})
+    alive = [pid for pid in worker_pids if _alive(pid)]
+    return Trial(None, f"orphaned worker alive after 20 s: {bool(alive)}; it completed {len(late)} steps in the "
+                       f"last 5 s; survivors' worlds since the kill: {worlds}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+ACTIONS = {"kill": act_kill, "kill-store-host": act_kill_store_host, "join": act_join,
+           "kill-agent-only": act_kill_agent_only}
+
+
+def summarize(trials: list[Trial]) -> dict[str, object]:
+    values = [t.value_s for t in trials if t.value_s is not None]
+    return {
+        "median_s": round(statistics.median(values), 2) if values else None,
+        "runs_s": [None if t.value_s is None else round(t.value_s, 2) for t in trials],
+        "details": [t.detail for t in trials],
+    }
+
+
+def render(results: dict[str, dict[str, object]]) -> str:
+    lines = [
+        SECTION_START,
+        "## torchrun elastic baseline (bench/torchrun_baseline.py)",
+        "",
+        "Plain torchrun (`--rdzv-backend=c10d --nnodes=1:3 --max-restarts=3`), three agents on loopback, one DDP "
+        "worker each (tiny Llama, gloo, 2 shared CPU cores). Times from the event (kill -9 / agent start) to the "
+        "moment every survivor completed a step at the new world size. Median of the runs shown.",
+        "",
+        "| scenario | what | median s | runs s | notes | command |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in SCENARIOS:
+        if name not in results:
+            continue
+        r = results[name]
+        notes = "; ".join(str(d) for d in r["details"] if d)  # type: ignore[attr-defined]
+        lines.append(f"| {name} | {SCENARIOS[name].what} | {r['median_s']} | {r['runs_s']} | {notes} | "
+                     f"`{r['command']}` ({r['date']}) |")
+    lines += ["", "Observations: docs/torchrun-notes.md.", SECTION_END]
+    return "\n".join(lines)
+
+
+def write_doc(section: str) -> None:
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    if SECTION_START in text and SECTION_END in text:
+        head, rest = text.split(SECTION_START, 1)
+        _, tail = rest.split(SECTION_END, 1)
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated, from: " + ", ".join(
+        SCENARIOS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the run directories (agent logs, steps)")
+    args = parser.parse_args(argv)
+    chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}")
+    command = shlex.join([".venv/bin/python", "bench/torchrun_baseline.py", *(argv or sys.argv[1:])])
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    work = Path(tempfile.mkdtemp(prefix="torchrun-baseline-"))
+    from p2pft.testing.tiny_model import build_tiny_model
+
+    model_dir = build_tiny_model(work / "model")
+    started = time.monotonic()
+    for name in chosen:
+        scenario = SCENARIOS[name]
+        trials = []
+        for repeat in range(scenario.repeats or args.repeats):
+            out = work / f"{name}-{repeat}"
+            out.mkdir()
+            trial = asyncio.run(run_trial(scenario, model_dir, out))
+            print(f"{name} #{repeat}: {trial.value_s if trial.value_s is None else round(trial.value_s, 2)} s "
+                  f"{trial.detail}", flush=True)
+            trials.append(trial)
+        results[name] = {**summarize(trials), "command": command, "date": time.strftime("%Y-%m-%d")}
+        print(f"{name}: median {results[name]['median_s']} s", flush=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    write_doc(render(results))
+    print(f"total {time.monotonic() - started:.0f} s; run dirs under {work}" if args.keep else
+          f"total {time.monotonic() - started:.0f} s")
+    if not args.keep:
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
