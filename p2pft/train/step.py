@@ -109,7 +109,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
             loss.backward()
     reported = hook.result
     if reported is None:  # no hook ran (e.g. a module without DDP): reduce explicitly
-        reported = torch.stack([torch.stack(sums).sum().float(), torch.tensor(float(stop_requested_here))])
+        total = torch.stack(sums).sum().float()
+        reported = torch.stack([total, torch.tensor(float(stop_requested_here), device=total.device)])
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(reported)
     if precision.scaler is not None:

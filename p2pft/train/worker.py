@@ -119,7 +119,8 @@ class Worker:
                 stop_here = (self.args.run_dir / STOP_REQUEST_FILE).exists()
                 result = train_step(ddp_model, optimizer, micro_batches, global_tokens, env.world_size,
                                     spec.max_grad_norm, self.precision, self.report_hook, stop_here)
-                loss, stop = result.loss, result.stop_requested
+                loss = result.loss
+                stop = result.stop_requested and step + 1 < steps  # at the last step, just finish
                 done = step + 1
                 progress = Progress(done, sampler.samples_consumed(done), sampler.epoch_of(step))
                 elapsed = time.monotonic() - started
