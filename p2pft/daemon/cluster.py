@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
@@ -22,7 +21,6 @@ class Cluster:
         self.counters = counters
         self.clock = clock
         self.started_at = clock()
-        self._changed = asyncio.Condition()
         self._coordinator = choose_coordinator(state)
 
     @property

@@ -103,3 +103,57 @@ def test_interceptor_counts_handler_failures_and_server_survives(tmp_path: Path)
     counters, outcomes = asyncio.run(scenario())
     assert outcomes == [grpc.StatusCode.UNKNOWN, "first", grpc.StatusCode.UNKNOWN, 42]
     assert counters["handler_error"] == 2
+
+
+def _links(tmp_path: Path, self_id: str = "m"):  # type: ignore[no-untyped-def]
+    from collections import Counter
+
+    from p2pft.daemon.cluster import Cluster
+    from p2pft.daemon.heartbeat import PeerLinks, Timing
+    from p2pft.membership.state import initial_state
+    from p2pft.membership.versions import local_versions
+    from p2pft.security.credentials import create_cluster
+
+    creds = create_cluster(tmp_path, self_id)
+    cluster = Cluster(initial_state(self_id, local_versions()), Counter())
+    return PeerLinks(cluster, creds, lambda: Timing(1.0, 3.0), creds.cluster_id)
+
+
+def test_peer_links_address_rules(tmp_path: Path) -> None:
+    links = _links(tmp_path)
+    links.learn("m", "10.0.0.1:1", "gossip")                  # ourselves: ignored
+    links.learn("p", "", "gossip")                            # no address: ignored
+    assert links.links == {}
+    links.learn("p", "10.0.0.2:1", "gossip")
+    assert links.links["p"].address == "10.0.0.2:1"
+    links.learn("p", "10.0.0.2:2", "gossip")                  # second-hand, and ours answers: keep ours
+    assert links.links["p"].address == "10.0.0.2:1"
+    links.links["p"].failures = 2
+    links.learn("p", "10.0.0.2:2", "gossip")                  # ours fails: try what others know
+    assert links.links["p"].address == "10.0.0.2:2"
+    links.links["p"].failures = 0
+    links.learn("p", "10.0.0.2:3", "incoming")                # the peer itself called from there: believe it
+    assert links.links["p"].address == "10.0.0.2:3"
+    links.add_static("10.0.0.2:3")                            # already linked at that address
+    links.add_static("10.0.0.9:1")
+    assert set(links.links) == {"p", "@10.0.0.9:1"}
+
+
+def test_gossip_resolves_only_the_senders_own_wildcard_address(tmp_path: Path) -> None:
+    links = _links(tmp_path)
+    links.learn_gossip({"s": ":47341", "t": ":47341", "u": "10.0.0.7:5"}, source_id="s", source_host="10.0.0.3")
+    assert {k: v.address for k, v in links.links.items()} == {"s": "10.0.0.3:47341", "u": "10.0.0.7:5"}
+
+
+def test_one_heartbeat_per_pair_rule(tmp_path: Path) -> None:
+    from p2pft.daemon.heartbeat import Timing
+
+    links = _links(tmp_path, self_id="m")
+    timing = Timing(1.0, 3.0)
+    assert not links._peer_dials_us("a", timing)              # never heard from "a": we dial
+    links.note_incoming("a")
+    assert links._peer_dials_us("a", timing)                  # lower id dials us: we skip
+    links.note_incoming("z")
+    assert not links._peer_dials_us("z", timing)              # higher id: we are the dialler
+    links.last_incoming["a"] -= 2.0
+    assert not links._peer_dials_us("a", timing)              # its heartbeats stopped: we dial again
