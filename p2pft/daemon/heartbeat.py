@@ -137,6 +137,11 @@ class PeerLinks:
                     link.failures = 0
                 except grpc.RpcError as exc:
                     self._failed(link, exc)
+                except Exception:
+                    # Whatever a peer sends (or a bug of ours) must not take the daemon down: log, count, retry.
+                    link.failures += 1
+                    self.cluster.counters["link_error"] += 1
+                    log.exception("link to %s failed unexpectedly", link.node_id or link.address)
                 delay = timing.interval_s if link.failures <= 3 else min(MAX_BACKOFF_S, timing.interval_s * 2)
                 await asyncio.sleep(max(0.0, delay - (time.monotonic() - started)))
         finally:
