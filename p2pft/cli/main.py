@@ -76,4 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the package module so CliError is the same class the commands raise.
+    from p2pft.cli.main import main as package_main
+
+    sys.exit(package_main())
