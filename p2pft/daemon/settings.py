@@ -9,12 +9,12 @@ import argparse
 import ipaddress
 import os
 import socket
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import tomllib
 import yaml
 
 from p2pft.daemon.state_dir import default_state_dir
