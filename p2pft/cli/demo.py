@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def write_demo_job(workdir: Path) -> Path:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from p2pft.cli.run import run_job
+    from p2pft.cli.run import run_job, write_summary
 
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -51,7 +52,9 @@ def handle(args: argparse.Namespace) -> int:
     shutil.rmtree(workdir / "output", ignore_errors=True)  # every demo starts fresh instead of resuming
     run_args = argparse.Namespace(job=str(job_path), nproc=args.nproc, output_dir=None, plan=None,
                                   max_micro_batch=None)
+    started = time.time()
     code, spec = run_job(run_args)
+    write_summary(Path(spec.output_dir), code, started, args.nproc)
     if code != 0:
         raise CliError(f"the demo run failed (exit {code}); see the output above", code=code)
     output = Path(spec.output_dir)

@@ -12,6 +12,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +129,35 @@ def _stopped_on_request(events: Path, offset: int) -> bool:
     return False
 
 
+def write_summary(output_dir: Path, code: int, started_unix: float, nproc: int) -> dict[str, Any]:
+    """summary.json for a single-box run (the daemon's coordinator writes a richer one for cluster jobs)."""
+    from p2pft.train.checkpoint_index import committed_steps
+
+    steps = []
+    metrics = output_dir / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if "loss" in record:
+                steps.append(record)
+    status = {0: "finished", EXIT_STOPPED_ON_REQUEST: "stopped"}.get(code, "failed")
+    summary = {
+        "status": status, "exit_code": code, "steps": steps[-1]["step"] if steps else 0,
+        "epochs": steps[-1]["epoch"] + 1 if steps else 0, "final_loss": steps[-1]["loss"] if steps else None,
+        "rounds": [{"started": started_unix, "world_size": nproc, "reason": "p2pft run"}],
+        "checkpoint_steps": committed_steps(output_dir / "checkpoints", verify=False),
+    }
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
 def handle(args: argparse.Namespace) -> int:
+    started = time.time()
     code, spec = run_job(args)
+    write_summary(Path(spec.output_dir), code, started, args.nproc)
     if code == 0:
         print(f"p2pft: finished; outputs in {spec.output_dir}")
     elif code == EXIT_STOPPED_ON_REQUEST:

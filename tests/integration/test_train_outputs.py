@@ -75,6 +75,9 @@ def test_metrics_eval_and_pruning(finished_run: dict) -> None:
     assert all(r["eval_perplexity"] > 1 and 0 <= r["eval_token_accuracy"] <= 1 for r in evals)
     assert list((out / "runs").glob("events.out.tfevents.*"))
     assert committed_steps(out / "checkpoints") == [48, 56]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == MAX_STEPS
+    assert summary["checkpoint_steps"] == [48, 56]
 
 
 def test_adapter_and_merged_weights_load_and_agree(finished_run: dict) -> None:
