@@ -1,0 +1,242 @@
+"""The coordinator's side of one job: the rendezvous store process, rounds, stop requests, the job's end.
+
+Decisions come from the pure `p2pft.jobs.state.decide`; this module only gathers what it needs (membership,
+member reports, checkpoint holdings) and carries the decision out (orders over gRPC, files, the store process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from p2pft.jobs.model import JobRecord, RoundInfo
+from p2pft.jobs.paths import JobPaths
+from p2pft.jobs.state import Action, View, choose_resume, decide
+from p2pft.planning.batch_plan import RankCapacity, plan_batch, plan_to_json
+from p2pft.planning.placement import Candidate, CandidateDevice, Placed, PlacementNeeds, place
+
+if TYPE_CHECKING:
+    from p2pft.jobs.manager import JobsManager
+
+log = logging.getLogger("p2pft.jobs.coordinator")
+TICK_S = 0.1
+STORE_START_TIMEOUT_S = 60.0
+
+
+class StoreProcess:
+    """`python -m p2pft.launch.store` as a child of the daemon: the job's rendezvous outlives every agent."""
+
+    def __init__(self, host: str, directory: Path) -> None:
+        self.host = host
+        self.directory = directory
+        self.process: asyncio.subprocess.Process | None = None
+        self.endpoint = ""
+
+    async def start(self) -> str:
+        from p2pft.launch.store import read_ready_file
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        ready = self.directory / f"ready-{os.getpid()}.json"
+        ready.unlink(missing_ok=True)
+        log_file = (self.directory / "store.log").open("ab")
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "p2pft.launch.store", "--host", self.host, "--port", "0",
+                "--ready-file", str(ready), stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        finally:
+            log_file.close()
+        deadline = time.monotonic() + STORE_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            found = read_ready_file(ready)
+            if found is not None:
+                self.endpoint = f"{found[0]}:{found[1]}"
+                return self.endpoint
+            if self.process.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"the rendezvous store did not start (see {self.directory / 'store.log'})")
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout=5.0)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
+
+
+class JobCoordinator:
+    def __init__(self, manager: JobsManager, job_id: str) -> None:
+        self.manager = manager
+        self.job_id = job_id
+        self.store: StoreProcess | None = None
+        self.stop_requested = ""
+        self.fruitless_rounds = 0
+        self.waiting_since = 0.0
+        self.cooldown: dict[str, float] = {}        # node -> monotonic time until which it is left out
+        self._poke = asyncio.Event()
+        self.closed = False
+        self.pending_action: Action | None = None   # a takeover starts a round on the new store at once
+
+    @property
+    def record(self) -> JobRecord:
+        return self.manager.records[self.job_id]
+
+    def poke(self) -> None:
+        self._poke.set()
+
+    async def run(self) -> None:
+        try:
+            host = self.manager.local_host
+            self.store = StoreProcess(host, JobPaths.of(self.manager.state_dir, self.job_id).store_dir)
+            await self.store.start()
+            log.info("job %s: coordinating from %s; store at %s", self.job_id, self.manager.node_id,
+                     self.store.endpoint)
+            while not self.closed and not self.record.terminal:
+                self._poke.clear()
+                action, self.pending_action = self.pending_action or decide(self.view()), None
+                if action.kind != "nothing":
+                    await self.act(action)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._poke.wait(), timeout=TICK_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("job %s: coordinator failed", self.job_id)
+            await self.manager.end_job(self.job_id, "failed", f"coordinator error: {exc}")
+        finally:
+            if self.store is not None:
+                await self.store.stop()
+
+    # ---- what the coordinator knows -------------------------------------------------------------------------
+
+    def view(self) -> View:
+        record = self.record
+        state = self.manager.cluster.state
+        now_mono, now_unix = time.monotonic(), time.time()
+        lost = {}
+        for node_id, member in state.members.items():
+            if member.state == "lost":
+                heard = member.last_heard if member.last_heard is not None else now_mono
+                lost[node_id] = now_unix - max(0.0, now_mono - heard)
+        draining = frozenset(n for n, m in state.members.items() if m.state == "draining")
+        placed = self.placement()
+        current = record.current_round
+        reports = self.manager.round_reports(self.job_id, current.round) if current else {}
+        return View(
+            record=record,
+            available=placed.node_ids if isinstance(placed, Placed) else (),
+            waiting_message="" if isinstance(placed, Placed) else placed.message,
+            lost=lost, draining=draining, reports=reports, stop_requested=self.stop_requested,
+            fruitless_rounds=self.fruitless_rounds, now_unix=now_unix,
+        )
+
+    def placement(self) -> Any:
+        record = self.record
+        state = self.manager.cluster.state
+        current = set(record.current_round.members) if record.current_round else set()
+        now = time.monotonic()
+        candidates = []
+        for node_id, member in state.members.items():
+            devices = tuple(CandidateDevice(d.kind, d.index, d.memory_total_mb) for d in member.devices) or (
+                CandidateDevice("cpu", 0),)
+            member_state = member.state
+            if self.cooldown.get(node_id, 0.0) > now:
+                member_state = "lost"
+            busy_here = self.manager.busy_with_other_job(node_id, self.job_id)
+            candidates.append(Candidate(node_id=node_id, state="busy" if busy_here and member_state != "lost"
+                                        else member_state, devices=devices,
+                                        incompatible_reason=member.incompatible_reason,
+                                        in_this_job=node_id in current and not busy_here))
+        elastic = record.elastic
+        needs = PlacementNeeds(min_nodes=int(elastic.get("min_nodes") or 1), max_nodes=elastic.get("max_nodes"))
+        return place(candidates, needs, prefer=frozenset(current))
+
+    # ---- carrying decisions out ---------------------------------------------------------------------------
+
+    async def act(self, action: Action) -> None:
+        if action.kind == "start_round":
+            await self.start_round(action)
+        elif action.kind == "request_stop":
+            self.stop_requested = action.reason
+            current = self.record.current_round
+            log.info("job %s: asking round %d to stop at the next step (%s)", self.job_id,
+                     current.round if current else -1, action.reason)
+            if current is not None:
+                await self.manager.send_stop(self.record, current, graceful=True, reason=action.reason)
+        elif action.kind == "wait":
+            if self.record.status != "waiting" or self.record.message != action.reason:
+                log.info("job %s: %s", self.job_id, action.reason)
+                current = self.record.current_round
+                if current is not None and self.record.status == "running":
+                    await self.manager.send_stop(self.record, current, graceful=False, reason=action.reason)
+                self.manager.update_record(replace(self.record, status="waiting", message=action.reason))
+        elif action.kind == "finish":
+            await self.finish()
+        elif action.kind == "fail":
+            await self.manager.end_job(self.job_id, "failed", action.reason)
+
+    async def start_round(self, action: Action) -> None:
+        record = self.record
+        previous = record.current_round
+        if previous is not None and previous.first_step_unix is None and record.status == "running":
+            self.fruitless_rounds += 1
+        elif previous is not None:
+            self.fruitless_rounds = 0
+        state = self.manager.cluster.state
+        placed = self.placement()
+        if not isinstance(placed, Placed):
+            return
+        members = placed.node_ids
+        ranks = []
+        for node in placed.nodes:
+            nproc = 1 if node.device_kind == "cpu" else node.nproc
+            micro = int(record.elastic.get("micro_batch_size") or record.spec.get("per_device_train_batch_size") or 1)
+            ranks += [RankCapacity(node.node_id, local_rank, 1.0, micro) for local_rank in range(nproc)]
+        number = previous.round + 1 if previous is not None else 0
+        plan = plan_batch(int(record.elastic["global_batch_size"]), ranks, "uniform", number)
+        alive = frozenset(n for n, m in state.members.items() if m.alive)
+        resume, holders = choose_resume(self.manager.holdings(self.job_id), alive)
+        marker = self.manager.checkpoint_marker(self.job_id, resume) if resume is not None else None
+        addresses = {n: state.members[n].address for n in members if n in state.members}
+        info = RoundInfo(round=number, reason=action.reason, coordinator=self.manager.node_id, members=members,
+                         addresses=addresses, plan=plan_to_json(plan), store=self.store.endpoint if self.store else "",
+                         resume_step=resume, holders=holders, resume_marker=marker, started_unix=time.time(),
+                         cause_unix=action.cause_unix or time.time())
+        if previous is not None:
+            record = record.with_round_update(ended_reason=action.reason)
+        record = replace(record, status="running", message=action.reason, rounds=(*record.rounds, info))
+        self.stop_requested = ""
+        self.manager.update_record(record)
+        log.info("job %s: round %d (%s): members %s, world %d, resume from %s", self.job_id, number, action.reason,
+                 ",".join(members), info.world_size, resume)
+        left = [n for n in (previous.members if previous else ()) if n not in members]
+        for node in left:
+            await self.manager.send_stop(record, previous, graceful=False, reason="left out of the next round",
+                                         only=node)
+        refused = await self.manager.send_orders(record, info)
+        for node in refused:
+            self.cooldown[node] = time.monotonic() + 10.0
+
+    async def finish(self) -> None:
+        record = self.record
+        current = record.current_round
+        reports = self.manager.round_reports(self.job_id, current.round) if current else {}
+        holder = next(r for r in reports.values() if r.outcome == "finished" and r.outputs_manifest)
+        paths = JobPaths.of(self.manager.state_dir, self.job_id)
+        # The submitting box gets them where the job file said; another box keeps them in its state dir.
+        output_dir = Path(record.spec["output_dir"]) if self.manager.node_id == record.submitter else paths.outputs
+        await self.manager.collect_outputs(record, holder, output_dir)
+        await self.manager.end_job(self.job_id, "succeeded", "finished", output_dir=output_dir)

@@ -1,0 +1,575 @@
+"""All jobs this daemon knows: records, member runtimes, coordinators, reports, peer channels.
+
+The daemon composes one `JobsManager` (a component with `run()`), serves `JobServicer(manager)`, and registers
+`manager.drain` as a drain hook. Membership changes are observed by polling the cluster state (an immutable
+value: comparing it costs nothing), every TICK_S.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from p2pft.daemon.addresses import split
+from p2pft.daemon.cluster import Cluster
+from p2pft.jobs.coordinator import JobCoordinator
+from p2pft.jobs.member import JobMember
+from p2pft.jobs.model import (
+    JobRecord,
+    MemberReport,
+    RoundInfo,
+    RoundOrder,
+    new_job_id,
+    order_to_json,
+    record_from_json,
+    record_to_json,
+    report_to_json,
+)
+from p2pft.jobs.outputs import LineBook, write_outputs
+from p2pft.jobs.paths import JOBS_DIR, JobPaths
+from p2pft.jobs.recovery import kill_orphan_agents
+from p2pft.jobs.state import job_coordinator
+from p2pft.membership.state import LocalStateChanged
+from p2pft.rpc.gen import jobs_pb2, jobs_pb2_grpc
+from p2pft.security.credentials import Credentials, secure_channel
+from p2pft.train.checkpoint_index import read_manifest, step_dir
+from p2pft.transfer import BlobClient, BlobStore, Manifest
+
+log = logging.getLogger("p2pft.jobs")
+TICK_S = 0.2
+RPC_TIMEOUT_S = 3.0
+
+
+class JobsManager:
+    name = "jobs"
+
+    def __init__(self, *, cluster: Cluster, credentials: Credentials, state_dir: Path, store: BlobStore) -> None:
+        self.cluster = cluster
+        self.credentials = credentials
+        self.node_id = credentials.node_id
+        self.state_dir = Path(state_dir)
+        self.store = store
+        self.records: dict[str, JobRecord] = {}
+        self.books: dict[str, LineBook] = {}
+        self.members: dict[str, JobMember] = {}
+        self.coordinators: dict[str, tuple[JobCoordinator, asyncio.Task[None]]] = {}
+        self.reports: dict[tuple[str, int], dict[str, MemberReport]] = {}
+        self._holdings: dict[str, dict[str, set[int]]] = {}
+        self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
+        self._outbox: dict[str, list[MemberReport]] = {}
+        self._outbox_locks: dict[str, asyncio.Lock] = {}
+        self._changed = asyncio.Event()
+        self.draining = False
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ---- helpers the parts use ------------------------------------------------------------------------------
+
+    @property
+    def local_host(self) -> str:
+        address = self.cluster.state.me.address
+        host = (split(address) or ("127.0.0.1", 0))[0]
+        return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+    def channel(self, node_id: str) -> grpc.aio.Channel | None:
+        member = self.cluster.state.members.get(node_id)
+        if member is None or not member.address or not member.alive:
+            return None
+        cached = self._channels.get(node_id)
+        if cached is not None and cached[0] == member.address:
+            return cached[1]
+        channel = secure_channel(member.address, self.credentials)
+        self._channels[node_id] = (member.address, channel)
+        return channel
+
+    def channels_for(self, node_ids: Sequence[str]) -> list[grpc.aio.Channel]:
+        return [c for c in (self.channel(n) for n in node_ids if n != self.node_id) if c is not None]
+
+    def stub(self, node_id: str) -> jobs_pb2_grpc.JobServiceStub | None:
+        channel = self.channel(node_id)
+        return jobs_pb2_grpc.JobServiceStub(channel) if channel is not None else None
+
+    def book(self, job_id: str) -> LineBook:
+        if job_id not in self.books:
+            self.books[job_id] = LineBook.load(JobPaths.of(self.state_dir, job_id).lines)
+        return self.books[job_id]
+
+    def busy_with_other_job(self, node_id: str, job_id: str) -> bool:
+        for other in self.records.values():
+            if other.job_id != job_id and not other.terminal and other.current_round is not None \
+                    and other.status == "running" and node_id in other.current_round.members:
+                return True
+        return False
+
+    def round_reports(self, job_id: str, round_number: int) -> dict[str, MemberReport]:
+        return dict(self.reports.get((job_id, round_number), {}))
+
+    def holdings(self, job_id: str) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(sorted(s)) for n, s in self._holdings.get(job_id, {}).items()}
+
+    def checkpoint_marker(self, job_id: str, step: int) -> dict[str, Any] | None:
+        return read_manifest(step_dir(JobPaths.of(self.state_dir, job_id).checkpoints, step))
+
+    def update_record(self, record: JobRecord) -> None:
+        self.records[record.job_id] = record
+        self._persist(record)
+        self._changed.set()
+        self._poke(record.job_id)
+
+    def _persist(self, record: JobRecord) -> None:
+        paths = JobPaths.of(self.state_dir, record.job_id)
+        paths.root.mkdir(parents=True, exist_ok=True)
+        tmp = paths.record.with_name(".record.json.tmp")
+        tmp.write_text(record_to_json(record))
+        tmp.replace(paths.record)
+
+    def _poke(self, job_id: str) -> None:
+        entry = self.coordinators.get(job_id)
+        if entry is not None:
+            entry[0].poke()
+
+    async def wait_changed(self, timeout: float) -> None:
+        self._changed.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    # ---- submit ---------------------------------------------------------------------------------------------
+
+    async def submit(self, spec: dict[str, Any], warnings: Sequence[str]) -> str:
+        from p2pft.jobs.shipping import dataset_manifest, model_manifest
+
+        job_id = new_job_id()
+        dataset = await asyncio.to_thread(dataset_manifest, self.store, spec)
+        model = await asyncio.to_thread(model_manifest, self.store, spec)
+        record = JobRecord(job_id=job_id, spec=spec, submitter=self.node_id, coordinator=self.node_id,
+                           submitted_unix=time.time(), dataset_manifest=dataset.to_dict(),
+                           model_manifest=model.to_dict() if model is not None else None, warnings=tuple(warnings))
+        self.update_record(record)
+        log.info("job %s submitted (%d dataset files, model %s)", job_id, len(dataset.files),
+                 "shipped" if model is not None else "from each box's own path/cache")
+        self._start_coordinator(job_id)
+        return job_id
+
+    def _start_coordinator(self, job_id: str, takeover_reason: str = "", cause_unix: float = 0.0) -> None:
+        if job_id in self.coordinators:
+            return
+        coordinator = JobCoordinator(self, job_id)
+        task = asyncio.create_task(self._coordinate(coordinator, takeover_reason, cause_unix),
+                                   name=f"coordinator {job_id}")
+        self.coordinators[job_id] = (coordinator, task)
+
+    async def _coordinate(self, coordinator: JobCoordinator, takeover_reason: str, cause_unix: float) -> None:
+        try:
+            if takeover_reason:
+                from p2pft.jobs.state import Action
+
+                coordinator.pending_action = Action("start_round", takeover_reason, cause_unix=cause_unix)
+            await coordinator.run()
+        finally:
+            self.coordinators.pop(coordinator.job_id, None)
+
+    # ---- messages from peers (and from this box's own member) -----------------------------------------------
+
+    async def on_order(self, order: RoundOrder) -> bool:
+        known = self.records.get(order.record.job_id)
+        if known is not None and (known.term > order.record.term or known.terminal):
+            return False
+        if self.draining:
+            return False
+        self.update_record(self._merge_progress(known, order.record))
+        member = self.members.get(order.record.job_id)
+        if member is None:
+            member = self._new_member()
+            self.members[order.record.job_id] = member
+        self._set_busy(True)
+        await member.start_round(order)
+        return True
+
+    def _new_member(self) -> JobMember:
+        return JobMember(node_id=self.node_id, state_dir=self.state_dir, store=self.store,
+                         local_host=self.local_host, channels_for=self.channels_for, send_report=self.send_report)
+
+    def _merge_progress(self, known: JobRecord | None, incoming: JobRecord) -> JobRecord:
+        if known is None:
+            return incoming
+        return replace(incoming, last_step=max(known.last_step, incoming.last_step),
+                       last_loss=incoming.last_loss if incoming.last_loss is not None else known.last_loss,
+                       checkpoints=tuple(sorted(set(known.checkpoints) | set(incoming.checkpoints))))
+
+    async def on_stop(self, job_id: str, round_number: int, graceful: bool, reason: str) -> bool:
+        member = self.members.get(job_id)
+        if member is None or member.round is None or member.round.round != round_number:
+            return False
+        log.info("job %s: stopping round %d here (%s, %s)", job_id, round_number,
+                 "at the next step" if graceful else "now", reason)
+        if graceful:
+            return member.request_stop()
+        await member.stop(graceful=False)
+        return True
+
+    def on_report(self, report: MemberReport) -> None:
+        job_id = report.job_id
+        record = self.records.get(job_id)
+        book = self.book(job_id)
+        book.add("metrics", report.metrics)
+        book.add("ledger", report.ledger)
+        if report.checkpoints:
+            self._holdings.setdefault(job_id, {}).setdefault(report.node_id, set()).update(report.checkpoints)
+        if report.phase and report.phase != "progress":
+            slot = self.reports.setdefault((job_id, report.round), {})
+            previous = slot.get(report.node_id)
+            if previous is None or previous.phase not in ("exited", "prepare_failed"):
+                slot[report.node_id] = report
+        if record is None:
+            return
+        step, loss = book.newest_step()
+        changes: dict[str, Any] = {"last_step": max(record.last_step, step), "last_loss": loss
+                                   if loss is not None else record.last_loss}
+        if report.checkpoints:
+            changes["checkpoints"] = tuple(sorted(set(record.checkpoints) | set(report.checkpoints)))
+        record = replace(record, **changes)
+        current = record.current_round
+        if current is not None and current.round == report.round and report.last_step is not None:
+            first_unix = current.first_step_unix
+            if report.first_step_unix is not None and (first_unix is None or report.first_step_unix < first_unix):
+                first_unix = report.first_step_unix
+            first_step = current.first_step if current.first_step is not None else report.last_step
+            record = record.with_round_update(first_step_unix=first_unix, first_step=first_step,
+                                              last_step=max(report.last_step, current.last_step or 0))
+        self.records[job_id] = record
+        self._changed.set()
+        self._poke(job_id)
+
+    def on_share(self, record: JobRecord) -> None:
+        known = self.records.get(record.job_id)
+        if known is not None and known.term > record.term:
+            return
+        self.update_record(self._merge_progress(known, record))
+        if record.terminal:
+            member = self.members.pop(record.job_id, None)
+            if member is not None:
+                self.background(member.close())
+            self._refresh_busy()
+
+    # ---- sending ------------------------------------------------------------------------------------------
+
+    async def send_report(self, report: MemberReport) -> None:
+        self.on_report(report)
+        record = self.records.get(report.job_id)
+        if record is None:
+            return
+        peers = set(record.current_round.members if record.current_round else ()) | {record.coordinator}
+        peers.discard(self.node_id)
+        await asyncio.gather(*(self._deliver(peer, report) for peer in sorted(peers)))
+
+    async def _deliver(self, peer: str, report: MemberReport | None) -> None:
+        """Send queued reports to `peer` in order; what fails stays queued for the next try."""
+        queue = self._outbox.setdefault(peer, [])
+        if report is not None:
+            queue.append(report)
+        lock = self._outbox_locks.setdefault(peer, asyncio.Lock())
+        if lock.locked():
+            return  # the sender already at work takes this report too
+        async with lock:
+            while queue:
+                stub = self.stub(peer)
+                if stub is None:
+                    member = self.cluster.state.members.get(peer)
+                    if member is None or not member.alive:
+                        queue.clear()  # a lost peer gets nothing more; a new coordinator has its own copy
+                    return
+                try:
+                    await stub.Report(jobs_pb2.ReportMessage(report_json=report_to_json(queue[0])),
+                                      timeout=RPC_TIMEOUT_S)
+                except grpc.RpcError as exc:
+                    log.debug("report to %s failed: %s", peer, exc.code() if hasattr(exc, "code") else exc)
+                    return
+                if queue:
+                    queue.pop(0)
+
+    async def send_orders(self, record: JobRecord, info: RoundInfo) -> list[str]:
+        """Order every member of the round to start it; returns the members that could not be reached."""
+        order = RoundOrder(record=record, round=info)
+        text = order_to_json(order)
+
+        async def one(node: str) -> str | None:
+            if node == self.node_id:
+                return None if await self.on_order(order) else node
+            stub = self.stub(node)
+            if stub is None:
+                return node
+            try:
+                reply = await stub.StartRound(jobs_pb2.RoundOrderMessage(order_json=text), timeout=RPC_TIMEOUT_S)
+            except grpc.RpcError as exc:
+                log.warning("job %s: %s did not take the round order: %s", record.job_id, node, exc.code())
+                return node
+            return None if reply.accepted else node
+
+        results = await asyncio.gather(*(one(n) for n in info.members))
+        return [n for n in results if n is not None]
+
+    async def send_stop(self, record: JobRecord, info: RoundInfo, *, graceful: bool, reason: str,
+                        only: str | None = None) -> None:
+        async def one(node: str) -> None:
+            if node == self.node_id:
+                await self.on_stop(record.job_id, info.round, graceful, reason)
+                return
+            stub = self.stub(node)
+            if stub is None:
+                return
+            with contextlib.suppress(grpc.RpcError):
+                await stub.StopRound(jobs_pb2.StopRequest(job_id=record.job_id, round=info.round, graceful=graceful,
+                                                          reason=reason), timeout=RPC_TIMEOUT_S)
+
+        targets = [only] if only else list(info.members)
+        await asyncio.gather(*(one(n) for n in targets))
+
+    async def share_record(self, record: JobRecord) -> None:
+        nodes = {record.submitter}
+        for info in record.rounds:
+            nodes.update(info.members)
+        nodes.discard(self.node_id)
+
+        async def one(node: str) -> None:
+            stub = self.stub(node)
+            if stub is not None:
+                with contextlib.suppress(grpc.RpcError):
+                    await stub.ShareRecord(jobs_pb2.RecordMessage(record_json=record_to_json(record)),
+                                           timeout=RPC_TIMEOUT_S)
+
+        await asyncio.gather(*(one(n) for n in sorted(nodes)))
+
+    # ---- the job's end ------------------------------------------------------------------------------------
+
+    async def collect_outputs(self, record: JobRecord, holder: MemberReport, output_dir: Path) -> None:
+        manifest = Manifest.from_dict(holder.outputs_manifest or {})
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if holder.node_id == self.node_id:
+            from p2pft.transfer.tree import write_tree
+
+            await asyncio.to_thread(write_tree, self.store, manifest, output_dir.resolve(), link=False)
+        else:
+            client = BlobClient(self.store, self.channels_for([holder.node_id]))
+            await client.fetch_tree(manifest, output_dir, root=output_dir, link=False)
+
+    async def end_job(self, job_id: str, status: str, message: str, *, output_dir: Path | None = None) -> None:
+        record = self.records[job_id]
+        if record.terminal:
+            return
+        current = record.current_round
+        if current is not None and status != "succeeded":
+            await self.send_stop(record, current, graceful=False, reason=message)
+        record = replace(record.with_round_update(ended_reason=message), status=status, message=message,
+                         ended_unix=time.time())
+        if output_dir is not None:
+            book = self.book(job_id)
+            step, loss = book.newest_step()
+            record = replace(record, last_step=step, last_loss=loss)
+            await asyncio.to_thread(write_outputs, output_dir, record, book)
+            from p2pft.transfer import ingest_tree
+
+            manifest = await asyncio.to_thread(ingest_tree, self.store, output_dir)
+            record = replace(record, outputs_node=self.node_id, outputs_dir=str(output_dir),
+                             outputs_manifest=manifest.to_dict())
+        log.info("job %s %s: %s", job_id, status, message)
+        self.update_record(record)
+        await self.share_record(record)
+        member = self.members.pop(job_id, None)
+        if member is not None:
+            await member.close()
+        self._refresh_busy()
+
+    async def cancel(self, job_id: str) -> str:
+        record = self.records.get(job_id)
+        if record is None:
+            raise KeyError(job_id)
+        if record.terminal:
+            return record.status
+        if record.coordinator != self.node_id:
+            stub = self.stub(record.coordinator)
+            if stub is None:
+                raise RuntimeError(f"coordinator {record.coordinator} of {job_id} is not reachable")
+            reply = await stub.Cancel(jobs_pb2.CancelRequest(job_id=job_id), timeout=RPC_TIMEOUT_S)
+            return reply.status
+        entry = self.coordinators.get(job_id)
+        if entry is not None:
+            entry[0].closed = True
+        await self.end_job(job_id, "cancelled", "cancelled by request")
+        return "cancelled"
+
+    async def fetch_outputs(self, job_id: str) -> tuple[Path, int, str]:
+        record = await self._freshest_record(job_id)
+        if record.status != "succeeded" or not record.outputs_manifest:
+            raise RuntimeError(f"job {job_id} is {record.status}; outputs exist only once it succeeded")
+        target = Path(record.spec["output_dir"]) if self.node_id == record.submitter else \
+            JobPaths.of(self.state_dir, job_id).outputs
+        manifest = Manifest.from_dict(record.outputs_manifest)
+        target.mkdir(parents=True, exist_ok=True)
+        if record.outputs_node != self.node_id:
+            channels = self.channels_for([record.outputs_node])
+            if not channels:
+                raise RuntimeError(f"{record.outputs_node}, which holds the outputs of {job_id}, is not reachable")
+            await BlobClient(self.store, channels).fetch_tree(manifest, target, root=target, link=False)
+        return target, len(manifest.files), record.outputs_node
+
+    async def _freshest_record(self, job_id: str) -> JobRecord:
+        best = self.records.get(job_id)
+        for node_id, member in self.cluster.state.members.items():
+            if node_id == self.node_id or not member.alive:
+                continue
+            stub = self.stub(node_id)
+            if stub is None:
+                continue
+            try:
+                reply = await stub.GetRecord(jobs_pb2.GetRecordRequest(job_id=job_id), timeout=RPC_TIMEOUT_S)
+            except grpc.RpcError:
+                continue
+            if reply.record_json:
+                other = record_from_json(reply.record_json)
+                if best is None or (other.terminal, other.term, len(other.rounds)) > \
+                        (best.terminal, best.term, len(best.rounds)):
+                    best = other
+        if best is None:
+            raise KeyError(job_id)
+        self.update_record(self._merge_progress(self.records.get(job_id), best))
+        return best
+
+    # ---- drain --------------------------------------------------------------------------------------------
+
+    async def drain(self) -> list[str]:
+        """Leave every job gracefully: checkpoint at the next step boundary, wait until the others went on."""
+        self.draining = True
+        if self.cluster.state.me.state != "draining":
+            self.cluster.apply(LocalStateChanged(state="draining"))
+        left = []
+        for job_id, member in list(self.members.items()):
+            record = self.records.get(job_id)
+            if record is None or record.terminal or member.round is None:
+                continue
+            my_round = member.round.round
+            log.info("job %s: draining: checkpoint at the next step, then leaving", job_id)
+            await member.stop(graceful=True)
+            left.append(job_id)
+            deadline = time.monotonic() + 90.0
+            while time.monotonic() < deadline:  # keep serving checkpoint files until the next round has them
+                record = self.records[job_id]
+                current = record.current_round
+                if record.terminal or (current is not None and current.round > my_round and
+                                       self.node_id not in current.members and self._round_launched(record)):
+                    break
+                if record.coordinator == self.node_id and job_id not in self.coordinators:
+                    break
+                await self.wait_changed(0.5)
+        self._refresh_busy()
+        return left
+
+    def _round_launched(self, record: JobRecord) -> bool:
+        current = record.current_round
+        if current is None:
+            return True
+        reports = self.reports.get((record.job_id, current.round), {})
+        return all(n in reports and reports[n].phase in ("launched", "exited") for n in current.members)
+
+    # ---- busy / idle --------------------------------------------------------------------------------------
+
+    def _set_busy(self, busy: bool) -> None:
+        state = self.cluster.state.me.state
+        if busy and state == "idle":
+            self.cluster.apply(LocalStateChanged(state="busy"))
+        elif not busy and state == "busy":
+            self.cluster.apply(LocalStateChanged(state="idle"))
+
+    def _refresh_busy(self) -> None:
+        self._set_busy(any(not self.records[j].terminal for j in self.members if j in self.records))
+
+    # ---- the loop -----------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await asyncio.to_thread(kill_orphan_agents, self.state_dir)
+        self._load()
+        try:
+            while True:
+                await asyncio.sleep(TICK_S)
+                try:
+                    self._tick()
+                    for peer in list(self._outbox):
+                        if self._outbox[peer]:
+                            self.background(self._deliver(peer, None))
+                except Exception:
+                    log.exception("jobs tick failed; going on")
+        finally:
+            for _, task in list(self.coordinators.values()):
+                task.cancel()
+            for member in list(self.members.values()):
+                with contextlib.suppress(Exception):
+                    await member.close()
+
+    def _tick(self) -> None:
+        state = self.cluster.state
+        for job_id, record in list(self.records.items()):
+            if record.terminal:
+                continue
+            chosen = job_coordinator(record, state)
+            if chosen == self.node_id and job_id not in self.coordinators and not self.draining:
+                if record.coordinator != self.node_id:
+                    old = state.members.get(record.coordinator)
+                    now_mono = time.monotonic()
+                    heard = old.last_heard if old is not None and old.last_heard is not None else now_mono
+                    cause = time.time() - max(0.0, now_mono - heard)
+                    previous = record.coordinator
+                    log.warning("job %s: taking over as coordinator (was %s)", job_id, previous)
+                    record = replace(record, coordinator=self.node_id, term=record.term + 1)
+                    self.update_record(record)
+                    self._start_coordinator(job_id, f"coordinator {previous} lost", cause)
+                else:
+                    self._start_coordinator(job_id)
+            elif chosen != self.node_id and job_id in self.coordinators and self.draining:
+                coordinator, _ = self.coordinators[job_id]
+                coordinator.closed = True
+
+    def _load(self) -> None:
+        root = self.state_dir / JOBS_DIR
+        if not root.is_dir():
+            return
+        for record_file in sorted(root.glob("*/record.json")):
+            try:
+                record = record_from_json(record_file.read_text())
+            except (OSError, ValueError) as exc:
+                log.warning("skipping %s: %s", record_file, exc)
+                continue
+            self.records[record.job_id] = record
+            if record.terminal or record.current_round is None:
+                continue
+            current = record.current_round
+            if self.node_id in current.members:
+                log.info("job %s: rejoining after a restart (was in round %d)", record.job_id, current.round)
+                member = self._new_member()
+                member.record, member.round = record, current
+                self.members[record.job_id] = member
+                report = MemberReport(job_id=record.job_id, node_id=self.node_id, round=current.round,
+                                      phase="exited", outcome="failed", detail="daemon restarted")
+                self.background(self.send_report(report))
+
+
+def job_view(record: JobRecord) -> jobs_pb2.JobView:
+    current = record.current_round
+    return jobs_pb2.JobView(
+        job_id=record.job_id, status=record.status, message=record.message, coordinator=record.coordinator,
+        round=current.round if current else 0, world_size=current.world_size if current else 0,
+        members=list(current.members) if current else [], step=record.last_step,
+        total_steps=record.max_steps or 0, loss=record.last_loss or 0.0, output_dir=record.spec.get("output_dir", ""),
+        outputs_node=record.outputs_node, record_json=json.dumps(json.loads(record_to_json(record)), indent=None),
+    )

@@ -1,0 +1,360 @@
+"""A member's side of one job: prepare the round (dataset, model, resume checkpoint), run the local torchrun
+agent, follow its events and metric files, forward progress, replicate committed checkpoints.
+
+Torch-free (runs inside the daemon). One `JobMember` per job this box takes part in; a new round order cancels
+the running round (its agent and workers are killed) before the next one is prepared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo, RoundOrder
+from p2pft.jobs.paths import JobPaths
+from p2pft.launch.agent import AgentExit, AgentOutcome, AgentProcess
+from p2pft.launch.events import EventTail
+from p2pft.launch.round_spec import RoundLaunch
+from p2pft.train.checkpoint_index import COMMIT_MARKER, committed_steps, read_manifest, step_dir, verify_committed
+from p2pft.transfer import BlobClient, BlobStore, Manifest, TransferPolicy
+from p2pft.transfer.tree import write_tree
+
+log = logging.getLogger("p2pft.jobs.member")
+POLL_S = 0.2
+OUTPUT_EXCLUDE = ("metrics.jsonl", "ledger.jsonl")
+STOP_REQUEST = "stop-request"
+TRANSFER_POLICY = TransferPolicy(attempts=6, backoff_initial_s=0.1, backoff_max_s=1.0, call_timeout_s=5.0,
+                                 stall_timeout_s=10.0)
+
+ChannelsFor = Callable[[Sequence[str]], list[grpc.aio.Channel]]
+SendReport = Callable[[MemberReport], Awaitable[None]]
+
+
+class LineCursor:
+    """Complete new lines of a JSONL file a worker appends to (a fresh file per round)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def poll(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return []
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return []
+        self.offset += end + 1
+        out = []
+        for raw in chunk[: end + 1].splitlines():
+            with contextlib.suppress(ValueError):
+                data = json.loads(raw)
+                if isinstance(data, dict):
+                    out.append(data)
+        return out
+
+
+class JobMember:
+    def __init__(self, *, node_id: str, state_dir: Path, store: BlobStore, local_host: str,
+                 channels_for: ChannelsFor, send_report: SendReport, base_env: dict[str, str] | None = None) -> None:
+        self.node_id = node_id
+        self.state_dir = state_dir
+        self.store = store
+        self.local_host = local_host
+        self.channels_for = channels_for
+        self.send_report = send_report
+        self.base_env = base_env
+        self.record: JobRecord | None = None
+        self.round: RoundInfo | None = None
+        self.agent: AgentProcess | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._replicator: asyncio.Task[None] | None = None
+        self.last_exit: AgentExit | None = None
+        self.replicated: set[int] = set()
+        self._ingested: set[tuple[int, str]] = set()
+
+    def paths(self, job_id: str) -> JobPaths:
+        return JobPaths.of(self.state_dir, job_id)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # ---- orders -------------------------------------------------------------------------------------------
+
+    async def start_round(self, order: RoundOrder) -> None:
+        await self.stop(graceful=False)
+        self.record, self.round = order.record, order.round
+        self._task = asyncio.create_task(self._run_round(order.record, order.round),
+                                         name=f"job {order.record.job_id} round {order.round.round}")
+        if self._replicator is None or self._replicator.done():
+            self._replicator = asyncio.create_task(self._replicate_forever(), name="checkpoint replication")
+
+    def request_stop(self) -> bool:
+        """Graceful: the workers checkpoint at the next step boundary and exit 75."""
+        if self.record is None or self.round is None or not self.running:
+            return False
+        run_dir = self.paths(self.record.job_id).round_dir(self.round.round)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / STOP_REQUEST).write_text("stop\n")
+        return True
+
+    async def stop(self, *, graceful: bool = False) -> None:
+        """End the current round here: kill the agent and its workers (or, graceful, wait for the checkpoint)."""
+        task = self._task
+        if task is None or task.done():
+            return
+        if graceful and self.request_stop():
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(task), timeout=120.0)
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+    async def close(self) -> None:
+        await self.stop(graceful=False)
+        if self._replicator is not None:
+            self._replicator.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._replicator
+
+    async def wait_round(self) -> None:
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(self._task)
+
+    # ---- one round ----------------------------------------------------------------------------------------
+
+    async def _run_round(self, record: JobRecord, info: RoundInfo) -> None:
+        paths = self.paths(record.job_id)
+        report = MemberReport(job_id=record.job_id, node_id=self.node_id, round=info.round)
+        await self._send(replace(report, phase="preparing"))
+        try:
+            job_file, plan_file = await self._prepare(record, info, paths)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("job %s round %d: preparing failed", record.job_id, info.round)
+            await self._send(replace(report, phase="prepare_failed", outcome="failed", detail=f"prepare: {exc}"))
+            return
+        run_dir = paths.round_dir(info.round)
+        store_host, _, store_port = info.store.rpartition(":")
+        nproc = next((int(e.get("local_rank", 0)) + 1 for e in reversed(info.plan["entries"])
+                      if e.get("node_id") == self.node_id), 1)
+        launch = RoundLaunch(
+            job_id=record.job_id, round=info.round, rdzv_host=store_host, rdzv_port=int(store_port),
+            nnodes=len(info.members), nproc_per_node=nproc, node_id=self.node_id, local_addr=self.local_host,
+            run_dir=run_dir, job_file=job_file, plan_file=plan_file, checkpoint_dir=paths.checkpoints,
+            env_extras={"HF_HUB_OFFLINE": "1"},
+        )
+        agent = AgentProcess.for_round(launch, cwd=run_dir, base_env=self.base_env)
+        self.agent = agent
+        events = EventTail(launch.events_file)
+        metrics = LineCursor(paths.round_output(info.round) / "metrics.jsonl")
+        ledger = LineCursor(paths.round_output(info.round) / "ledger.jsonl")
+        try:
+            await agent.start()
+            log.info("job %s round %d: agent started (pid %s, world %d)", record.job_id, info.round, agent.pid,
+                     len(info.plan["entries"]))
+            await self._send(replace(report, phase="launched"))
+            waiter = asyncio.create_task(agent.wait())
+            while not waiter.done():
+                await asyncio.wait({waiter}, timeout=POLL_S)
+                await self._forward(report, events, metrics, ledger, info.round)
+            result = waiter.result()
+        except asyncio.CancelledError:
+            agent.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(agent.wait())
+            raise
+        self.last_exit = result
+        await self._forward(report, events, metrics, ledger, info.round)
+        outputs_manifest = None
+        outputs_dir = ""
+        out = paths.round_output(info.round)
+        if result.outcome == AgentOutcome.FINISHED and _has_model_files(out):
+            manifest = await asyncio.to_thread(_ingest_outputs, self.store, out)
+            outputs_manifest, outputs_dir = manifest.to_dict(), str(out)
+        log.info("job %s round %d: agent exited %d (%s)", record.job_id, info.round, result.returncode,
+                 result.outcome.value)
+        await self._send(replace(report, phase="exited", outcome=result.outcome.value,
+                                 stopped_by_us=result.stopped_by_us, detail=f"agent exit {result.returncode}",
+                                 outputs_manifest=outputs_manifest, outputs_dir=outputs_dir,
+                                 checkpoints=tuple(await asyncio.to_thread(self._complete_steps, paths))))
+
+    async def _forward(self, base: MemberReport, events: EventTail, metrics: LineCursor, ledger: LineCursor,
+                       round_number: int) -> None:
+        new_events = events.poll()
+        metric_lines = [{"round": round_number, "line": line} for line in metrics.poll()]
+        ledger_lines = [{"round": round_number, "line": line} for line in ledger.poll()]
+        if not (new_events or metric_lines or ledger_lines):
+            return
+        steps = [e for e in new_events if e.event == "step_completed" and e.step is not None]
+        commits = [e.step for e in new_events if e.event == "checkpoint_committed" and e.step is not None]
+        report = replace(base, phase="progress", metrics=tuple(metric_lines), ledger=tuple(ledger_lines),
+                         first_step_unix=steps[0].time if steps else None,
+                         last_step=steps[-1].step if steps else None, last_loss=steps[-1].loss if steps else None,
+                         checkpoints=tuple(commits))
+        await self._send(report)
+
+    async def _send(self, report: MemberReport) -> None:
+        try:
+            await self.send_report(report)
+        except Exception:
+            log.exception("job %s: could not deliver a report", report.job_id)
+
+    # ---- preparation --------------------------------------------------------------------------------------
+
+    async def _prepare(self, record: JobRecord, info: RoundInfo, paths: JobPaths) -> tuple[Path, Path]:
+        spec = dict(record.spec)
+        sources = [n for n in (record.submitter, *info.members, *info.holders) if n != self.node_id]
+        dataset_dir = Path(spec["dataset_dir"])
+        if not (self.node_id == record.submitter and dataset_dir.is_dir()):
+            dataset_dir = paths.data
+            await self._fetch_tree(Manifest.from_dict(record.dataset_manifest), dataset_dir, paths.root, sources)
+        spec["dataset_dir"] = str(dataset_dir)
+        model = Path(spec["model_name_or_path"])
+        if record.model_manifest is not None and not (model / "config.json").is_file():
+            await self._fetch_tree(Manifest.from_dict(record.model_manifest), paths.model, paths.root, sources)
+            spec["model_name_or_path"] = str(paths.model)
+        if info.resume_step is not None:
+            await self._ensure_checkpoint(info.resume_step, paths, [n for n in info.holders if n != self.node_id])
+        run_dir = paths.round_dir(info.round)
+        output = paths.round_output(info.round)
+        output.mkdir(parents=True, exist_ok=True)
+        spec["output_dir"] = str(output)
+        job_file, plan_file = run_dir / "JOB.json", run_dir / "PLAN.json"
+        job_file.write_text(json.dumps(spec, indent=1))
+        plan_file.write_text(json.dumps(info.plan, indent=1))
+        (run_dir / STOP_REQUEST).unlink(missing_ok=True)
+        return job_file, plan_file
+
+    async def _fetch_tree(self, manifest: Manifest, dest: Path, root: Path, sources: Sequence[str]) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        dest.mkdir(parents=True, exist_ok=True)
+        channels = self.channels_for(list(dict.fromkeys(sources)))
+        if not channels:
+            if await asyncio.to_thread(lambda: all(self.store.has(d) for d in manifest.digests())):
+                await asyncio.to_thread(write_tree, self.store, manifest, dest, link=False)
+                return
+            raise RuntimeError(f"no live member to fetch {dest.name} from")
+        client = BlobClient(self.store, channels, TRANSFER_POLICY)
+        await client.fetch_tree(manifest, dest, root=root, link=False)
+
+    async def _ensure_checkpoint(self, step: int, paths: JobPaths, holders: Sequence[str]) -> None:
+        directory = step_dir(paths.checkpoints, step)
+        if await asyncio.to_thread(verify_committed, directory):
+            return
+        marker = await asyncio.to_thread(read_manifest, directory)
+        if marker is None:
+            marker = self.round.resume_marker if self.round is not None and self.round.resume_marker else None
+        if marker is None:
+            raise RuntimeError(f"checkpoint step-{step}: no commit marker here and none in the round order")
+        await self._complete_checkpoint(step, marker, paths, holders)
+
+    async def _complete_checkpoint(self, step: int, marker: dict[str, Any], paths: JobPaths,
+                                   sources: Sequence[str]) -> None:
+        directory = step_dir(paths.checkpoints, step)
+        manifest = Manifest.from_files_mapping(marker["files"])
+        missing = Manifest(tuple(e for e in manifest.files if not _file_ok(directory / e.path, e.size)))
+        if missing.files:
+            channels = self.channels_for(list(dict.fromkeys(sources)))
+            if not channels:
+                raise RuntimeError(f"checkpoint step-{step}: {len(missing.files)} files missing and no live holder")
+            client = BlobClient(self.store, channels, TRANSFER_POLICY)
+            directory.mkdir(parents=True, exist_ok=True)
+            await client.fetch_tree(missing, directory, root=paths.root, link=False)
+        if not (directory / COMMIT_MARKER).is_file():
+            await asyncio.to_thread(_write_marker, directory, marker)
+        if not await asyncio.to_thread(verify_committed, directory):
+            raise RuntimeError(f"checkpoint step-{step} does not verify after replication")
+        self.replicated.add(step)
+
+    # ---- replication --------------------------------------------------------------------------------------
+
+    def _complete_steps(self, paths: JobPaths) -> list[int]:
+        return committed_steps(paths.checkpoints, verify=True)
+
+    async def _replicate_forever(self) -> None:
+        """Offer this box's checkpoint files to the others and fetch theirs, so every member holds every
+        committed step complete (losing any one box never loses the newest committed step)."""
+        while True:
+            await asyncio.sleep(0.3)
+            if self.record is None or self.round is None:
+                continue
+            try:
+                await self._replicate_once(self.record, self.round)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("replication pass failed: %s", exc)
+
+    async def _replicate_once(self, record: JobRecord, info: RoundInfo) -> None:
+        paths = self.paths(record.job_id)
+        steps = await asyncio.to_thread(committed_steps, paths.checkpoints, verify=False)
+        if not steps:
+            return
+        newest = steps[-1]
+        await asyncio.to_thread(self._ingest_local, paths, newest)
+        limit = record.elastic.get("replication")
+        if limit and self.node_id in info.members and info.members.index(self.node_id) >= int(limit):
+            return
+        if newest in self.replicated:
+            return
+        marker = await asyncio.to_thread(read_manifest, step_dir(paths.checkpoints, newest))
+        if marker is None:
+            return
+        peers = [n for n in info.members if n != self.node_id]
+        await self._complete_checkpoint(newest, marker, paths, peers)
+        log.info("job %s: checkpoint step-%d complete on this box", record.job_id, newest)
+        await self._send(MemberReport(job_id=record.job_id, node_id=self.node_id, round=info.round,
+                                      phase="progress", checkpoints=(newest,)))
+
+    def _ingest_local(self, paths: JobPaths, step: int) -> None:
+        directory = step_dir(paths.checkpoints, step)
+        for child in sorted(directory.iterdir()):
+            key = (step, child.name)
+            if key in self._ingested or not child.is_file() or child.name.startswith(COMMIT_MARKER):
+                continue
+            self.store.add_file(child, link=True)
+            self._ingested.add(key)
+
+
+def _file_ok(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size == size
+    except FileNotFoundError:
+        return False
+
+
+def _write_marker(directory: Path, marker: dict[str, Any]) -> None:
+    from p2pft.train.checkpoint_index import write_commit_marker
+
+    write_commit_marker(directory, marker)
+
+
+def _has_model_files(output: Path) -> bool:
+    return any((output / name).is_file() for name in ("adapter_config.json", "config.json"))
+
+
+def _ingest_outputs(store: BlobStore, output: Path) -> Manifest:
+    from p2pft.transfer import ingest_tree
+
+    return ingest_tree(store, output, exclude=OUTPUT_EXCLUDE)
+
+
+def now_unix() -> float:
+    return time.time()

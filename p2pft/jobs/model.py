@@ -1,0 +1,204 @@
+"""Job and round domain types, and their JSON form on the wire and on disk (torch-free).
+
+A JobRecord is the job's shared memory: the coordinator owns it and sends it with every round order, so
+every member holds a copy and any of them can take over when the coordinator is lost (the highest `term` wins).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+JOB_STATUSES = ("waiting", "running", *TERMINAL)
+
+
+class RecordError(ValueError):
+    """A JSON document that is not a valid record/order/report; one line."""
+
+
+def new_job_id() -> str:
+    return "job-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    round: int
+    reason: str
+    coordinator: str
+    members: tuple[str, ...]            # node ids, the plan's node order
+    addresses: dict[str, str]           # node id -> daemon address (host:port)
+    plan: dict[str, Any]                # plan_to_json(BatchPlan)
+    store: str                          # host:port of the job's rendezvous store
+    resume_step: int | None             # newest committed step a member holds complete (None: from scratch)
+    holders: tuple[str, ...] = ()       # members holding resume_step complete (checkpoint sources)
+    resume_marker: dict[str, Any] | None = None   # resume_step's COMMITTED manifest, for members that lack it
+    started_unix: float = 0.0
+    cause_unix: float = 0.0             # when the event that caused this round happened
+    first_step_unix: float | None = None
+    first_step: int | None = None
+    last_step: int | None = None
+    ended_reason: str = ""
+
+    @property
+    def world_size(self) -> int:
+        return sum(1 for _ in self.plan.get("entries", ()))
+
+    @property
+    def recovery_s(self) -> float | None:
+        if self.first_step_unix is None or not self.cause_unix:
+            return None
+        return max(0.0, self.first_step_unix - self.cause_unix)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    spec: dict[str, Any]                 # job_to_dict(spec), paths as on the submitting box
+    submitter: str
+    coordinator: str
+    term: int = 0                        # +1 at every coordinator change
+    status: str = "waiting"
+    message: str = ""
+    submitted_unix: float = 0.0
+    ended_unix: float | None = None
+    rounds: tuple[RoundInfo, ...] = ()
+    dataset_manifest: dict[str, Any] = field(default_factory=dict)   # Manifest.to_dict of dataset_dir's files
+    model_manifest: dict[str, Any] | None = None                     # when the model is a local directory
+    checkpoints: tuple[int, ...] = ()    # committed steps seen
+    last_step: int = 0
+    last_loss: float | None = None
+    outputs_node: str = ""               # the box whose output dir holds the final outputs
+    outputs_dir: str = ""                # that dir, on that box
+    outputs_manifest: dict[str, Any] | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def current_round(self) -> RoundInfo | None:
+        return self.rounds[-1] if self.rounds else None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def max_steps(self) -> int | None:
+        value = self.spec.get("max_steps")
+        return int(value) if isinstance(value, int) and value > 0 else None
+
+    @property
+    def elastic(self) -> dict[str, Any]:
+        return dict(self.spec.get("p2pft") or {})
+
+    def with_round_update(self, **changes: Any) -> JobRecord:
+        if not self.rounds:
+            return self
+        return replace(self, rounds=(*self.rounds[:-1], replace(self.rounds[-1], **changes)))
+
+
+@dataclass(frozen=True)
+class RoundOrder:
+    """Coordinator -> member: take part in this round (kill the previous agent first)."""
+
+    record: JobRecord
+    round: RoundInfo
+
+
+@dataclass(frozen=True)
+class MemberReport:
+    """Member -> every member of the round: what happened on this box since the last report."""
+
+    job_id: str
+    node_id: str
+    round: int
+    phase: str = ""                       # preparing | launched | exited | prepare_failed
+    outcome: str = ""                     # on exit: finished | stopped_on_request | failed
+    detail: str = ""
+    stopped_by_us: bool = False
+    metrics: tuple[dict[str, Any], ...] = ()     # {"round": r, "line": {...}}
+    ledger: tuple[dict[str, Any], ...] = ()
+    first_step_unix: float | None = None
+    last_step: int | None = None
+    last_loss: float | None = None
+    checkpoints: tuple[int, ...] = ()     # committed steps this box holds complete
+    outputs_dir: str = ""                 # set by the box that holds the final outputs
+    outputs_manifest: dict[str, Any] | None = None
+
+
+# ---- JSON ---------------------------------------------------------------------------------------------------
+
+
+def _round_from(data: dict[str, Any]) -> RoundInfo:
+    known = {f.name for f in fields(RoundInfo)}
+    values = {k: v for k, v in data.items() if k in known}
+    values["members"] = tuple(values.get("members", ()))
+    values["holders"] = tuple(values.get("holders", ()))
+    return RoundInfo(**values)
+
+
+def record_from_dict(data: dict[str, Any]) -> JobRecord:
+    try:
+        known = {f.name for f in fields(JobRecord)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["rounds"] = tuple(_round_from(r) for r in values.get("rounds", ()))
+        values["checkpoints"] = tuple(values.get("checkpoints", ()))
+        values["warnings"] = tuple(values.get("warnings", ()))
+        record = JobRecord(**values)
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise RecordError(f"job record is malformed: {exc}") from None
+    if record.status not in JOB_STATUSES:
+        raise RecordError(f"job record {record.job_id}: status {record.status!r} is not one of {JOB_STATUSES}")
+    return record
+
+
+def record_to_dict(record: JobRecord) -> dict[str, Any]:
+    return asdict(record)
+
+
+def record_to_json(record: JobRecord) -> str:
+    return json.dumps(record_to_dict(record), separators=(",", ":"))
+
+
+def record_from_json(text: str) -> JobRecord:
+    return record_from_dict(_load(text, "job record"))
+
+
+def order_to_json(order: RoundOrder) -> str:
+    return json.dumps({"record": record_to_dict(order.record), "round": asdict(order.round)}, separators=(",", ":"))
+
+
+def order_from_json(text: str) -> RoundOrder:
+    data = _load(text, "round order")
+    try:
+        return RoundOrder(record=record_from_dict(data["record"]), round=_round_from(data["round"]))
+    except (KeyError, TypeError) as exc:
+        raise RecordError(f"round order is malformed: {exc}") from None
+
+
+def report_to_json(report: MemberReport) -> str:
+    return json.dumps(asdict(report), separators=(",", ":"))
+
+
+def report_from_json(text: str) -> MemberReport:
+    data = _load(text, "member report")
+    try:
+        known = {f.name for f in fields(MemberReport)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("metrics", "ledger", "checkpoints"):
+            values[key] = tuple(values.get(key, ()))
+        return MemberReport(**values)
+    except TypeError as exc:
+        raise RecordError(f"member report is malformed: {exc}") from None
+
+
+def _load(text: str, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{what} is not JSON: {exc.msg} at {exc.pos}") from None
+    if not isinstance(data, dict):
+        raise RecordError(f"{what} must be a JSON object")
+    return data

@@ -1,0 +1,114 @@
+"""The coordinator's decisions for one job, as pure functions of what it knows (easy to test exhaustively).
+
+`decide(view)` answers: start a round (with which members, why), ask the running round to stop at the next
+step boundary (a join or a drain: no step is lost), finish, fail, wait, or nothing. `job_coordinator` says
+which daemon coordinates a job: the current one while it is alive and not draining, else the deterministic
+choice of p2pft.membership among the job's members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Literal
+
+from p2pft.jobs.model import JobRecord, MemberReport
+from p2pft.membership.coordinator import choose_coordinator
+from p2pft.membership.state import ClusterState
+
+MAX_FRUITLESS_ROUNDS = 5  # rounds in a row that failed before any step completed -> the job fails
+
+ActionKind = Literal["nothing", "wait", "start_round", "request_stop", "finish", "fail"]
+
+
+@dataclass(frozen=True)
+class View:
+    record: JobRecord
+    available: tuple[str, ...]               # placement's pick for a round starting now (ordered)
+    waiting_message: str = ""                # placement's reason when fewer than min_nodes are available
+    lost: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))   # node -> unix time lost
+    draining: frozenset[str] = frozenset()
+    reports: Mapping[str, MemberReport] = field(default_factory=lambda: MappingProxyType({}))  # this round
+    stop_requested: str = ""                 # reason, when a graceful stop of this round was asked
+    fruitless_rounds: int = 0
+    now_unix: float = 0.0
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    reason: str = ""
+    members: tuple[str, ...] = ()
+    cause_unix: float = 0.0
+
+
+def decide(view: View) -> Action:
+    record = view.record
+    if record.terminal:
+        return Action("nothing")
+    current = record.current_round
+    if current is None or record.status == "waiting":
+        reason = record.message if current is not None and record.message else "job submitted"
+        return _start_or_wait(view, reason, view.now_unix)
+    exits = {n: r for n, r in view.reports.items() if r.phase in ("exited", "prepare_failed")}
+    finished = [r for r in exits.values() if r.outcome == "finished" and r.outputs_manifest]
+    if finished:
+        return Action("finish", f"finished; outputs on {finished[0].node_id}")
+    lost = sorted(n for n in current.members if n in view.lost)
+    if lost:
+        cause = min(view.lost[n] for n in lost)
+        return _start_or_wait(view, f"member {', '.join(lost)} lost", cause)
+    failed = sorted(n for n, r in exits.items() if r.outcome == "failed" and not r.stopped_by_us)
+    if failed:
+        if view.fruitless_rounds >= MAX_FRUITLESS_ROUNDS:
+            detail = exits[failed[0]].detail
+            return Action("fail", f"{view.fruitless_rounds} rounds in a row failed before a step ({detail})")
+        return _start_or_wait(view, f"agent failed on {', '.join(failed)}: {exits[failed[0]].detail}",
+                              view.now_unix)
+    if exits and all(r.outcome == "finished" for r in exits.values()) and len(exits) == len(current.members):
+        return Action("fail", "every agent finished but none reported the outputs")
+    if len(exits) == len(current.members):
+        reason = view.stop_requested or "round stopped on request"
+        return _start_or_wait(view, reason, view.now_unix)
+    if view.stop_requested:
+        return Action("nothing")
+    leaving = sorted(n for n in current.members if n in view.draining)
+    if leaving:
+        return Action("request_stop", f"member {', '.join(leaving)} drains")
+    joining = [n for n in view.available if n not in current.members]
+    max_nodes = record.elastic.get("max_nodes")
+    if joining and (max_nodes is None or len(current.members) < int(max_nodes)):
+        return Action("request_stop", f"member {', '.join(joining)} joins")
+    return Action("nothing")
+
+
+def _start_or_wait(view: View, reason: str, cause_unix: float) -> Action:
+    if view.available:
+        return Action("start_round", reason, view.available, cause_unix)
+    return Action("wait", view.waiting_message or "waiting for members", cause_unix=cause_unix)
+
+
+def choose_resume(holdings: Mapping[str, tuple[int, ...]], alive: frozenset[str]) -> tuple[int | None, tuple[str, ...]]:
+    """The newest step some live box holds complete, and every live box that holds it."""
+    best: int | None = None
+    for node, steps in holdings.items():
+        if node in alive and steps:
+            best = max(steps) if best is None else max(best, max(steps))
+    if best is None:
+        return None, ()
+    return best, tuple(sorted(n for n, steps in holdings.items() if n in alive and best in steps))
+
+
+def job_coordinator(record: JobRecord, cluster: ClusterState) -> str | None:
+    """Who coordinates `record`'s job now, as every daemon computes alike from the same membership."""
+    current = cluster.members.get(record.coordinator)
+    if current is not None and current.state in ("idle", "busy") and not current.incompatible_reason:
+        return record.coordinator
+    pool = {record.submitter}
+    for info in record.rounds:
+        pool.update(info.members)
+    subset = {n: m for n, m in cluster.members.items() if n in pool}
+    if not subset:
+        return None
+    return choose_coordinator(replace(cluster, members=MappingProxyType(subset)))

@@ -1,0 +1,25 @@
+"""Composes the jobs parts into a daemon Node: JobService, the blob store's BlobService (when not composed
+already), the JobsManager component, and the drain hook (SIGTERM / `p2pft drain` leave jobs gracefully)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from p2pft.jobs.manager import JobsManager
+from p2pft.jobs.servicer import JobServicer
+from p2pft.rpc.gen import jobs_pb2_grpc, transfer_pb2_grpc
+from p2pft.transfer import BlobStore, servicer_entry
+
+
+def compose_jobs(node: Any) -> JobsManager:
+    state_dir = Path(node.settings.state_dir)
+    store = BlobStore.for_state_dir(state_dir)
+    if not any(add_fn is transfer_pb2_grpc.add_BlobServiceServicer_to_server for add_fn, _ in node.services):
+        node.add_service(*servicer_entry(store))
+    manager = JobsManager(cluster=node.cluster, credentials=node.credentials, state_dir=state_dir, store=store)
+    node.add_service(jobs_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(manager))
+    node.add_component(manager)
+    node.add_drain_hook(manager.drain)
+    node.jobs = manager
+    return manager
