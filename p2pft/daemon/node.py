@@ -69,6 +69,9 @@ class Node:
         self.drain_hooks: list[DrainHook] = []
         self._stop: asyncio.Event | None = None
         self.stop_reason = ""
+        from p2pft.jobs.wiring import compose_jobs  # elastic jobs: JobService, blob store, drain hook
+
+        compose_jobs(self)
 
     # ---- extension seam -----------------------------------------------------------------------------------
 
