@@ -59,7 +59,7 @@ def _maybe_die_in_save(step: int) -> None:
 
 
 def save_checkpoint(checkpoint_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, progress: Progress,
-                    *, node_id: str, local_rank: int) -> float:
+                    *, node_id: str, local_rank: int, data_order: dict[str, int] | None = None) -> float:
     """Write step-N and commit it; every rank calls this. Returns the seconds it took."""
     started = time.monotonic()
     directory = step_dir(checkpoint_dir, progress.step)
@@ -79,6 +79,7 @@ def save_checkpoint(checkpoint_dir: Path, model: nn.Module, optimizer: torch.opt
         write_commit_marker(directory, {
             "step": progress.step, "samples_consumed": progress.samples_consumed, "epoch": progress.epoch,
             "world_size": dist.get_world_size(), "files": files, "format": "p2pft-dcp-1",
+            "data_order": data_order or {},
         })
     dist.barrier()  # nobody reports the commit before every node's marker exists
     return time.monotonic() - started
@@ -87,6 +88,20 @@ def save_checkpoint(checkpoint_dir: Path, model: nn.Module, optimizer: torch.opt
 def checkpoint_keys(directory: Path) -> set[str]:
     metadata = dcp.FileSystemReader(str(directory)).read_metadata()
     return set(metadata.state_dict_metadata.keys())
+
+
+def check_data_order(directory: Path, data_order: dict[str, int]) -> None:
+    """The cursor only means something for the same data order: refuse a checkpoint made with another one."""
+    from p2pft.train.checkpoint_index import read_manifest
+
+    stored = (read_manifest(directory) or {}).get("data_order") or {}
+    changed = {key: (stored[key], value) for key, value in data_order.items()
+               if key in stored and stored[key] != value}
+    if changed:
+        what = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changed.items())
+        raise CheckpointError(f"checkpoint {directory} was trained with another data order ({what}); resuming "
+                              "would repeat or skip samples: restore the job's data/seed/global_batch_size, or "
+                              "use a new output_dir")
 
 
 def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> Progress:

@@ -19,7 +19,13 @@ from torch.nn.parallel import DistributedDataParallel
 from p2pft.config.job import parse_job
 from p2pft.planning.batch_plan import BatchPlan, plan_from_json, plan_to_json
 from p2pft.train.allreduce_hook import ReportingAllReduce
-from p2pft.train.checkpoint import Progress, agree_on_resume_step, load_checkpoint, save_checkpoint
+from p2pft.train.checkpoint import (
+    Progress,
+    agree_on_resume_step,
+    check_data_order,
+    load_checkpoint,
+    save_checkpoint,
+)
 from p2pft.train.checkpoint_index import prune, step_dir
 from p2pft.train.data import collate, prepare_data
 from p2pft.train.distributed import (
@@ -101,6 +107,8 @@ class Worker:
         sampler = GlobalSampler(len(data.train), spec.p2pft.global_batch_size, spec.seed)
         steps = total_steps(sampler.steps_per_epoch, spec.num_train_epochs, spec.max_steps)
         warmup = warmup_steps_for(steps, spec.warmup_steps, spec.warmup_ratio)
+        self.data_order = {"num_samples": len(data.train), "global_batch_size": sampler.global_batch_size,
+                           "seed": spec.seed}
         start = self._maybe_resume(ddp_model, optimizer)
         recorder = self._open_recorder(start)
         label_counts = [label_token_count(example.labels) for example in data.train]
@@ -168,6 +176,7 @@ class Worker:
         if step is None:
             self.log("no committed checkpoint: starting at step 0")
             return 0
+        check_data_order(step_dir(self.checkpoint_dir, step), self.data_order)
         progress = load_checkpoint(step_dir(self.checkpoint_dir, step), model, optimizer)
         self.log(f"resuming from step {progress.step} (samples consumed {progress.samples_consumed}, "
                  f"world {self.env.world_size})")
@@ -191,7 +200,7 @@ class Worker:
 
     def _save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: Progress) -> None:
         seconds = save_checkpoint(self.checkpoint_dir, model, optimizer, progress, node_id=self.env.node_id,
-                                  local_rank=self.env.local_rank)
+                                  local_rank=self.env.local_rank, data_order=self.data_order)
         if self.env.local_rank == 0:
             prune(self.checkpoint_dir, self.spec.save_total_limit)
         self.events.emit("checkpoint_committed", step=progress.step)

@@ -113,3 +113,14 @@ def test_checkpoint_torn_mid_save_is_skipped(workdir: Path, tiny_model: Path, re
     assert max_weight_diff(reference, out) < TOLERANCE
     ref, got = step_losses(reference), step_losses(out)
     assert max(abs(ref[s] - got[s]) for s in ref) < TOLERANCE
+
+
+def test_resume_refuses_a_checkpoint_of_another_data_order(workdir: Path, tiny_model: Path, reference: Path) -> None:
+    import shutil
+
+    out = workdir / "reordered"
+    shutil.copytree(reference / "checkpoints", out / "checkpoints")
+    job = write_job(workdir / "reordered.yaml", tiny_model, out, max_steps=12, p2pft={"global_batch_size": 8})
+    code, log = run(job, nproc=1, log=workdir / "reordered.log")
+    assert code != 0
+    assert "another data order (global_batch_size 16 -> 8)" in log
