@@ -30,7 +30,7 @@ EXIT_STOPPED_ON_REQUEST = 75
 AGENT_TOKEN_ENV = "P2PFT_AGENT_TOKEN"  # inherited by torchrun's workers: finds them even as orphans
 
 
-class AgentOutcome(str, enum.Enum):
+class AgentOutcome(enum.StrEnum):
     FINISHED = "finished"  # every worker exited 0: outputs saved
     STOPPED_ON_REQUEST = "stopped_on_request"  # drained after a committed checkpoint
     FAILED = "failed"  # anything else: a peer was lost, a worker crashed, or we killed it
