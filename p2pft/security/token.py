@@ -15,9 +15,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 
 TOKEN_PREFIX = "p2pft-join-1."
+_BASE64URL_BODY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class TokenError(ValueError):
@@ -44,6 +46,9 @@ def decode_token(text: str) -> JoinToken:
     if not text.startswith(TOKEN_PREFIX):
         raise TokenError(f"--token does not start with {TOKEN_PREFIX!r}: copy the whole output of `p2pft join-token`")
     body = text[len(TOKEN_PREFIX):]
+    # b64decode silently drops characters outside the alphabet, so garbage must be refused up front.
+    if not _BASE64URL_BODY.fullmatch(body):
+        raise TokenError("--token is damaged (characters outside base64url): copy it again")
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         data = json.loads(raw)
