@@ -43,7 +43,7 @@ class TransferPolicy:
     call_timeout_s: float = 10.0  # deadline of unary calls, and the fixed part of a stream's deadline
     stall_timeout_s: float = 30.0  # a stream with no message for this long is given up (and resumed)
     min_rate_bytes_per_s: float = 1 * MIB  # a stream's deadline allows at least this rate
-    chunk_bytes: int = 1 * MIB
+    chunk_bytes: int = 512 * 1024  # see servicer.DEFAULT_CHUNK_BYTES
     parallel_blobs: int = 4  # blobs of one tree fetched at once
 
     def __post_init__(self) -> None:
