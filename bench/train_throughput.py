@@ -45,6 +45,8 @@ def job_yaml(model_dir: Path, output_dir: Path, steps: int) -> str:
 
 def plain_worker(args: argparse.Namespace) -> None:
     """The baseline: what one would write by hand with torchrun + DDP (runs under torchrun)."""
+    from datetime import timedelta
+
     import torch
     import torch.distributed as dist
     from peft import LoraConfig, get_peft_model
@@ -56,7 +58,7 @@ def plain_worker(args: argparse.Namespace) -> None:
     from p2pft.train.model import load_tokenizer
     from p2pft.train.sampler import GlobalSampler
 
-    dist.init_process_group("gloo")
+    dist.init_process_group("gloo", timeout=timedelta(seconds=120))
     rank, world = dist.get_rank(), dist.get_world_size()
     import yaml
 
@@ -106,8 +108,9 @@ def run_p2pft(work: Path, model_dir: Path, steps: int, warmup: int, index: int) 
     job = work / f"p2pft-{index}.yaml"
     job.write_text(job_yaml(model_dir, output, steps))
     cli = "import sys; from p2pft.cli.main import main; sys.exit(main())"
-    subprocess.run([sys.executable, "-c", cli, "run", str(job), "--nproc", "2", "--max-micro-batch", "8"],
-                   env=child_env(), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    with (work / f"p2pft-{index}.log").open("wb") as log:
+        subprocess.run([sys.executable, "-c", cli, "run", str(job), "--nproc", "2", "--max-micro-batch", "8"],
+                       env=child_env(), check=True, stdout=log, stderr=subprocess.STDOUT, timeout=600)
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     return steady_step_ms([r["time"] for r in records if "loss" in r], warmup)
 
@@ -116,10 +119,11 @@ def run_plain(work: Path, model_dir: Path, steps: int, warmup: int, index: int) 
     job = work / f"plain-{index}.yaml"
     job.write_text(job_yaml(model_dir, work / f"plain-{index}", steps))
     times_out = work / f"plain-{index}.json"
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                    str(Path(__file__).resolve()), "--plain-worker", "--job", str(job), "--steps", str(steps),
-                    "--times-out", str(times_out)],
-                   env=child_env(), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    with (work / f"plain-{index}.log").open("wb") as log:
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        str(Path(__file__).resolve()), "--plain-worker", "--job", str(job), "--steps", str(steps),
+                        "--times-out", str(times_out)],
+                       env=child_env(), check=True, stdout=log, stderr=subprocess.STDOUT, timeout=600)
     return steady_step_ms(json.loads(times_out.read_text()), warmup)
 
 
@@ -156,6 +160,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="p2pft-bench-train-") as tmp:
         work = Path(tmp)
+        print(f"work dir {work} (per-run logs *.log)", flush=True)
         model_dir = build_tiny_model(work / "model", TinyModelConfig(
             hidden_size=args.hidden_size, intermediate_size=2 * args.hidden_size, num_hidden_layers=args.layers))
         p2pft_runs, plain_runs = [], []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -50,20 +51,25 @@ def choose_device(local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def init_process_group(device: torch.device, timeout_s: float) -> None:
+def init_process_group(device: torch.device, timeout_s: float) -> str:
+    """Init the default group with a bounded timeout; returns a token unique to this launch (same on all ranks)."""
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs = {"device_id": device} if device.type == "cuda" else {}
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s), **kwargs)
+    token = [uuid.uuid4().hex if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(token, src=0)  # store keys stay unique even if a long-lived store is reused
+    return str(token[0])
 
 
-def wait_for_everyone(tag: str, timeout_s: float) -> None:
+def wait_for_everyone(tag: str, timeout_s: float, launch_token: str) -> None:
     """A barrier through the rendezvous store with its own (long) timeout: ranks may spend very different times
     loading a model, which must not trip the short collective timeout meant to catch dead peers."""
     store = dist.distributed_c10d._get_default_store()
-    arrived = store.add(f"p2pft/{tag}/count", 1)
+    prefix = f"p2pft/{launch_token}/{tag}"
+    arrived = store.add(f"{prefix}/count", 1)
     if arrived == dist.get_world_size():
-        store.set(f"p2pft/{tag}/all", b"1")
-    store.wait([f"p2pft/{tag}/all"], timedelta(seconds=timeout_s))
+        store.set(f"{prefix}/all", b"1")
+    store.wait([f"{prefix}/all"], timedelta(seconds=timeout_s))
 
 
 def map_ranks_to_entries(plan: BatchPlan, env: WorkerEnv) -> list[int]:

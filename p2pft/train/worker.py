@@ -79,7 +79,7 @@ class Worker:
     # ---- composition: reads top to bottom like the spec ----
     def run(self) -> int:
         self.device = choose_device(self.env.local_rank)
-        init_process_group(self.device, self.spec.p2pft.process_group_timeout_s)
+        self.launch_token = init_process_group(self.device, self.spec.p2pft.process_group_timeout_s)
         try:
             return self._train()
         finally:
@@ -100,7 +100,7 @@ class Worker:
         self.log(f"model {spec.model_name_or_path}: {trainable:,} trainable of {total:,} parameters; "
                  f"{len(data.train)} train / {len(data.val)} val examples; world {env.world_size}, "
                  f"plan {[e.samples for e in self.plan.entries]}")
-        wait_for_everyone(f"loaded-{self.plan.round}", STARTUP_TIMEOUT_S)
+        wait_for_everyone("loaded", STARTUP_TIMEOUT_S, self.launch_token)
         ddp_model = self._wrap(model)
         optimizer = build_optimizer(ddp_model, spec)
 
