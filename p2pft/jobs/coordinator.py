@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from p2pft.jobs.model import JobRecord, RoundInfo
+from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo
 from p2pft.jobs.paths import JobPaths
 from p2pft.jobs.state import Action, View, choose_resume, decide
 from p2pft.planning.batch_plan import RankCapacity, plan_batch, plan_to_json
@@ -228,7 +228,12 @@ class JobCoordinator:
                                          only=node)
         refused = await self.manager.send_orders(record, info)
         for node in refused:
+            # Unreachable (a box that died a moment ago, before heartbeats say so): leave it out for a while and
+            # let the round fail at once instead of waiting for the rendezvous to time out.
             self.cooldown[node] = time.monotonic() + 10.0
+            self.manager.on_report(MemberReport(job_id=self.job_id, node_id=node, round=number,
+                                                phase="prepare_failed", outcome="failed",
+                                                detail="did not take the round order"))
 
     async def finish(self) -> None:
         record = self.record

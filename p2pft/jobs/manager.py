@@ -238,8 +238,8 @@ class JobsManager:
         step, loss = book.newest_step()
         changes: dict[str, Any] = {"last_step": max(record.last_step, step), "last_loss": loss
                                    if loss is not None else record.last_loss}
-        if report.checkpoints:
-            changes["checkpoints"] = tuple(sorted(set(record.checkpoints) | set(report.checkpoints)))
+        if report.committed:
+            changes["checkpoints"] = tuple(sorted(set(record.checkpoints) | set(report.committed)))
         record = replace(record, **changes)
         current = record.current_round
         if current is not None and current.round == report.round and report.last_step is not None:

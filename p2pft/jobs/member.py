@@ -207,7 +207,7 @@ class JobMember:
         report = replace(base, phase="progress", metrics=tuple(metric_lines), ledger=tuple(ledger_lines),
                          first_step_unix=steps[0].time if steps else None,
                          last_step=steps[-1].step if steps else None, last_loss=steps[-1].loss if steps else None,
-                         checkpoints=tuple(commits))
+                         committed=tuple(commits))
         await self._send(report)
 
     async def _send(self, report: MemberReport) -> None:
@@ -231,7 +231,8 @@ class JobMember:
             await self._fetch_tree(Manifest.from_dict(record.model_manifest), paths.model, paths.root, sources)
             spec["model_name_or_path"] = str(paths.model)
         if info.resume_step is not None:
-            await self._ensure_checkpoint(info.resume_step, paths, [n for n in info.holders if n != self.node_id])
+            sources = [n for n in (*info.holders, *info.members) if n != self.node_id]
+            await self._ensure_checkpoint(info.resume_step, paths, list(dict.fromkeys(sources)))
         run_dir = paths.round_dir(info.round)
         output = paths.round_output(info.round)
         output.mkdir(parents=True, exist_ok=True)
@@ -292,7 +293,7 @@ class JobMember:
         """Offer this box's checkpoint files to the others and fetch theirs, so every member holds every
         committed step complete (losing any one box never loses the newest committed step)."""
         while True:
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.1)
             if self.record is None or self.round is None:
                 continue
             try:
@@ -308,7 +309,8 @@ class JobMember:
         if not steps:
             return
         newest = steps[-1]
-        await asyncio.to_thread(self._ingest_local, paths, newest)
+        for step in steps:  # any committed step may be the next round's resume point: offer all of them
+            await asyncio.to_thread(self._ingest_local, paths, step)
         limit = record.elastic.get("replication")
         if limit and self.node_id in info.members and info.members.index(self.node_id) >= int(limit):
             return
@@ -325,6 +327,8 @@ class JobMember:
 
     def _ingest_local(self, paths: JobPaths, step: int) -> None:
         directory = step_dir(paths.checkpoints, step)
+        if not directory.is_dir():
+            return
         for child in sorted(directory.iterdir()):
             key = (step, child.name)
             if key in self._ingested or not child.is_file() or child.name.startswith(COMMIT_MARKER):

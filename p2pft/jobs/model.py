@@ -123,7 +123,8 @@ class MemberReport:
     first_step_unix: float | None = None
     last_step: int | None = None
     last_loss: float | None = None
-    checkpoints: tuple[int, ...] = ()     # committed steps this box holds complete
+    checkpoints: tuple[int, ...] = ()     # committed steps this box holds complete (all files, verified)
+    committed: tuple[int, ...] = ()       # steps the workers committed (files spread over the members)
     outputs_dir: str = ""                 # set by the box that holds the final outputs
     outputs_manifest: dict[str, Any] | None = None
 
@@ -187,7 +188,7 @@ def report_from_json(text: str) -> MemberReport:
     try:
         known = {f.name for f in fields(MemberReport)}
         values = {k: v for k, v in data.items() if k in known}
-        for key in ("metrics", "ledger", "checkpoints"):
+        for key in ("metrics", "ledger", "checkpoints", "committed"):
             values[key] = tuple(values.get(key, ()))
         return MemberReport(**values)
     except TypeError as exc:

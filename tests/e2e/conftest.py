@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from tests.daemon_harness import Daemon, wait_until
 REPO = Path(__file__).resolve().parents[2]
 DEMO_DATA = REPO / "p2pft" / "demo"
 P2PFT = [sys.executable, "-m", "p2pft.cli.main"]
+STEPS = 30  # every scenario runs the same job, so one reference run serves them all
 
 
 def cli(*args: str, state_dir: Path | None = None, timeout: float = 120.0, check: bool = True,
@@ -159,7 +159,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def job_dict(model_dir: Path, output_dir: Path, *, max_steps: int = 8, save_steps: int = 1) -> dict[str, Any]:
+def job_dict(model_dir: Path, output_dir: Path, *, max_steps: int = STEPS, save_steps: int = 1) -> dict[str, Any]:
     return {
         "model_name_or_path": str(model_dir), "finetuning_type": "lora", "lora_rank": 4, "lora_alpha": 8,
         "lora_target": "all", "dataset": "p2pft_demo", "dataset_dir": str(DEMO_DATA), "template": "default",
@@ -214,5 +214,49 @@ def assert_exactly_once(output_dir: Path, reference: Path, steps: int) -> None:
         assert sorted(ids) == sorted(theirs[step]), f"step {step}: {sorted(ids)} != reference {sorted(theirs[step])}"
 
 
-def wait_seconds(seconds: float) -> None:
-    time.sleep(seconds)
+def newest_step_seen(daemons: list[Daemon]) -> int:
+    """The newest step_completed any worker reported, read straight from the boxes' events files (fast)."""
+    newest = 0
+    for daemon in daemons:
+        for events in daemon.state_dir.glob("jobs/*/rounds/*/events.jsonl"):
+            for line in events.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    if event.get("event") == "step_completed":
+                        newest = max(newest, int(event["step"]))
+    return newest
+
+
+def wait_step(daemons: list[Daemon], step: int, timeout: float = 120.0) -> int:
+    return wait_until(lambda: newest_step_seen(daemons) >= step and newest_step_seen(daemons), timeout,
+                      interval=0.05, what=f"step {step}")
+
+
+def complete_steps(daemon: Daemon) -> set[int]:
+    from p2pft.train.checkpoint_index import committed_steps
+
+    found: set[int] = set()
+    for checkpoints in daemon.state_dir.glob("jobs/*/checkpoints"):
+        found.update(committed_steps(checkpoints, verify=True))
+    return found
+
+
+def wait_replicated(daemons: list[Daemon], min_step: int, timeout: float = 120.0) -> int:
+    """A committed step >= min_step that every one of `daemons` holds complete (replication caught up)."""
+    def common() -> int:
+        shared = set.intersection(*(complete_steps(d) for d in daemons))
+        return max((s for s in shared if s >= min_step), default=0)
+
+    return wait_until(common, timeout, interval=0.05, what=f"a checkpoint >= {min_step} on every survivor")
+
+
+def submit(cluster: Cluster, daemon: Daemon, job: Path) -> str:
+    return cli("submit", str(job), "--detach", state_dir=daemon.state_dir).stdout.split()[0]
+
+
+def check_outputs(out: Path, reference: Path, steps: int) -> dict[str, Any]:
+    assert adapter_max_diff(out, reference) < 1e-5
+    assert_exactly_once(out, reference, steps)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "succeeded" and summary["steps"] == steps
+    return summary
