@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("p2pft.jobs.coordinator")
 TICK_S = 0.1
 STORE_START_TIMEOUT_S = 60.0
+REPLICATION_WAIT_S = 15.0
 
 
 class StoreProcess:
@@ -206,6 +207,11 @@ class JobCoordinator:
             micro = int(record.elastic.get("micro_batch_size") or record.spec.get("per_device_train_batch_size") or 1)
             ranks += [RankCapacity(node.node_id, local_rank, 1.0, micro) for local_rank in range(nproc)]
         number = previous.round + 1 if previous is not None else 0
+        stopped = self.manager.round_reports(self.job_id, previous.round) if previous is not None else {}
+        if previous is not None and stopped and all(
+                stopped.get(n) is not None and stopped[n].outcome == "stopped_on_request" for n in previous.members):
+            await self._await_replication(previous, record)
+            record = self.record
         plan = plan_batch(int(record.elastic["global_batch_size"]), ranks, "uniform", number)
         alive = frozenset(n for n, m in state.members.items() if m.alive)
         resume, holders = choose_resume(self.manager.holdings(self.job_id), alive)
@@ -234,6 +240,20 @@ class JobCoordinator:
             self.manager.on_report(MemberReport(job_id=self.job_id, node_id=node, round=number,
                                                 phase="prepare_failed", outcome="failed",
                                                 detail="did not take the round order"))
+
+    async def _await_replication(self, previous: RoundInfo, record: JobRecord) -> None:
+        """After a graceful stop every box of the round is still up: give the daemons a moment to make the newest
+        committed step complete somewhere, so the next round resumes exactly where this one stopped."""
+        if not record.checkpoints:
+            return
+        newest = max(record.checkpoints)
+        deadline = time.monotonic() + REPLICATION_WAIT_S
+        while time.monotonic() < deadline:
+            if any(newest in steps for steps in self.manager.holdings(self.job_id).values()):
+                return
+            await asyncio.sleep(0.05)
+        log.warning("job %s: step %d is not complete on any box after %.0fs; resuming from an older one",
+                    self.job_id, newest, REPLICATION_WAIT_S)
 
     async def finish(self) -> None:
         record = self.record
