@@ -53,7 +53,7 @@ def parse_plan_arg(text: str | None, nproc: int) -> list[int] | None:
 
 def prepare_run(args: argparse.Namespace) -> tuple[Any, Path, Path, Path, str]:
     """Validate the job, write JOB.json and PLAN.json; returns (spec, run_dir, job_json, plan_json, node_id)."""
-    from p2pft.config.job import JobSpecError, job_to_dict, load_job
+    from p2pft.config.job import JobSpecError, check_job_resources, job_to_dict, load_job
     from p2pft.planning.batch_plan import BatchPlanError, RankCapacity, explicit_plan, plan_batch, plan_to_json
 
     if args.nproc < 1:
@@ -67,6 +67,9 @@ def prepare_run(args: argparse.Namespace) -> tuple[Any, Path, Path, Path, str]:
     for warning in loaded.warnings:
         print(f"p2pft: warning: {warning}", file=sys.stderr)
     spec = loaded.spec
+    missing = check_job_resources(spec)
+    if missing:  # before any worker starts: one line instead of a failure per rank
+        raise CliError(missing[0])
     if args.output_dir:
         spec = spec.model_copy(update={"output_dir": str(Path(args.output_dir).resolve())})
     max_micro = args.max_micro_batch or spec.p2pft.micro_batch_size or spec.per_device_train_batch_size

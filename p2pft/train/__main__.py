@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+EXIT_USER_ERROR = 2
+
 
 def main(argv: list[str] | None = None) -> int:
     # Training never downloads: models and tokenizers come from local directories or the local HF cache.
@@ -24,9 +26,28 @@ def main(argv: list[str] | None = None) -> int:
 
     from p2pft.train.worker import Worker, WorkerArgs
 
-    worker = Worker(WorkerArgs(job=args.job, plan=args.plan, run_dir=args.run_dir,
-                               checkpoint_dir=args.checkpoint_dir))
-    return worker.run()
+    try:
+        worker = Worker(WorkerArgs(job=args.job, plan=args.plan, run_dir=args.run_dir,
+                                   checkpoint_dir=args.checkpoint_dir))
+        return worker.run()
+    except user_errors() as exc:  # one line instead of a traceback per rank; code 2 = fix the job or the box
+        print(f"[p2pft] rank {os.environ.get('RANK', '0')}: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from p2pft.config.job import JobSpecError
+    from p2pft.planning.batch_plan import BatchPlanError
+    from p2pft.train.checkpoint import CheckpointError
+    from p2pft.train.data import DataError
+    from p2pft.train.distributed import RankMappingError
+    from p2pft.train.evaluate import EvaluationError
+    from p2pft.train.model import ModelLoadError
+    from p2pft.train.optim import OptimizerError
+    from p2pft.train.sampler import SamplerError
+
+    return (JobSpecError, BatchPlanError, CheckpointError, DataError, RankMappingError, EvaluationError,
+            ModelLoadError, OptimizerError, SamplerError)
 
 
 if __name__ == "__main__":

@@ -152,7 +152,8 @@ class Worker:
                     return EXIT_STOPPED_ON_REQUEST
                 if spec.eval_steps and done % spec.eval_steps == 0 and data.val:
                     self._evaluate(ddp_model, data.val, pad_id, recorder, done)
-            if data.val:
+            evaluated_at_end = bool(spec.eval_steps) and steps % spec.eval_steps == 0 and start < steps
+            if data.val and not evaluated_at_end:
                 self._evaluate(ddp_model, data.val, pad_id, recorder, steps)
             self._save_outputs(model, tokenizer)
         finally:
