@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from p2pft.config.job import parse_job
 from p2pft.planning.batch_plan import BatchPlan, plan_from_json, plan_to_json
+from p2pft.train import fsdp
 from p2pft.train.allreduce_hook import ReportingAllReduce
 from p2pft.train.checkpoint import (
     Progress,
@@ -95,7 +96,10 @@ class Worker:
 
         tokenizer = load_tokenizer(spec)
         data = prepare_data(spec, tokenizer)
-        model = build_trainable_model(spec, self.device)
+        fsdp.check_fsdp_job(spec)
+        self.sharded = fsdp.uses_fsdp(spec)
+        # FSDP: load on the CPU; sharding moves only this rank's shard of each layer to the device
+        model = build_trainable_model(spec, torch.device("cpu") if self.sharded else self.device)
         trainable, total = trainable_parameter_count(model)
         self.log(f"model {spec.model_name_or_path}: {trainable:,} trainable of {total:,} parameters; "
                  f"{len(data.train)} train / {len(data.val)} val examples; world {env.world_size}, "
@@ -119,9 +123,14 @@ class Worker:
                 started = time.monotonic()
                 batch_ids = sampler.global_batch(step)
                 global_tokens = sum(label_counts[i] for i in batch_ids)
-                my_micro_ids = rank_micro_batches(batch_ids, self.plan, my_entry)
-                micro_batches = [self._to_device(collate([data.train[i] for i in ids], pad_id))
-                                 for ids in my_micro_ids]
+                if self.sharded:  # FSDP: every rank runs the same number of micro-batches (zero-loss fillers)
+                    my_micro_ids = fsdp.lockstep_micro_batches(batch_ids, self.plan, my_entry)
+                    micro_batches = [self._to_device(fsdp.collate_lockstep([data.train[i] for i in ids], pad_id))
+                                     for ids in my_micro_ids]
+                else:
+                    my_micro_ids = rank_micro_batches(batch_ids, self.plan, my_entry)
+                    micro_batches = [self._to_device(collate([data.train[i] for i in ids], pad_id))
+                                     for ids in my_micro_ids]
                 lr = learning_rate(spec.learning_rate, spec.lr_scheduler_type, step, steps, warmup)
                 set_learning_rate(optimizer, lr)
                 stop_here = (self.args.run_dir / STOP_REQUEST_FILE).exists()
@@ -162,7 +171,10 @@ class Worker:
         return EXIT_FINISHED
 
     # ---- the parts ----
-    def _wrap(self, model: torch.nn.Module) -> DistributedDataParallel:
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.sharded:
+            self.report_hook = ReportingAllReduce()  # never installed: train_step all-reduces loss + flag itself
+            return fsdp.shard_model(model, self.device)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         ddp = DistributedDataParallel(model, device_ids=device_ids)
         self.report_hook = ReportingAllReduce()  # loss + stop flag ride in the gradient all-reduce
@@ -210,6 +222,8 @@ class Worker:
 
     def _evaluate(self, model: torch.nn.Module, val: list[Any], pad_id: int, recorder: RunRecorder,
                   step: int) -> None:
+        if self.sharded:  # FSDP: every rank runs the same number of forwards
+            val = fsdp.pad_for_lockstep_eval(val, self.env.world_size, self.spec.per_device_eval_batch_size, pad_id)
         values = evaluate_examples(model, val, batch_size=self.spec.per_device_eval_batch_size,
                                    pad_token_id=pad_id, device=self.device, precision=self.precision)
         recorder.evaluation(step, {k: float(values[k]) for k in ("loss", "perplexity", "token_accuracy")})
@@ -217,9 +231,12 @@ class Worker:
                  f"token accuracy {values['token_accuracy']:.3f}")
 
     def _save_outputs(self, model: torch.nn.Module, tokenizer: Any) -> None:
+        if self.sharded:  # a collective: the full weights are gathered to rank 0, which saves them
+            fsdp.save_full_model(model, str(self.output_dir), is_main=self.is_main)
         if self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            model.save_pretrained(str(self.output_dir))
+            if not self.sharded:
+                model.save_pretrained(str(self.output_dir))
             tokenizer.save_pretrained(str(self.output_dir))
             from p2pft.config.job import job_to_dict
 
