@@ -163,12 +163,14 @@ def main() -> None:
         print(f"work dir {work} (per-run logs *.log)", flush=True)
         model_dir = build_tiny_model(work / "model", TinyModelConfig(
             hidden_size=args.hidden_size, intermediate_size=2 * args.hidden_size, num_hidden_layers=args.layers))
+        load_before = os.getloadavg()[0]
         p2pft_runs, plain_runs = [], []
         for index in range(args.rounds):
             p2pft_runs.append(run_p2pft(work, model_dir, args.steps, args.warmup, index))
             plain_runs.append(run_plain(work, model_dir, args.steps, args.warmup, index))
             print(f"round {index + 1}: p2pft {p2pft_runs[-1][0]:.2f} ms/step (p10 {p2pft_runs[-1][1]:.2f}), "
                   f"plain DDP {plain_runs[-1][0]:.2f} ms/step (p10 {plain_runs[-1][1]:.2f})", flush=True)
+    load_after = os.getloadavg()[0]
     p2pft_median = statistics.median(r[0] for r in p2pft_runs)
     plain_median = statistics.median(r[0] for r in plain_runs)
     p2pft_p10 = statistics.median(r[1] for r in p2pft_runs)
@@ -181,7 +183,8 @@ def main() -> None:
         f"batch {GLOBAL_BATCH} = 8 per rank in one micro-batch, {args.steps} steps, the first {args.warmup} "
         f"skipped. Per run: the median and the 10th percentile of the gaps between consecutive optimizer steps; "
         f"per side: the median over {args.rounds} alternating rounds. The machine is shared with other "
-        "processes, whose load only ever adds time: the p10 column is the noise-robust comparison.\n\n"
+        "processes, whose load only ever adds time: the p10 column is the noise-robust comparison "
+        f"(1-minute load average {load_before:.1f} before, {load_after:.1f} after).\n\n"
         "| side | ms/step median | ms/step p10 | rounds (median, p10) |\n|---|---|---|---|\n"
         f"| `p2pft run --nproc 2` | {p2pft_median:.2f} | {p2pft_p10:.2f} | "
         f"{[(round(a, 1), round(b, 1)) for a, b in p2pft_runs]} |\n"

@@ -74,3 +74,21 @@ def test_full_fine_tune_saves_a_loadable_model(tmp_path: Path, tiny_model: Path)
     original = AutoModelForCausalLM.from_pretrained(str(tiny_model))
     assert AutoTokenizer.from_pretrained(str(out)) is not None
     assert (trained.lm_head.weight - original.lm_head.weight).abs().max() > 0  # every weight trained
+
+
+def test_8bit_adamw_without_bitsandbytes_is_a_clear_error(tiny_model: Path) -> None:
+    import importlib.util
+
+    import torch
+
+    from p2pft.train.optim import OptimizerError, build_optimizer
+
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed here")
+    model = torch.nn.Linear(4, 4)
+    settings = SimpleNamespace(weight_decay=0.0, learning_rate=1e-3, adam_beta1=0.9, adam_beta2=0.999,
+                               adam_epsilon=1e-8, optim="adamw_bnb_8bit")
+    with pytest.raises(OptimizerError, match="bitsandbytes"):
+        build_optimizer(model, settings)
+    assert isinstance(build_optimizer(model, SimpleNamespace(**{**vars(settings), "optim": "adamw_torch"})),
+                      torch.optim.AdamW)
