@@ -242,6 +242,9 @@ class JobsManager:
             changes["checkpoints"] = tuple(sorted(set(record.checkpoints) | set(report.committed)))
         record = replace(record, **changes)
         current = record.current_round
+        if current is not None and current.round == report.round and report.phase == "launched":
+            record = record.with_round_update(launched=tuple(sorted({*current.launched, report.node_id})))
+            current = record.current_round
         if current is not None and current.round == report.round and report.last_step is not None:
             first_unix = current.first_step_unix
             if report.first_step_unix is not None and (first_unix is None or report.first_step_unix < first_unix):
@@ -465,23 +468,35 @@ class JobsManager:
             left.append(job_id)
             deadline = time.monotonic() + 90.0
             while time.monotonic() < deadline:  # keep serving checkpoint files until the next round has them
-                record = self.records[job_id]
+                record = await self._coordinator_record(job_id)
                 current = record.current_round
                 if record.terminal or (current is not None and current.round > my_round and
-                                       self.node_id not in current.members and self._round_launched(record)):
-                    break
-                if record.coordinator == self.node_id and job_id not in self.coordinators:
+                                       self.node_id not in current.members and
+                                       set(current.members) <= set(current.launched)):
                     break
                 await self.wait_changed(0.5)
         self._refresh_busy()
         return left
 
-    def _round_launched(self, record: JobRecord) -> bool:
-        current = record.current_round
-        if current is None:
-            return True
-        reports = self.reports.get((record.job_id, current.round), {})
-        return all(n in reports and reports[n].phase in ("launched", "exited") for n in current.members)
+    async def _coordinator_record(self, job_id: str) -> JobRecord:
+        """The job's record as its coordinator has it now (ours when we coordinate or it cannot be reached)."""
+        record = self.records[job_id]
+        if record.coordinator == self.node_id:
+            return record
+        stub = self.stub(record.coordinator)
+        if stub is None:
+            return record
+        try:
+            reply = await stub.GetRecord(jobs_pb2.GetRecordRequest(job_id=job_id), timeout=RPC_TIMEOUT_S)
+        except grpc.RpcError:
+            return record
+        if not reply.record_json:
+            return record
+        fresh = record_from_json(reply.record_json)
+        if fresh.term >= record.term:
+            self.update_record(self._merge_progress(record, fresh))
+            return fresh
+        return record
 
     # ---- busy / idle --------------------------------------------------------------------------------------
 

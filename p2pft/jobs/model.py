@@ -42,6 +42,7 @@ class RoundInfo:
     first_step: int | None = None
     last_step: int | None = None
     ended_reason: str = ""
+    launched: tuple[str, ...] = ()      # members whose agent started (prepared: dataset, checkpoint)
 
     @property
     def world_size(self) -> int:
@@ -137,6 +138,7 @@ def _round_from(data: dict[str, Any]) -> RoundInfo:
     values = {k: v for k, v in data.items() if k in known}
     values["members"] = tuple(values.get("members", ()))
     values["holders"] = tuple(values.get("holders", ()))
+    values["launched"] = tuple(values.get("launched", ()))
     return RoundInfo(**values)
 
 
