@@ -33,6 +33,7 @@ from torch import nn
 
 from p2pft.planning.batch_plan import BatchPlan, micro_batch_sizes
 from p2pft.train.data import Example, collate
+from p2pft.train.fsdp_rules import fsdp_job_error
 from p2pft.train.sampler import rank_micro_batches
 from p2pft.train.step import IGNORE_INDEX
 
@@ -51,10 +52,9 @@ def check_fsdp_job(spec: Any) -> None:
     """Refuse job settings that sharding: fsdp does not support, before any model is loaded."""
     if not uses_fsdp(spec):
         return
-    if spec.finetuning_type != "full":
-        raise FsdpConfigError(
-            f"p2pft.sharding: fsdp supports finetuning_type: full only (got {spec.finetuning_type!r}); "
-            "LoRA's trainable weights are small, so use p2pft.sharding: ddp with LoRA")
+    error = fsdp_job_error(spec)
+    if error:
+        raise FsdpConfigError(error)
     missing = fsdp_unavailable_reason()
     if missing:
         raise FsdpConfigError(f"p2pft.sharding: fsdp is not available in this torch build ({missing}); "

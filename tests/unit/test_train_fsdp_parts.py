@@ -90,3 +90,13 @@ def test_lora_with_fsdp_is_refused_in_one_line() -> None:
     check_fsdp_job(job("full"))
     check_fsdp_job(job("lora", sharding="ddp"))
 
+
+
+def test_the_job_rule_is_torch_free_for_validation_and_the_cli() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, types; from p2pft.train.fsdp_rules import fsdp_job_error; "
+            "spec = types.SimpleNamespace(finetuning_type='lora', p2pft=types.SimpleNamespace(sharding='fsdp')); "
+            "assert fsdp_job_error(spec) and 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
