@@ -47,6 +47,7 @@ from p2pft.transfer import BlobClient, BlobStore, Manifest
 log = logging.getLogger("p2pft.jobs")
 TICK_S = 0.2
 RPC_TIMEOUT_S = 3.0
+RESYNC_WAIT_S = 10.0
 
 
 class JobsManager:
@@ -67,6 +68,7 @@ class JobsManager:
         self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
         self._outbox: dict[str, list[MemberReport]] = {}
         self._outbox_locks: dict[str, asyncio.Lock] = {}
+        self._unsynced: set[str] = set()   # loaded after a restart, not yet compared with the others' copies
         self._changed = asyncio.Event()
         self.draining = False
         self._background: set[asyncio.Task[Any]] = set()
@@ -537,6 +539,8 @@ class JobsManager:
         for job_id, record in list(self.records.items()):
             if record.terminal:
                 continue
+            if job_id in self._unsynced:
+                continue
             chosen = job_coordinator(record, state)
             if chosen == self.node_id and job_id not in self.coordinators and not self.draining:
                 if record.coordinator != self.node_id:
@@ -566,18 +570,41 @@ class JobsManager:
                 log.warning("skipping %s: %s", record_file, exc)
                 continue
             self.records[record.job_id] = record
-            if record.terminal or record.current_round is None:
-                continue
-            current = record.current_round
-            if self.node_id in current.members:
-                log.info("job %s: rejoining after a restart (was in round %d)", record.job_id, current.round)
-                member = self._new_member()
-                member.record, member.round = record, current
-                self.members[record.job_id] = member
-                report = MemberReport(job_id=record.job_id, node_id=self.node_id, round=current.round,
-                                      phase="exited", outcome="failed", detail="daemon restarted")
-                self.background(self.send_report(report))
+            if not record.terminal or (record.submitter == self.node_id and record.outputs_node != self.node_id):
+                self._unsynced.add(record.job_id)
+                self.background(self._resync(record.job_id))
 
+    async def _resync(self, job_id: str) -> None:
+        """After a restart: take the freshest record the others have before acting on this job again (a new
+        coordinator may have taken over meanwhile); rejoin the job, or pull its outputs when it ended."""
+        try:
+            deadline = time.monotonic() + RESYNC_WAIT_S
+            while time.monotonic() < deadline and len(self.cluster.state.members) < 2:
+                await asyncio.sleep(0.2)  # peers first: static peers and gossip need a heartbeat or two
+            await asyncio.sleep(1.0)  # one more heartbeat: gossip brings the rest of the members
+            try:
+                record = await self._freshest_record(job_id)
+            except KeyError:
+                record = self.records[job_id]
+        finally:
+            self._unsynced.discard(job_id)
+        current = record.current_round
+        if record.terminal:
+            if record.status == "succeeded" and record.submitter == self.node_id and record.outputs_node \
+                    and record.outputs_node != self.node_id:
+                try:
+                    target, files, node = await self.fetch_outputs(job_id)
+                    log.info("job %s: pulled %d output files from %s into %s", job_id, files, node, target)
+                except Exception as exc:
+                    log.warning("job %s: outputs not pulled yet (%s); run `p2pft fetch %s`", job_id, exc, job_id)
+            return
+        if current is not None and self.node_id in current.members and record.coordinator != self.node_id:
+            log.info("job %s: rejoining after a restart (was in round %d)", job_id, current.round)
+            member = self._new_member()
+            member.record, member.round = record, current
+            self.members[job_id] = member
+            await self.send_report(MemberReport(job_id=job_id, node_id=self.node_id, round=current.round,
+                                                phase="exited", outcome="failed", detail="daemon restarted"))
 
 def job_view(record: JobRecord) -> jobs_pb2.JobView:
     current = record.current_round
