@@ -176,7 +176,10 @@ class Worker:
             self.report_hook = ReportingAllReduce()  # never installed: train_step all-reduces loss + flag itself
             return fsdp.shard_model(model, self.device)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        ddp = DistributedDataParallel(model, device_ids=device_ids)
+        # No buffer broadcast: the model's buffers (rotary tables) are identical on every rank, and DDP's
+        # per-forward broadcast is one more collective that ranks with uneven micro-batch or eval counts
+        # could issue a different number of times.
+        ddp = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
         self.report_hook = ReportingAllReduce()  # loss + stop flag ride in the gradient all-reduce
         self.report_hook.install(ddp)
         return ddp
@@ -224,6 +227,8 @@ class Worker:
                   step: int) -> None:
         if self.sharded:  # FSDP: every rank runs the same number of forwards
             val = fsdp.pad_for_lockstep_eval(val, self.env.world_size, self.spec.per_device_eval_batch_size, pad_id)
+        if isinstance(model, DistributedDataParallel):
+            model = model.module  # forward-only: no DDP bookkeeping, so ranks may run different batch counts
         values = evaluate_examples(model, val, batch_size=self.spec.per_device_eval_batch_size,
                                    pad_token_id=pad_id, device=self.device, precision=self.precision)
         recorder.evaluation(step, {k: float(values[k]) for k in ("loss", "perplexity", "token_accuracy")})
