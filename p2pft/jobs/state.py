@@ -79,7 +79,12 @@ def decide(view: View) -> Action:
     joining = [n for n in view.available if n not in current.members]
     max_nodes = record.elastic.get("max_nodes")
     if joining and (max_nodes is None or len(current.members) < int(max_nodes)):
-        return Action("request_stop", f"member {', '.join(joining)} joins")
+        reason = f"member {', '.join(joining)} joins"
+        if current.first_step_unix is None and not exits:
+            # The round is still starting (no step done, nothing to lose): restart it with the newcomer now
+            # instead of waiting for a step boundary that is a whole cold start away.
+            return _start_or_wait(view, reason, view.now_unix)
+        return Action("request_stop", reason)
     return Action("nothing")
 
 
