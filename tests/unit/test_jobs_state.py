@@ -1,0 +1,136 @@
+"""Pure job decisions, record JSON and the metrics merge (no processes)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from p2pft.jobs.model import (
+    JobRecord,
+    MemberReport,
+    RecordError,
+    RoundInfo,
+    RoundOrder,
+    order_from_json,
+    order_to_json,
+    record_from_json,
+    record_to_json,
+    report_from_json,
+    report_to_json,
+)
+from p2pft.jobs.outputs import LineBook, summary
+from p2pft.jobs.state import MAX_FRUITLESS_ROUNDS, View, choose_resume, decide, job_coordinator
+from p2pft.membership.state import ClusterState, Member
+from p2pft.membership.versions import local_versions
+
+SPEC = {"max_steps": 10, "output_dir": "/o", "p2pft": {"global_batch_size": 4, "min_nodes": 1, "max_nodes": 3}}
+
+
+def record(*, members: tuple[str, ...] | None = ("a", "b"), status: str = "running", first_step: float | None = 1.0,
+           max_nodes: int | None = 3) -> JobRecord:
+    spec = {**SPEC, "p2pft": {**SPEC["p2pft"], "max_nodes": max_nodes}}
+    rounds = () if members is None else (RoundInfo(
+        round=0, reason="job submitted", coordinator="a", members=members, addresses={}, plan={"entries": [
+            {"node_id": m, "local_rank": 0, "samples": 1, "micro_batch_size": 1} for m in members]},
+        store="127.0.0.1:1", resume_step=None, first_step_unix=first_step),)
+    return JobRecord(job_id="j", spec=spec, submitter="a", coordinator="a", status=status, rounds=rounds)
+
+
+def exited(node: str, outcome: str, *, by_us: bool = False, outputs: bool = False) -> MemberReport:
+    return MemberReport(job_id="j", node_id=node, round=0, phase="exited", outcome=outcome, stopped_by_us=by_us,
+                        outputs_manifest={"version": 1, "files": []} if outputs else None)
+
+
+def test_a_new_job_starts_with_the_available_nodes_or_waits() -> None:
+    fresh = record(members=None, status="waiting")
+    assert decide(View(fresh, available=("a", "b"))).kind == "start_round"
+    waiting = decide(View(fresh, available=(), waiting_message="waiting: 0 of 2 min_nodes available"))
+    assert waiting.kind == "wait" and "0 of 2" in waiting.reason
+
+
+def test_a_lost_member_starts_a_round_without_waiting_and_names_the_cause_time() -> None:
+    action = decide(View(record(), available=("a",), lost=MappingProxyType({"b": 123.0})))
+    assert (action.kind, action.members, action.cause_unix) == ("start_round", ("a",), 123.0)
+    assert "b lost" in action.reason
+
+
+def test_failed_agent_restarts_but_gives_up_after_fruitless_rounds() -> None:
+    reports = MappingProxyType({"b": exited("b", "failed")})
+    assert decide(View(record(), available=("a", "b"), reports=reports)).kind == "start_round"
+    assert decide(View(record(), available=("a", "b"), reports=reports,
+                       fruitless_rounds=MAX_FRUITLESS_ROUNDS)).kind == "fail"
+    ours = MappingProxyType({"b": exited("b", "failed", by_us=True)})
+    assert decide(View(record(), available=("a", "b"), reports=ours)).kind == "nothing"
+
+
+def test_finish_needs_the_outputs_holder() -> None:
+    only_b = MappingProxyType({"b": exited("b", "finished")})
+    assert decide(View(record(), available=("a", "b"), reports=only_b)).kind == "nothing"
+    both = MappingProxyType({"b": exited("b", "finished"), "a": exited("a", "finished", outputs=True)})
+    assert decide(View(record(), available=("a", "b"), reports=both)).kind == "finish"
+
+
+def test_join_and_drain_stop_the_round_at_a_step_boundary_then_restart() -> None:
+    join = decide(View(record(), available=("a", "b", "c")))
+    assert join.kind == "request_stop" and "c joins" in join.reason
+    assert decide(View(record(max_nodes=2), available=("a", "b", "c"))).kind == "nothing"
+    drain = decide(View(record(), available=("a",), draining=frozenset({"b"})))
+    assert drain.kind == "request_stop" and "b drains" in drain.reason
+    stopped = MappingProxyType({"a": exited("a", "stopped_on_request"), "b": exited("b", "stopped_on_request")})
+    restart = decide(View(record(), available=("a",), reports=stopped, stop_requested="member b drains"))
+    assert (restart.kind, restart.members, restart.reason) == ("start_round", ("a",), "member b drains")
+
+
+def test_a_join_before_the_first_step_restarts_at_once() -> None:
+    action = decide(View(record(first_step=None), available=("a", "b", "c")))
+    assert action.kind == "start_round" and action.members == ("a", "b", "c")
+
+
+def test_resume_from_the_newest_step_a_live_box_holds() -> None:
+    holdings = {"a": (2, 4), "b": (2, 6), "c": (8,)}
+    assert choose_resume(holdings, frozenset({"a", "b"})) == (6, ("b",))
+    assert choose_resume(holdings, frozenset({"a", "b", "c"})) == (8, ("c",))
+    assert choose_resume({}, frozenset({"a"})) == (None, ())
+
+
+def cluster_state(states: dict[str, str]) -> ClusterState:
+    versions = local_versions()
+    members = {n: Member(node_id=n, state=s, versions=versions) for n, s in states.items()}  # type: ignore[arg-type]
+    return ClusterState(self_id=sorted(states)[0], self_versions=versions, members=MappingProxyType(members))
+
+
+def test_coordinator_stays_while_alive_then_moves_to_the_lowest_live_job_member() -> None:
+    rec = replace(record(members=("a", "b", "c")), coordinator="b")
+    assert job_coordinator(rec, cluster_state({"a": "idle", "b": "busy", "c": "busy"})) == "b"
+    assert job_coordinator(rec, cluster_state({"a": "lost", "b": "lost", "c": "busy", "d": "idle"})) == "c"
+    assert job_coordinator(rec, cluster_state({"a": "idle", "b": "draining", "c": "busy"})) == "a"
+
+
+def test_records_orders_and_reports_survive_json(tmp_path: Path) -> None:
+    rec = record()
+    assert record_from_json(record_to_json(rec)) == rec
+    order = RoundOrder(rec, rec.rounds[0])
+    assert order_from_json(order_to_json(order)) == order
+    report = exited("a", "finished", outputs=True)
+    assert report_from_json(report_to_json(report)) == report
+    with pytest.raises(RecordError, match="status"):
+        record_from_json(record_to_json(replace(rec, status="exploded")))
+    with pytest.raises(RecordError, match="not JSON"):
+        order_from_json("{nope")
+
+
+def test_metrics_keep_one_line_per_step_from_the_newest_round(tmp_path: Path) -> None:
+    book = LineBook(path=tmp_path / "lines.jsonl")
+    book.add("metrics", [{"round": 0, "line": {"step": s, "loss": 1.0}} for s in (1, 2, 3)])
+    book.add("metrics", [{"round": 1, "line": {"step": s, "loss": 2.0}} for s in (3, 4)])
+    book.add("metrics", [{"round": 1, "line": {"step": 4, "loss": 9.0}}])  # a resend: ignored
+    book.add("ledger", [{"round": r, "line": {"step": 3, "rank": 0, "sample_ids": [r]}} for r in (0, 1)])
+    merged = book.merged_metrics()
+    assert [(m["step"], m["loss"]) for m in merged] == [(1, 1.0), (2, 1.0), (3, 2.0), (4, 2.0)]
+    assert book.merged_ledger() == [{"step": 3, "rank": 0, "sample_ids": [1]}]
+    again = LineBook.load(tmp_path / "lines.jsonl")
+    assert again.merged_metrics() == merged and again.merged_ledger() == book.merged_ledger()
+    assert summary(record(), again)["steps"] == 4
