@@ -193,6 +193,16 @@ class JobSpec(BaseModel):
             raise _cross_field("fp16: True conflicts with bf16: True; set only one of them (bf16 on Ampere or newer)")
         return self
 
+    @model_validator(mode="after")
+    def _sharding(self) -> JobSpec:
+        # The rule lives next to the FSDP code it protects; checking it here refuses the job before any worker runs.
+        from p2pft.train.fsdp_rules import fsdp_job_error
+
+        error = fsdp_job_error(self)
+        if error:
+            raise _cross_field(error)
+        return self
+
 
 @dataclass(frozen=True)
 class LoadedJob:
