@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from p2pft.jobs.model import JobRecord, MemberReport
+from p2pft.launch.rounds import newest_usable_step
 from p2pft.membership.coordinator import choose_coordinator
 from p2pft.membership.state import ClusterState
 
@@ -95,11 +96,8 @@ def _start_or_wait(view: View, reason: str, cause_unix: float) -> Action:
 
 
 def choose_resume(holdings: Mapping[str, tuple[int, ...]], alive: frozenset[str]) -> tuple[int | None, tuple[str, ...]]:
-    """The newest step some live box holds complete, and every live box that holds it."""
-    best: int | None = None
-    for node, steps in holdings.items():
-        if node in alive and steps:
-            best = max(steps) if best is None else max(best, max(steps))
+    """The newest step some live box holds complete (LAUNCH's rule), and every live box that holds it."""
+    best = newest_usable_step({n: frozenset(s) for n, s in holdings.items()}, set(alive))
     if best is None:
         return None, ()
     return best, tuple(sorted(n for n, steps in holdings.items() if n in alive and best in steps))
