@@ -69,6 +69,8 @@ class JobsManager:
         self._outbox: dict[str, list[MemberReport]] = {}
         self._outbox_locks: dict[str, asyncio.Lock] = {}
         self._unsynced: set[str] = set()   # loaded after a restart, not yet compared with the others' copies
+        self.yielded = False                 # drained because the box's owner uses its GPU
+        self._gpu_free_since: float | None = None
         self._changed = asyncio.Event()
         self.draining = False
         self._background: set[asyncio.Task[Any]] = set()
@@ -534,7 +536,31 @@ class JobsManager:
                 with contextlib.suppress(Exception):
                     await member.close()
 
+    def _maybe_yield(self) -> None:
+        from p2pft.jobs import yielding
+
+        if not yielding.enabled():
+            return
+        devices = self.cluster.state.me.devices
+        if not any(d.kind == "cuda" for d in devices):
+            return
+        foreign = yielding.foreign_gpu_pids(devices, yielding.own_process_tree())
+        now = time.monotonic()
+        self._gpu_free_since = None if foreign else (self._gpu_free_since or now)
+        step = yielding.next_step(yielded=self.yielded, foreign=foreign, free_since=self._gpu_free_since, now=now)
+        if step == "yield" and not self.draining:
+            log.warning("GPU used by process(es) %s that p2pft did not start: yielding this box", foreign)
+            self.yielded = True
+            self.background(self.drain())
+        elif step == "return":
+            log.info("GPU free again for %.0fs: offering this box to jobs again", now - (self._gpu_free_since or now))
+            self.yielded = False
+            self.draining = False
+            if self.cluster.state.me.state == "draining":
+                self.cluster.apply(LocalStateChanged(state="idle"))
+
     def _tick(self) -> None:
+        self._maybe_yield()
         state = self.cluster.state
         for job_id, record in list(self.records.items()):
             if record.terminal:

@@ -134,3 +134,17 @@ def test_metrics_keep_one_line_per_step_from_the_newest_round(tmp_path: Path) ->
     again = LineBook.load(tmp_path / "lines.jsonl")
     assert again.merged_metrics() == merged and again.merged_ledger() == book.merged_ledger()
     assert summary(record(), again)["steps"] == 4
+
+
+def test_yield_when_busy_leaves_on_foreign_gpu_use_and_returns_once_free() -> None:
+    from p2pft.jobs.yielding import FREE_FOR_S, enabled, foreign_gpu_pids, next_step
+    from p2pft.membership.state import DeviceInfo
+
+    gpu = DeviceInfo(kind="cuda", index=0, name="RTX", processes=(10, 11, 99))
+    cpu = DeviceInfo(kind="cpu", index=0, name="cpu", processes=(5,))
+    assert foreign_gpu_pids([gpu, cpu], own_pids={10, 11}) == (99,)
+    assert next_step(yielded=False, foreign=(99,), free_since=None, now=0.0) == "yield"
+    assert next_step(yielded=True, foreign=(99,), free_since=None, now=50.0) == "stay"
+    assert next_step(yielded=True, foreign=(), free_since=0.0, now=FREE_FOR_S / 2) == "stay"
+    assert next_step(yielded=True, foreign=(), free_since=0.0, now=FREE_FOR_S) == "return"
+    assert enabled({"P2PFT_YIELD_WHEN_BUSY": "1"}) and not enabled({})
