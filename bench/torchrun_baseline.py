@@ -26,7 +26,9 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -292,8 +294,11 @@ def render(results: dict[str, dict[str, object]]) -> str:
         "## torchrun elastic baseline (bench/torchrun_baseline.py)",
         "",
         "Plain torchrun (`--rdzv-backend=c10d --nnodes=1:3 --max-restarts=3`), three agents on loopback, one DDP "
-        "worker each (tiny Llama, gloo, 2 shared CPU cores). Times from the event (kill -9 / agent start) to the "
-        "moment every survivor completed a step at the new world size. Median of the runs shown.",
+        "worker each (tiny Llama, gloo, 2 CPU cores shared with other jobs: load average 4-10 while measuring). "
+        "Times from the event (kill -9 / agent start) to the moment every survivor completed a step at the new "
+        "world size; median of the runs where that happened at all (None: not within 120 s). kill -9 of a node "
+        "= its agent's process group and its worker's session. `kill-store-host` times the survivors' agents' "
+        "exit, as no step at world 2 ever happens.",
         "",
         "| scenario | what | median s | runs s | notes | command |",
         "|---|---|---|---|---|---|",
@@ -302,8 +307,12 @@ def render(results: dict[str, dict[str, object]]) -> str:
         if name not in results:
             continue
         r = results[name]
-        notes = "; ".join(str(d) for d in r["details"] if d)  # type: ignore[attr-defined]
-        lines.append(f"| {name} | {SCENARIOS[name].what} | {r['median_s']} | {r['runs_s']} | {notes} | "
+        details = [re.sub(r" \(logs: [^)]*\)", "", str(d)) for d in r["details"] if d]  # type: ignore[attr-defined]
+        notes = "; ".join(dict.fromkeys(details))  # each distinct note once
+        runs: list[float | None] = r["runs_s"]  # type: ignore[assignment]
+        happened = sum(value is not None for value in runs)
+        median = f"{r['median_s']} ({happened} of {len(runs)} runs)" if happened < len(runs) else r["median_s"]
+        lines.append(f"| {name} | {SCENARIOS[name].what} | {median} | {runs} | {notes} | "
                      f"`{r['command']}` ({r['date']}) |")
     lines += ["", "Observations: docs/torchrun-notes.md.", SECTION_END]
     return "\n".join(lines)
@@ -327,7 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         SCENARIOS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the run directories (agent logs, steps)")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the docs section from the results file")
     args = parser.parse_args(argv)
+    if args.render_only:
+        write_doc(render(json.loads(RESULTS.read_text())))
+        return 0
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SCENARIOS]
     if unknown:
@@ -346,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
             out = work / f"{name}-{repeat}"
             out.mkdir()
             trial = asyncio.run(run_trial(scenario, model_dir, out))
+            if trial.value_s is None and scenario.action in ("kill", "join") and not args.keep:
+                kept = Path(tempfile.gettempdir()) / f"torchrun-baseline-failed-{name}-{os.getpid()}-{repeat}"
+                shutil.copytree(out, kept)
+                trial = Trial(None, f"{trial.detail} (logs: {kept})")
             print(f"{name} #{repeat}: {trial.value_s if trial.value_s is None else round(trial.value_s, 2)} s "
                   f"{trial.detail}", flush=True)
             trials.append(trial)
@@ -357,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total {time.monotonic() - started:.0f} s; run dirs under {work}" if args.keep else
           f"total {time.monotonic() - started:.0f} s")
     if not args.keep:
-        subprocess.run(["rm", "-rf", str(work)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
