@@ -29,3 +29,28 @@ def test_submit_runs_on_three_daemons_and_matches_single_process_run(
     assert summary["rounds"][0]["world_size"] == 3
     listed = cli("jobs", state_dir=a.state_dir).stdout
     assert job_id in listed and "succeeded" in listed
+    logs = cli("logs", job_id, state_dir=a.state_dir).stdout.splitlines()
+    assert logs[0].startswith("round 0: job submitted") and logs[-1].startswith(f"job {job_id} succeeded")
+    assert len([line for line in logs if line.startswith("{")]) == STEPS
+
+
+def test_job_waits_for_min_nodes_visibly_and_can_be_cancelled(cluster: Cluster, tiny_model_dir: Path,
+                                                              tmp_path: Path) -> None:
+    import yaml
+
+    a = cluster.start("a", peers=[])
+    b = cluster.start("b")
+    cluster.wait_mesh([a, b])
+    job = write_job(tmp_path / "job.yaml", tiny_model_dir, tmp_path / "out")
+    data = yaml.safe_load(job.read_text())
+    data["p2pft"].update({"min_nodes": 3, "max_nodes": None})
+    job.write_text(yaml.safe_dump(data))
+    job_id = cli("submit", str(job), "--detach", state_dir=a.state_dir).stdout.split()[0]
+    waiting = cluster.wait_job(a, job_id, lambda j: "min_nodes" in j["message"], 30, "the job to wait")
+    assert waiting["status"] == "waiting" and "2 of 3 min_nodes" in waiting["message"]
+    assert "waiting" in cli("jobs", state_dir=a.state_dir).stdout
+    cancelled = cli("cancel", job_id, state_dir=b.state_dir, check=False)  # not the coordinator: forwarded
+    assert cancelled.returncode != 0 and "no job" in cancelled.stderr  # b never took part: it does not know it
+    assert "cancelled" in cli("cancel", job_id, state_dir=a.state_dir).stdout
+    assert cluster.job(a, job_id)["status"] == "cancelled"
+    assert "cancelled" in cli("logs", job_id, state_dir=a.state_dir).stdout
