@@ -3,8 +3,9 @@
 Proves what the daemon relies on: a round of N agents with exact membership runs to the end; a new round
 with another rendezvous id and fewer members works on the same store once a node is gone; kill -9 of one
 node's agent makes the other's agent exit promptly (bounded timeouts), so the daemon can start the next
-round at once; the store outlives every agent. The worker is a tiny gloo stand-in with the real worker's
-command line and files (tests/integration/_echo_worker.py).
+round at once, which resumes from the committed checkpoint; the store outlives every agent. The cheap
+checks use a tiny gloo stand-in with the real worker's command line and files
+(tests/integration/_echo_worker.py); the node-loss loop runs the real `p2pft.train`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -142,71 +143,17 @@ def test_rounds_with_exact_membership_on_one_store(tmp_path: Path, store: StoreP
         steps = [e.step for e in EventTail(first[0].events_file).poll() if e.event == "step_completed"]
         assert steps == [1, 2, 3]
 
-        # Round 2: node b is gone; a new rendezvous id with one node starts straight away on the same store.
+        # Round 2: node b is gone; a new rendezvous id with one node starts straight away on the same store. Its
+        # run dir holds a stop request (a drain): it must end as stopped_on_request, not as a failure.
         second = round_launch(tmp_path, store, node="a", round_no=2, nnodes=1)
+        second.stop_request_file.touch()
         exit_ = await (await start_agent(second, agents)).wait()
-        assert exit_.outcome is AgentOutcome.FINISHED, explain(exit_, second)
         assert world_seen(second)["members"] == ["a/0"]
-
-        # Round 3: a drain (stop-request in the run dir) ends as stopped_on_request, not as a failure.
-        third = round_launch(tmp_path, store, node="a", round_no=3, nnodes=1)
-        third.stop_request_file.touch()
-        exit_ = await (await start_agent(third, agents)).wait()
         assert exit_.returncode == 1  # torchrun's own code for any worker exit != 0, 75 included
-        assert exit_.outcome is AgentOutcome.STOPPED_ON_REQUEST, explain(exit_, third)
+        assert exit_.outcome is AgentOutcome.STOPPED_ON_REQUEST, explain(exit_, second)
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=120))
     assert store.alive()
-
-
-def test_killed_node_fails_the_survivor_promptly_and_the_next_round_runs(
-    tmp_path: Path, store: StoreProcess, agents: list[AgentProcess]
-) -> None:
-    measured: dict[str, float] = {}
-
-    async def scenario() -> None:
-        long_run = {"P2PFT_ECHO_STEPS": "100000", "P2PFT_ECHO_STEP_S": "0.05"}
-        first = [round_launch(tmp_path, store, node=node, round_no=1, nnodes=2) for node in ("a", "b")]
-        survivor, victim = [await start_agent(launch, agents, **long_run) for launch in first]
-
-        # "Box b dies" once the round is really training (steps completed at world 2): kill -9 of the agent's
-        # process group AND of its workers' (torchrun puts each worker in a session of its own).
-        async for event in EventTail(first[0].events_file, poll_s=0.05):
-            if event.event == "step_completed" and event.step is not None and event.step >= 3:
-                break
-        victim_workers = victim.worker_pids()
-        assert len(victim_workers) == 1
-        killed_at = time.monotonic()
-        victim.kill()
-
-        survivor_exit = await asyncio.wait_for(survivor.wait(), timeout=SURVIVOR_EXIT_BOUND_S)
-        measured["survivor_exit_s"] = time.monotonic() - killed_at
-        assert survivor_exit.outcome is AgentOutcome.FAILED
-        assert not survivor_exit.stopped_by_us
-        victim_exit = await victim.wait()
-        assert victim_exit.returncode == -signal.SIGKILL
-        assert not still_running(victim_workers)
-        assert store.alive(), "the store must outlive its agents"
-
-        # The daemon's next move: a new round with the survivor only, on the same store, at once.
-        restarted_at = time.monotonic()
-        second = round_launch(tmp_path, store, node="a", round_no=2, nnodes=1)
-        exit_ = await (await start_agent(second, agents)).wait()
-        assert exit_.outcome is AgentOutcome.FINISHED, explain(exit_, second)
-        assert world_seen(second)["world_size"] == 1
-        measured["next_round_s"] = time.monotonic() - restarted_at
-
-    asyncio.run(asyncio.wait_for(scenario(), timeout=120))
-    print(f"survivor agent exited {measured['survivor_exit_s']:.2f} s after kill -9 of its peer; "
-          f"next round (1 node) ran to the end in {measured['next_round_s']:.2f} s")
-    assert measured["survivor_exit_s"] < SURVIVOR_EXIT_BOUND_S
-    assert store.alive()
-    # The store still answers a fresh client after every agent is gone.
-    from torch.distributed import TCPStore
-
-    client = TCPStore(store.host, store.port, is_master=False, multi_tenant=True, timeout=timedelta(seconds=5))
-    client.set("still-here", "yes")
-    assert client.get("still-here") == b"yes"
 
 
 def test_terminate_stops_agent_and_workers(tmp_path: Path, store: StoreProcess, agents: list[AgentProcess]) -> None:
@@ -229,3 +176,75 @@ def test_terminate_stops_agent_and_workers(tmp_path: Path, store: StoreProcess, 
     exit_ = asyncio.run(asyncio.wait_for(scenario(), timeout=60))
     assert exit_.stopped_by_us
     assert exit_.outcome is AgentOutcome.FAILED
+
+
+def test_real_worker_node_lost_then_survivor_resumes_alone(tmp_path: Path, store: StoreProcess,
+                                                           agents: list[AgentProcess]) -> None:
+    """The whole loop with `p2pft.train`: world 2, a node dies after a commit, the survivor's agent fails
+    fast, round 2 on the same store resumes from the committed step at world 1 and finishes."""
+    from p2pft.config.job import job_to_dict, load_job
+    from p2pft.planning.batch_plan import RankCapacity, plan_batch, plan_to_json
+    from p2pft.testing.tiny_model import build_tiny_model
+    from tests.integration.train_harness import read_jsonl, write_job
+
+    model = build_tiny_model(tmp_path / "model")
+    output_dir = tmp_path / "out"
+    # Many short steps: the kill must land while the round still trains; commits every 10 steps.
+    job_yaml = write_job(tmp_path / "job.yaml", model, output_dir, max_steps=60, save_steps=10, logging_steps=1,
+                         p2pft={"global_batch_size": 4, "sample_ledger": False})
+    (tmp_path / "job.json").write_text(json.dumps(job_to_dict(load_job(job_yaml).spec)))
+    checkpoints = tmp_path / "ckpt"  # one box: both nodes' ranks write into one checkpoint dir
+
+    def real_launch(node: str, round_no: int, nodes: tuple[str, ...]) -> RoundLaunch:
+        launch = replace(round_launch(tmp_path, store, node=node, round_no=round_no, nnodes=len(nodes)),
+                         worker_module="p2pft.train", checkpoint_dir=checkpoints)
+        ranks = [RankCapacity(n, 0, throughput=1.0, max_micro_batch=4) for n in nodes]
+        launch.plan_file.write_text(json.dumps(plan_to_json(plan_batch(4, ranks, "uniform", round=round_no))))
+        return launch
+
+    measured: dict[str, float] = {}
+
+    async def scenario() -> None:
+        first = [real_launch(node, 1, ("a", "b")) for node in ("a", "b")]
+        survivor, victim = [await start_agent(launch, agents) for launch in first]
+        async for event in EventTail(first[0].events_file, poll_s=0.05):
+            if event.event == "checkpoint_committed":
+                break
+            assert event.event == "step_completed", event
+        # "Box b dies": kill -9 of its agent's process group AND of its worker's session (torchrun starts each
+        # worker in a session of its own; killing the agent alone leaves the worker training).
+        victim_workers = victim.worker_pids()
+        assert len(victim_workers) == 1
+        killed_at = time.monotonic()
+        victim.kill()
+        survivor_exit = await asyncio.wait_for(survivor.wait(), timeout=SURVIVOR_EXIT_BOUND_S)
+        measured["survivor_exit_s"] = time.monotonic() - killed_at
+        assert survivor_exit.outcome is AgentOutcome.FAILED, explain(survivor_exit, first[0])
+        assert not survivor_exit.stopped_by_us
+        assert (await victim.wait()).returncode == -signal.SIGKILL
+        assert not still_running(victim_workers)
+        assert store.alive(), "the store must outlive its agents"
+
+        second = real_launch("a", 2, ("a",))
+        exit_ = await (await start_agent(second, agents)).wait()
+        assert exit_.outcome is AgentOutcome.FINISHED, explain(exit_, second)
+        events = EventTail(second.events_file).poll()
+        assert events[-1].event == "finished"
+        resumed_at = min(e.step for e in events if e.event == "step_completed" and e.step is not None)
+        measured["resumed_at_step"] = resumed_at
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=180))
+    print(f"real worker: survivor's agent exited {measured['survivor_exit_s']:.2f} s after kill -9 of its peer; "
+          f"round 2 resumed at step {measured['resumed_at_step']:.0f}")
+    assert measured["resumed_at_step"] > 1  # resumed from a commit, not from scratch
+    metrics = read_jsonl(output_dir / "metrics.jsonl")
+    worlds = {int(m["step"]): int(m["world_size"]) for m in metrics if "world_size" in m}
+    assert worlds[1] == 2 and worlds[60] == 1
+    assert sorted(worlds) == list(range(1, 61))  # every step exactly once in the final record
+    assert store.alive()
+    # The store still answers a fresh client after every agent is gone.
+    from torch.distributed import TCPStore
+
+    client = TCPStore(store.host, store.port, is_master=False, multi_tenant=True, timeout=timedelta(seconds=5))
+    client.set("still-here", "yes")
+    assert client.get("still-here") == b"yes"
