@@ -10,6 +10,10 @@ a monotonic timestamp per step). Scenarios (pick with --scenarios, default all; 
                             survivors do (exit? when? any step at world 2?)
   kill-store-host-external  the same with the store in its own process (p2pft.launch.store), is_host=0 and
                             TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: kill -> survivors' first step at world 2
+  kill-new-round            p2pft's launch layer without its daemon: exact rounds (--nnodes=3:3,
+                            --max-restarts=0) on a store process; after kill -9 of n2 the survivors' agents
+                            fail, a new 2:2 round starts at once: kill -> first step at world 2
+  kill-new-round-eager      the same, but the survivors' agents are killed at once (instant detection)
   join-tuned                a 3rd agent joins a running world of 2 (tuned conf, store sharing disabled):
                             agent start -> first step at world 3
   join-shared-store         the same with torch's default store sharing (DESIGN.md trap 2)
@@ -67,6 +71,8 @@ class Scenario:
     target: str = "n2"
     target_world: int = 2
     repeats: int | None = None  # overrides --repeats (slow, one-off observations)
+    exact_rounds: bool = False  # p2pft's way: --nnodes=N:N --max-restarts=0, a new round per membership change
+    eager_stop: bool = False  # kill-new-round: SIGKILL the survivors' agents at once instead of awaiting their exit
 
 
 SCENARIOS = {
@@ -80,6 +86,14 @@ SCENARIOS = {
         Scenario("kill-store-host-external", "kill -9 of node n0 with the store in its own process, is_host=0, "
                  "no store sharing (tuned) -> first step at world 2", rdzv_conf=TUNED, share_store=False,
                  external_store=True, target="n0"),
+        Scenario("kill-new-round", "p2pft's launch (no daemon): exact rounds on a store process; kill -9 of n2, "
+                 "survivors' agents fail, a new 2:2 round starts at once -> first step at world 2",
+                 rdzv_conf=TUNED + ",join_timeout=60,read_timeout=30", share_store=False, external_store=True,
+                 action="kill-new-round", exact_rounds=True),
+        Scenario("kill-new-round-eager", "as kill-new-round, but the survivors' agents and workers are killed at "
+                 "once (a daemon that knows the node is gone) -> first step at world 2",
+                 rdzv_conf=TUNED + ",join_timeout=60,read_timeout=30", share_store=False, external_store=True,
+                 action="kill-new-round", exact_rounds=True, eager_stop=True),
         Scenario("join-tuned", "3rd agent joins world 2 (tuned, no store sharing) -> first step at world 3",
                  rdzv_conf=TUNED, share_store=False, start_nodes=("n0", "n1"), action="join", target_world=3),
         Scenario("join-shared-store", "3rd agent joins world 2 with torch's defaults (store sharing on, default "
@@ -103,27 +117,34 @@ class Cluster:
     port: int
     scenario: Scenario
     model_dir: Path
-    agents: dict[str, AgentProcess] = field(default_factory=dict)
+    agents: dict[str, AgentProcess] = field(default_factory=dict)  # the current agent of each node
+    every_agent: list[AgentProcess] = field(default_factory=list)  # for the teardown
     store: subprocess.Popen[bytes] | None = None
 
-    def agent_argv(self) -> list[str]:
+    def agent_argv(self, round_no: int, nnodes: int) -> list[str]:
         conf = self.scenario.rdzv_conf
         if self.scenario.external_store:
             conf = f"{conf},is_host=0" if conf else "is_host=0"
+        if self.scenario.exact_rounds:
+            membership = [f"--rdzv-id=bench-{self.out.name}-r{round_no}", f"--nnodes={nnodes}:{nnodes}",
+                          "--max-restarts=0"]
+        else:
+            membership = [f"--rdzv-id=bench-{self.out.name}", "--nnodes=1:3", "--max-restarts=3"]
         return [
             sys.executable, "-m", "torch.distributed.run", "--rdzv-backend=c10d",
-            f"--rdzv-endpoint=127.0.0.1:{self.port}", f"--rdzv-id=bench-{self.out.name}", "--nnodes=1:3",
-            "--nproc-per-node=1", "--max-restarts=3", "--local-addr=127.0.0.1",
+            f"--rdzv-endpoint=127.0.0.1:{self.port}", *membership, "--nproc-per-node=1", "--local-addr=127.0.0.1",
             *([f"--rdzv-conf={conf}"] if conf else []),
             str(WORKER), "--model", str(self.model_dir), "--out", str(self.out),
         ]
 
-    async def start_node(self, node: str) -> AgentProcess:
+    async def start_node(self, node: str, round_no: int = 1, nnodes: int = 3) -> AgentProcess:
         env = {"BENCH_NODE": node, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "LOGLEVEL": "INFO"}
         if not self.scenario.share_store:
             env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
-        agent = AgentProcess(self.agent_argv(), env, log_file=self.out / f"agent-{node}.log", cwd=REPO)
+        agent = AgentProcess(self.agent_argv(round_no, nnodes), env, log_file=self.out / f"agent-{node}.log",
+                             cwd=REPO)
         self.agents[node] = agent
+        self.every_agent.append(agent)
         await agent.start()
         return agent
 
@@ -144,7 +165,7 @@ class Cluster:
         return max(firsts)
 
     def close(self) -> None:
-        for agent in self.agents.values():
+        for agent in self.every_agent:
             agent.kill()
         if self.store is not None:
             self.store.kill()
@@ -184,12 +205,12 @@ async def run_trial(scenario: Scenario, model_dir: Path, out: Path) -> Trial:
             if not await wait_for(lambda: read_ready_file(ready), 60):
                 return Trial(None, "store process did not start")
         first, *others = scenario.start_nodes
-        await cluster.start_node(first)
+        await cluster.start_node(first, nnodes=len(scenario.start_nodes))
         # n0 hosts torchrun's store when it is the first to bind the endpoint: make that deterministic.
         if not await wait_for(lambda: port_open(cluster.port), 60):
             return Trial(None, "first agent never listened")
         for node in others:
-            await cluster.start_node(node)
+            await cluster.start_node(node, nnodes=len(scenario.start_nodes))
         initial_world = len(scenario.start_nodes)
         if not await wait_for(lambda: cluster.first_step_at(scenario.start_nodes, initial_world, 0), OBSERVE_S):
             return Trial(None, f"never reached world {initial_world}")
@@ -210,6 +231,30 @@ async def act_kill(cluster: Cluster) -> Trial:
     errors = [s["t"] - killed_at for n in survivors for s in cluster.steps(n) if "error" in s and s["t"] > killed_at]
     seen = f"survivors' workers saw the error after {min(errors):.1f} s" if errors else "no worker error logged"
     return Trial(float(done) - killed_at, seen)  # type: ignore[arg-type]
+
+
+async def act_kill_new_round(cluster: Cluster) -> Trial:
+    """What p2pft's launch layer does without its daemon: the survivors' agents fail fast (exact membership,
+    no torchrun restarts), then a new round with the survivors only starts on the same store."""
+    survivors = [n for n in cluster.scenario.start_nodes if n != cluster.scenario.target]
+    killed_at = time.monotonic()
+    cluster.agents[cluster.scenario.target].kill()
+    old = [cluster.agents[n] for n in survivors]
+    if cluster.scenario.eager_stop:
+        for agent in old:
+            agent.kill()
+    done, _ = await asyncio.wait([asyncio.create_task(a.wait()) for a in old], timeout=30)
+    exited_s = time.monotonic() - killed_at
+    for agent in old:
+        agent.kill()  # the daemon's StopRound(kill) for any agent still up
+    if len(done) < len(old):
+        return Trial(None, "a survivor's agent did not exit within 30 s")
+    for node in survivors:
+        await cluster.start_node(node, round_no=2, nnodes=len(survivors))
+    first = await wait_for(lambda: cluster.first_step_at(survivors, len(survivors), killed_at), OBSERVE_S)
+    if not first:
+        return Trial(None, f"no step at world {len(survivors)} within {OBSERVE_S:.0f} s")
+    return Trial(float(first) - killed_at, f"survivors' agents exited after {exited_s:.1f} s")  # type: ignore[arg-type]
 
 
 async def act_kill_store_host(cluster: Cluster) -> Trial:
@@ -275,8 +320,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-ACTIONS = {"kill": act_kill, "kill-store-host": act_kill_store_host, "join": act_join,
-           "kill-agent-only": act_kill_agent_only}
+ACTIONS = {"kill": act_kill, "kill-new-round": act_kill_new_round, "kill-store-host": act_kill_store_host,
+           "join": act_join, "kill-agent-only": act_kill_agent_only}
 
 
 def summarize(trials: list[Trial]) -> dict[str, object]:
@@ -359,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             out = work / f"{name}-{repeat}"
             out.mkdir()
             trial = asyncio.run(run_trial(scenario, model_dir, out))
-            if trial.value_s is None and scenario.action in ("kill", "join") and not args.keep:
+            if trial.value_s is None and scenario.action in ("kill", "join", "kill-new-round") and not args.keep:
                 kept = Path(tempfile.gettempdir()) / f"torchrun-baseline-failed-{name}-{os.getpid()}-{repeat}"
                 shutil.copytree(out, kept)
                 trial = Trial(None, f"{trial.detail} (logs: {kept})")
