@@ -78,7 +78,7 @@ def run_scenario(name: str, root: Path, model: Path) -> dict[str, Any]:
         record = cluster.job(watcher, job_id)
         rounds = record["rounds"]
         after = next(r for r in rounds if r["started_unix"] >= event - 1.0 and r["first_step_unix"])
-        resumed = after["resume_step"] or 0
+        resumed = (after["first_step"] - 1) if after.get("first_step") else (after["resume_step"] or 0)
         previous = rounds[rounds.index(after) - 1]
         last_before = max(before, previous.get("last_step") or 0)
         return {

@@ -101,8 +101,10 @@ class JobCoordinator:
     async def run(self) -> None:
         try:
             host = self.manager.local_host
-            self.store = StoreProcess(host, JobPaths.of(self.manager.state_dir, self.job_id).store_dir)
-            await self.store.start()
+            self.store = await self.manager.take_standby_store(self.job_id)
+            if self.store is None:
+                self.store = StoreProcess(host, JobPaths.of(self.manager.state_dir, self.job_id).store_dir)
+                await self.store.start()
             log.info("job %s: coordinating from %s; store at %s", self.job_id, self.manager.node_id,
                      self.store.endpoint)
             while not self.closed and not self.record.terminal:

@@ -15,13 +15,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import grpc
 
 from p2pft.daemon.addresses import split
 from p2pft.daemon.cluster import Cluster
-from p2pft.jobs.coordinator import JobCoordinator
+from p2pft.jobs.coordinator import JobCoordinator, StoreProcess
 from p2pft.jobs.member import JobMember
 from p2pft.jobs.model import (
     JobRecord,
@@ -69,6 +70,7 @@ class JobsManager:
         self._outbox: dict[str, list[MemberReport]] = {}
         self._outbox_locks: dict[str, asyncio.Lock] = {}
         self._unsynced: set[str] = set()   # loaded after a restart, not yet compared with the others' copies
+        self._standby: dict[str, tuple[StoreProcess, asyncio.Task[str]]] = {}
         self.yielded = False                 # drained because the box's owner uses its GPU
         self._gpu_free_since: float | None = None
         self._changed = asyncio.Event()
@@ -200,7 +202,42 @@ class JobsManager:
             self.members[order.record.job_id] = member
         self._set_busy(True)
         await member.start_round(order)
+        self._maybe_standby_store(order.record)
         return True
+
+    def _maybe_standby_store(self, record: JobRecord) -> None:
+        """The box that would coordinate if the coordinator were lost starts a spare store process now: a
+        takeover then does not wait for a fresh one (it imports torch: seconds)."""
+        if record.job_id in self._standby or record.coordinator == self.node_id:
+            return
+        state = self.cluster.state
+        without = {n: m for n, m in state.members.items() if n != record.coordinator}
+        successor = job_coordinator(replace(record, coordinator=""), replace(state, members=MappingProxyType(without)))
+        if successor != self.node_id:
+            return
+        store = StoreProcess(self.local_host, JobPaths.of(self.state_dir, record.job_id).root / "standby-store")
+        self._standby[record.job_id] = (store, asyncio.get_running_loop().create_task(store.start()))
+
+    async def take_standby_store(self, job_id: str) -> StoreProcess | None:
+        entry = self._standby.pop(job_id, None)
+        if entry is None:
+            return None
+        store, starting = entry
+        try:
+            await starting
+        except Exception:
+            log.warning("job %s: the standby store did not start; starting a fresh one", job_id)
+            await store.stop()
+            return None
+        return store
+
+    async def _drop_standby_store(self, job_id: str) -> None:
+        entry = self._standby.pop(job_id, None)
+        if entry is not None:
+            entry[1].cancel()
+            with contextlib.suppress(BaseException):
+                await entry[1]
+            await entry[0].stop()
 
     def _new_member(self) -> JobMember:
         return JobMember(node_id=self.node_id, state_dir=self.state_dir, store=self.store,
@@ -253,7 +290,9 @@ class JobsManager:
             first_unix = current.first_step_unix
             if report.first_step_unix is not None and (first_unix is None or report.first_step_unix < first_unix):
                 first_unix = report.first_step_unix
-            first_step = current.first_step if current.first_step is not None else report.last_step
+            first_step = current.first_step
+            if report.first_step is not None and (first_step is None or report.first_step < first_step):
+                first_step = report.first_step
             record = record.with_round_update(first_step_unix=first_unix, first_step=first_step,
                                               last_step=max(report.last_step, current.last_step or 0))
         self.records[job_id] = record
@@ -269,6 +308,7 @@ class JobsManager:
             member = self.members.pop(record.job_id, None)
             if member is not None:
                 self.background(member.close())
+            self.background(self._drop_standby_store(record.job_id))
             self._refresh_busy()
 
     # ---- sending ------------------------------------------------------------------------------------------
@@ -397,6 +437,7 @@ class JobsManager:
         member = self.members.pop(job_id, None)
         if member is not None:
             await member.close()
+        await self._drop_standby_store(job_id)
         self._refresh_busy()
 
     async def cancel(self, job_id: str) -> str:
@@ -535,6 +576,8 @@ class JobsManager:
             for member in list(self.members.values()):
                 with contextlib.suppress(Exception):
                     await member.close()
+            for job_id in list(self._standby):
+                await self._drop_standby_store(job_id)
 
     def _maybe_yield(self) -> None:
         from p2pft.jobs import yielding

@@ -206,6 +206,7 @@ class JobMember:
         commits = [e.step for e in new_events if e.event == "checkpoint_committed" and e.step is not None]
         report = replace(base, phase="progress", metrics=tuple(metric_lines), ledger=tuple(ledger_lines),
                          first_step_unix=steps[0].time if steps else None,
+                         first_step=steps[0].step if steps else None,
                          last_step=steps[-1].step if steps else None, last_loss=steps[-1].loss if steps else None,
                          committed=tuple(commits))
         await self._send(report)
@@ -291,17 +292,34 @@ class JobMember:
 
     async def _replicate_forever(self) -> None:
         """Offer this box's checkpoint files to the others and fetch theirs, so every member holds every
-        committed step complete (losing any one box never loses the newest committed step)."""
+        committed step complete (losing any one box never loses the newest committed step). Offering runs on
+        its own: a fetch waiting for a peer must never hold back what this box offers to that peer."""
+        offering = asyncio.create_task(self._offer_forever())
+        try:
+            while True:
+                await asyncio.sleep(0.1)
+                if self.record is None or self.round is None:
+                    continue
+                try:
+                    await self._replicate_once(self.record, self.round)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.debug("replication pass failed: %s", exc)
+        finally:
+            offering.cancel()
+
+    async def _offer_forever(self) -> None:
         while True:
-            await asyncio.sleep(0.1)
-            if self.record is None or self.round is None:
+            await asyncio.sleep(0.05)
+            if self.record is None:
                 continue
+            paths = self.paths(self.record.job_id)
             try:
-                await self._replicate_once(self.record, self.round)
-            except asyncio.CancelledError:
-                raise
+                for step in await asyncio.to_thread(committed_steps, paths.checkpoints, verify=False):
+                    await asyncio.to_thread(self._ingest_local, paths, step)
             except Exception as exc:
-                log.debug("replication pass failed: %s", exc)
+                log.debug("offering checkpoint files failed: %s", exc)
 
     async def _replicate_once(self, record: JobRecord, info: RoundInfo) -> None:
         paths = self.paths(record.job_id)
@@ -309,8 +327,6 @@ class JobMember:
         if not steps:
             return
         newest = steps[-1]
-        for step in steps:  # any committed step may be the next round's resume point: offer all of them
-            await asyncio.to_thread(self._ingest_local, paths, step)
         limit = record.elastic.get("replication")
         if limit and self.node_id in info.members and info.members.index(self.node_id) >= int(limit):
             return

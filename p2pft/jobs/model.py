@@ -122,6 +122,7 @@ class MemberReport:
     metrics: tuple[dict[str, Any], ...] = ()     # {"round": r, "line": {...}}
     ledger: tuple[dict[str, Any], ...] = ()
     first_step_unix: float | None = None
+    first_step: int | None = None
     last_step: int | None = None
     last_loss: float | None = None
     checkpoints: tuple[int, ...] = ()     # committed steps this box holds complete (all files, verified)

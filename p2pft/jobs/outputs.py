@@ -130,7 +130,10 @@ def summary(record: JobRecord, book: LineBook) -> dict[str, Any]:
                 "members": list(info.members),
                 "world_size": info.world_size,
                 "plan": info.plan.get("entries", []),
-                "resumed_from_step": info.resume_step,
+                # what the workers really resumed from (they may find a newer step complete on every member
+                # than the coordinator asked for); the coordinator's floor until a step is known
+                "resumed_from_step": info.first_step - 1 if info.first_step is not None else info.resume_step,
+                "resume_floor_step": info.resume_step,
                 "first_step": info.first_step,
                 "first_step_unix": info.first_step_unix,
                 "recovery_s": info.recovery_s,

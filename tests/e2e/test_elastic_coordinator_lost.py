@@ -14,6 +14,7 @@ from tests.e2e.conftest import (
     check_outputs,
     cli,
     kill_box,
+    newest_step_seen,
     submit,
     wait_replicated,
     wait_step,
@@ -32,7 +33,8 @@ def test_coordinator_killed_survivors_take_over_and_outputs_come_back(
     out = tmp_path / "out"
     job_id = submit(cluster, a, write_job(tmp_path / "job.yaml", tiny_model_dir, out))
     wait_step([a, b, c], 3)
-    wait_replicated([b, c], 3)
+    replicated = wait_replicated([b, c], 3)
+    killed_at = newest_step_seen([a, b, c])
     kill_box(a)
     job = cluster.wait_job(b, job_id, lambda j: j["status"] == "succeeded", 240, "the job to succeed")
     assert job["coordinator"] in (b.node_id, c.node_id) and job["term"] >= 1
@@ -44,4 +46,6 @@ def test_coordinator_killed_survivors_take_over_and_outputs_come_back(
     summary = check_outputs(out, reference_adapter, STEPS)
     last = summary["rounds"][-1]
     assert a.node_id not in last["members"] and last["world_size"] == 2
-    assert last["coordinator"] == job["coordinator"] and last["resumed_from_step"] is not None
+    assert last["coordinator"] == job["coordinator"] and last["resumed_from_step"] >= replicated
+    assert killed_at < STEPS, "the kill came after the last step: nothing was recovered"
+    assert last["first_step"] == last["resumed_from_step"] + 1
