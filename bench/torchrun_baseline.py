@@ -16,11 +16,14 @@ a monotonic timestamp per step). Scenarios (pick with --scenarios, default all; 
   kill-new-round-eager      the same, but the survivors' agents are killed at once (instant detection)
   join-tuned                a 3rd agent joins a running world of 2 (tuned conf, store sharing disabled):
                             agent start -> first step at world 3
-  join-shared-store         the same with torch's default store sharing (DESIGN.md trap 2)
+  join-shared-store         join-tuned with torch's default store sharing and rdzv-conf (DESIGN.md trap 2)
+  join-new-round            p2pft's launch layer: a 3rd node joins by a new 3:3 round (the 2:2 round is
+                            stopped at once; a real join drains first): decision -> first step at world 3
   kill-agent-only           kill -9 of one agent process only (its worker is left alone): does training notice?
 
 Results are merged into bench/results/torchrun_baseline.json and rendered into this bench's section of
 docs/benchmarks.md. Run: `.venv/bin/python bench/torchrun_baseline.py --scenarios kill-tuned,join-tuned`.
+All scenarios at once take ~20 min on 2 cores: run them in groups of two or three (each group < 5 min).
 """
 
 from __future__ import annotations
@@ -96,6 +99,10 @@ SCENARIOS = {
                  action="kill-new-round", exact_rounds=True, eager_stop=True),
         Scenario("join-tuned", "3rd agent joins world 2 (tuned, no store sharing) -> first step at world 3",
                  rdzv_conf=TUNED, share_store=False, start_nodes=("n0", "n1"), action="join", target_world=3),
+        Scenario("join-new-round", "p2pft's launch (no daemon): a 3rd node joins by a new 3:3 round (the running "
+                 "2:2 round is stopped at once, no drain) -> first step at world 3",
+                 rdzv_conf=TUNED + ",join_timeout=60,read_timeout=30", share_store=False, external_store=True,
+                 start_nodes=("n0", "n1"), action="join-new-round", target_world=3, exact_rounds=True),
         Scenario("join-shared-store", "3rd agent joins world 2 with torch's defaults (store sharing on, default "
                  "rdzv-conf) -> first step at world 3", start_nodes=("n0", "n1"), action="join", target_world=3,
                  repeats=1),
@@ -298,6 +305,22 @@ async def act_join(cluster: Cluster) -> Trial:
     return Trial(None, f"no step at world 3 within {OBSERVE_S:.0f} s")
 
 
+async def act_join_new_round(cluster: Cluster) -> Trial:
+    """The coordinator decided that n2 joins: stop the 2:2 round, start a 3:3 round on all three nodes."""
+    decided_at = time.monotonic()
+    for node in ("n0", "n1"):
+        cluster.agents[node].kill()
+    for node in ("n0", "n1"):
+        await cluster.agents[node].wait()
+    nodes = ("n0", "n1", "n2")
+    for node in nodes:
+        await cluster.start_node(node, round_no=2, nnodes=3)
+    first = await wait_for(lambda: cluster.first_step_at(nodes, 3, decided_at), OBSERVE_S)
+    if not first:
+        return Trial(None, f"no step at world 3 within {OBSERVE_S:.0f} s")
+    return Trial(float(first) - decided_at, "")  # type: ignore[arg-type]
+
+
 async def act_kill_agent_only(cluster: Cluster) -> Trial:
     victim = cluster.agents["n2"]
     assert victim.pid is not None
@@ -321,7 +344,7 @@ def _alive(pid: int) -> bool:
 
 
 ACTIONS = {"kill": act_kill, "kill-new-round": act_kill_new_round, "kill-store-host": act_kill_store_host,
-           "join": act_join, "kill-agent-only": act_kill_agent_only}
+           "join": act_join, "join-new-round": act_join_new_round, "kill-agent-only": act_kill_agent_only}
 
 
 def summarize(trials: list[Trial]) -> dict[str, object]:
