@@ -120,7 +120,7 @@ class Worker:
         pad_id = tokenizer.pad_token_id
         try:
             for step in range(start, steps):
-                started = time.monotonic()
+                started, cpu_started = time.monotonic(), time.process_time()
                 batch_ids = sampler.global_batch(step)
                 global_tokens = sum(label_counts[i] for i in batch_ids)
                 if self.sharded:  # FSDP: every rank runs the same number of micro-batches (zero-loss fillers)
@@ -146,7 +146,7 @@ class Worker:
                     "samples_consumed": progress.samples_consumed, "epoch": progress.epoch,
                     "world_size": env.world_size, "plan": plan_to_json(self.plan)["entries"],
                     "plan_round": self.plan.round, "tokens_per_s": sum(lengths[i] for i in batch_ids) / elapsed,
-                    "step_time_s": elapsed, "time": time.time(),
+                    "step_time_s": elapsed, "cpu_time_s": time.process_time() - cpu_started, "time": time.time(),
                 })
                 self._maybe_record_ledger(recorder, done, [i for ids in my_micro_ids for i in ids], entry_of_rank)
                 self.events.emit("step_completed", step=done, loss=loss)
