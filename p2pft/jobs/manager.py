@@ -526,9 +526,10 @@ class JobsManager:
     async def _coordinator_record(self, job_id: str) -> JobRecord:
         """The job's record as its coordinator has it now (ours when we coordinate or it cannot be reached)."""
         record = self.records[job_id]
-        if record.coordinator == self.node_id:
+        coordinator = job_coordinator(record, self.cluster.state) or record.coordinator
+        if coordinator == self.node_id:
             return record
-        stub = self.stub(record.coordinator)
+        stub = self.stub(coordinator)
         if stub is None:
             return record
         try:
@@ -618,10 +619,11 @@ class JobsManager:
                     heard = old.last_heard if old is not None and old.last_heard is not None else now_mono
                     cause = time.time() - max(0.0, now_mono - heard)
                     previous = record.coordinator
-                    log.warning("job %s: taking over as coordinator (was %s)", job_id, previous)
+                    gone = "lost" if old is None or not old.alive else "left"
+                    log.warning("job %s: taking over as coordinator (%s %s)", job_id, previous, gone)
                     record = replace(record, coordinator=self.node_id, term=record.term + 1)
                     self.update_record(record)
-                    self._start_coordinator(job_id, f"coordinator {previous} lost", cause)
+                    self._start_coordinator(job_id, f"coordinator {previous} {gone}", cause)
                 else:
                     self._start_coordinator(job_id)
             elif chosen != self.node_id and job_id in self.coordinators and self.draining:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -374,7 +373,3 @@ def _ingest_outputs(store: BlobStore, output: Path) -> Manifest:
     from p2pft.transfer import ingest_tree
 
     return ingest_tree(store, output, exclude=OUTPUT_EXCLUDE)
-
-
-def now_unix() -> float:
-    return time.time()

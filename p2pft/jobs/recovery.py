@@ -15,7 +15,8 @@ log = logging.getLogger("p2pft.jobs.recovery")
 
 
 def orphan_agent_pids(state_dir: Path) -> list[int]:
-    """Processes (not ours) whose P2PFT_RUN_DIR lies in this state dir's jobs folder."""
+    """Processes (not ours) whose P2PFT_RUN_DIR lies in this state dir's jobs folder, and rendezvous stores
+    whose ready file does."""
     prefix = str((Path(state_dir) / "jobs").resolve()) + os.sep
     found = []
     for proc in psutil.process_iter(["pid"]):
@@ -23,7 +24,9 @@ def orphan_agent_pids(state_dir: Path) -> list[int]:
             continue
         with contextlib.suppress(psutil.Error):
             run_dir = proc.environ().get("P2PFT_RUN_DIR", "")
-            if run_dir.startswith(prefix):
+            cmdline = proc.cmdline()
+            is_store = "p2pft.launch.store" in cmdline and any(arg.startswith(prefix) for arg in cmdline)
+            if run_dir.startswith(prefix) or is_store:
                 found.append(proc.pid)
     return found
 
