@@ -1,14 +1,17 @@
-"""`p2pft drain` on a member: the round checkpoints at the next step boundary, the member leaves, the others go
-on in a new round from exactly that step: no step is computed twice, none is lost."""
+"""`p2pft drain` on a member, then SIGTERM to another member's daemon (its drain hook): each time the round
+checkpoints at the next step boundary, the member leaves, the others go on in a new round from exactly that
+step: no step is computed twice, none is lost."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import STEPS, Cluster, check_outputs, cli, submit, wait_step, write_job
+from tests.e2e.conftest import STEPS, Cluster, check_outputs, cli, newest_step_seen, submit, wait_step, write_job
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +28,19 @@ def test_drain_member_loses_no_step(
     drained = cli("drain", state_dir=b.state_dir, timeout=180)
     assert job_id in drained.stdout
     assert b.view()[b.node_id] == "draining"
+    stopped_at = newest_step_seen([a, b, c])
+    wait_step([a, c], stopped_at + 1)  # the world-2 round trains
+    assert c.proc is not None
+    os.killpg(c.proc.pid, signal.SIGTERM)  # the daemon's drain hook leaves the job the same way
+    assert c.proc.wait(timeout=120) == 0
     cluster.wait_job(a, job_id, lambda j: j["status"] == "succeeded", 240, "the job to succeed")
     summary = check_outputs(out, reference_adapter, STEPS)
-    before, after = summary["rounds"][-2], summary["rounds"][-1]
-    assert b.node_id in before["members"] and b.node_id not in after["members"] and after["world_size"] == 2
-    assert after["resumed_from_step"] == before["last_step"]
-    assert after["first_step"] == before["last_step"] + 1
+    rounds = summary["rounds"]
+    assert [r["world_size"] for r in rounds[-3:]] == [3, 2, 1]
+    assert b.node_id not in rounds[-2]["members"] and rounds[-1]["members"] == [a.node_id]
+    for before, after in zip(rounds[-3:-1], rounds[-2:], strict=True):
+        assert "drains" in after["reason"]
+        assert after["first_step"] == before["last_step"] + 1 == after["resumed_from_step"] + 1
     # No step computed twice: across the rounds' own metric lines every step appears once.
     per_round: dict[int, int] = {}
     for line in (a.state_dir / "jobs" / job_id / "lines.jsonl").read_text().splitlines():
