@@ -5,6 +5,7 @@ Exit codes (INTERFACES.md 3): 0 finished with outputs saved, 75 stopped on reque
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -179,7 +180,7 @@ class Worker:
         # No buffer broadcast: the model's buffers (rotary tables) are identical on every rank, and DDP's
         # per-forward broadcast is one more collective that ranks with uneven micro-batch or eval counts
         # could issue a different number of times.
-        ddp = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+        ddp = DistributedDataParallel(model, device_ids=device_ids, **no_forward_buffer_sync())
         self.report_hook = ReportingAllReduce()  # loss + stop flag ride in the gradient all-reduce
         self.report_hook.install(ddp)
         return ddp
@@ -252,6 +253,12 @@ class Worker:
                 tokenizer.save_pretrained(str(merged_dir))
             self.log(f"saved {'adapter' if self.spec.finetuning_type == 'lora' else 'model'} to {self.output_dir}")
         dist.barrier()  # nobody reports "finished" before the outputs exist
+
+
+def no_forward_buffer_sync() -> dict[str, bool]:
+    """torch >= 2.13 renamed DDP's broadcast_buffers to forward_sync_buffers (the old name warns)."""
+    parameters = inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}
 
 
 def _maybe_exit_after_commit(step: int) -> None:

@@ -10,6 +10,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from p2pft.train.allreduce_hook import ReportingAllReduce
+from p2pft.train.worker import no_forward_buffer_sync
 
 
 @pytest.fixture()
@@ -27,7 +28,7 @@ def test_hook_returns_extras_and_leaves_gradients_alone(world_of_one: None) -> N
     plain = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
     wrapped = DistributedDataParallel(
         torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4)),
-        broadcast_buffers=False)
+        **no_forward_buffer_sync())
     wrapped.module.load_state_dict(plain.state_dict())
     hook = ReportingAllReduce()
     hook.install(wrapped)
