@@ -121,22 +121,30 @@ def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
     return Progress(step=step, samples_consumed=samples, epoch=epoch)
 
 
-def agree_on_resume_step(checkpoint_dir: Path, *, local_rank: int) -> int | None:
-    """The newest step that every node holds committed and intact (None: start fresh). Collective.
+def agree_on_resume_step(checkpoint_dir: Path, *, local_rank: int, node_id: str) -> int | None:
+    """The newest step that every node holds committed and intact; None only when no node holds any. Collective.
 
     Each node's local rank 0 looks at its own disk; a step is usable only if every node has it and its files
-    verify against the manifest everywhere. A torn or corrupt checkpoint is skipped, never loaded.
+    verify against the manifest everywhere. A torn or corrupt checkpoint is skipped, never loaded. Starting
+    from scratch while some node holds progress would silently throw it away, so that is an error instead.
     """
     from p2pft.train.checkpoint_index import committed_steps, verify_committed
 
-    mine = committed_steps(checkpoint_dir, verify=False) if local_rank == 0 else None
-    lists: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(lists, mine)
-    candidates = sorted(set.intersection(*(set(x) for x in lists if x is not None)), reverse=True)
+    mine = (node_id, committed_steps(checkpoint_dir, verify=False)) if local_rank == 0 else None
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, mine)
+    per_node = {node: set(steps) for node, steps in (x for x in gathered if x is not None)}
+    held = set().union(*per_node.values())
+    if not held:
+        return None
+    candidates = sorted(set.intersection(*per_node.values()), reverse=True)
     for step in candidates:
         ok = verify_committed(step_dir(checkpoint_dir, step)) if local_rank == 0 else None
         verdicts: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(verdicts, ok)
         if all(v for v in verdicts if v is not None):
             return step
-    return None
+    lacking = sorted(node for node, steps in per_node.items() if max(held) not in steps)
+    raise CheckpointError(f"committed checkpoints exist (newest step-{max(held)}) but none is complete and intact "
+                          f"on every node (lacking the newest: {lacking}); copy one to every node's {checkpoint_dir}, "
+                          "or remove the checkpoints to start from scratch")

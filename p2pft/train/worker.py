@@ -189,7 +189,7 @@ class Worker:
         return {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
 
     def _maybe_resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-        step = agree_on_resume_step(self.checkpoint_dir, local_rank=self.env.local_rank)
+        step = agree_on_resume_step(self.checkpoint_dir, local_rank=self.env.local_rank, node_id=self.env.node_id)
         if step is None:
             self.log("no committed checkpoint: starting at step 0")
             return 0
