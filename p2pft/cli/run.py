@@ -58,6 +58,8 @@ def prepare_run(args: argparse.Namespace) -> tuple[Any, Path, Path, Path, str]:
 
     if args.nproc < 1:
         raise CliError(f"--nproc must be >= 1, got {args.nproc}")
+    if not Path(args.job).is_file():
+        raise CliError(f"job file {args.job} does not exist; pass the path of a job YAML file")
     try:
         loaded = load_job(args.job)
     except JobSpecError as exc:
