@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 JOBS_DIR = "jobs"
 RECORD_FILE = "record.json"
 LINES_FILE = "lines.jsonl"
+# Job ids arrive from peers and become directory names: nothing that could climb out of <state-dir>/jobs.
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,8 @@ class JobPaths:
 
     @classmethod
     def of(cls, state_dir: Path, job_id: str) -> JobPaths:
+        if not _JOB_ID.fullmatch(job_id) or ".." in job_id:
+            raise ValueError(f"job id {job_id[:80]!r} is not a valid job id (letters, digits, '.', '_', '-')")
         return cls(Path(state_dir) / JOBS_DIR / job_id)
 
     @property

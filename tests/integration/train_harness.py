@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -51,8 +52,16 @@ def start_run(job: Path, *, nproc: int, plan: Sequence[int] | None = None, max_m
 
 def kill_group(process: subprocess.Popen[bytes]) -> None:
     """Kill the whole session, even after `p2pft run` exited: a worker must never outlive its test."""
+    # torchrun starts each worker in a session of its own, so killing our session alone would orphan them.
+    try:
+        descendants = psutil.Process(process.pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+    for child in descendants:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
     process.wait(timeout=30)
 
 
