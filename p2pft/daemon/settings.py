@@ -38,6 +38,7 @@ class DaemonSettings:
     heartbeat_interval_s: float = 1.0
     lost_after_intervals: int = 3               # silent this many intervals -> lost
     log_level: str = "INFO"
+    yield_when_busy: bool = False               # drain when a non-p2pft process uses this box's GPU
     config: Path | None = None
 
     @property
@@ -54,7 +55,7 @@ class DaemonSettings:
 
 
 # Settings that SIGHUP may change on a running daemon; the rest need a restart.
-RELOADABLE = ("peers", "heartbeat_interval_s", "lost_after_intervals", "log_level", "name")
+RELOADABLE = ("peers", "heartbeat_interval_s", "lost_after_intervals", "log_level", "name", "yield_when_busy")
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -159,6 +160,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "heartbeat_interval_s": _positive_float,
     "lost_after_intervals": _intervals,
     "log_level": _level,
+    "yield_when_busy": _bool,
 }
 ENV_PREFIX = "P2PFT_"
 
@@ -210,6 +212,8 @@ def flag_layer(args: argparse.Namespace) -> dict[str, Any]:
         layer["mdns"] = False
     if args.mdns_interface:
         layer["mdns_interfaces"] = list(args.mdns_interface)
+    if args.yield_when_busy:
+        layer["yield_when_busy"] = True
     return layer
 
 
@@ -225,6 +229,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="announce/browse mDNS only on the interface with this IP (repeatable)")
     p.add_argument("--heartbeat-interval", type=str, metavar="SECONDS", help="default 1")
     p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR")
+    p.add_argument("--yield-when-busy", action="store_true",
+                   help="leave jobs (drain) while a non-p2pft process uses this box's GPU (env P2PFT_YIELD_WHEN_BUSY)")
     return p
 
 

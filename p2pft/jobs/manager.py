@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -54,8 +54,10 @@ RESYNC_WAIT_S = 10.0
 class JobsManager:
     name = "jobs"
 
-    def __init__(self, *, cluster: Cluster, credentials: Credentials, state_dir: Path, store: BlobStore) -> None:
+    def __init__(self, *, cluster: Cluster, credentials: Credentials, state_dir: Path, store: BlobStore,
+                 yield_when_busy: Callable[[], bool] = lambda: False) -> None:
         self.cluster = cluster
+        self.yield_when_busy = yield_when_busy   # read each tick: SIGHUP may change the setting
         self.credentials = credentials
         self.node_id = credentials.node_id
         self.state_dir = Path(state_dir)
@@ -583,7 +585,7 @@ class JobsManager:
     def _maybe_yield(self) -> None:
         from p2pft.jobs import yielding
 
-        if not yielding.enabled():
+        if not self.yield_when_busy():
             return
         devices = self.cluster.state.me.devices
         if not any(d.kind == "cuda" for d in devices):

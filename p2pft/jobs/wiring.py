@@ -17,7 +17,8 @@ def compose_jobs(node: Any) -> JobsManager:
     store = BlobStore.for_state_dir(state_dir)
     if not any(add_fn is transfer_pb2_grpc.add_BlobServiceServicer_to_server for add_fn, _ in node.services):
         node.add_service(*servicer_entry(store))
-    manager = JobsManager(cluster=node.cluster, credentials=node.credentials, state_dir=state_dir, store=store)
+    manager = JobsManager(cluster=node.cluster, credentials=node.credentials, state_dir=state_dir, store=store,
+                          yield_when_busy=lambda: bool(node.settings.yield_when_busy))
     node.add_service(jobs_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(manager))
     node.add_component(manager)
     node.add_drain_hook(manager.drain)

@@ -1,27 +1,20 @@
 """`yield_when_busy`: a box whose owner starts using its GPU drains out of its jobs, and offers itself again
 once the GPU is free of foreign processes for a while (pure decision + the process-tree lookup, torch-free).
 
-Enabled with the environment variable P2PFT_YIELD_WHEN_BUSY=1 for the daemon (the daemon settings belong to
-the daemon package; this is the jobs package's switch until a setting exists there).
+Enabled by the daemon setting `yield_when_busy` (`--yield-when-busy`, env P2PFT_YIELD_WHEN_BUSY, config file).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import psutil
 
 from p2pft.membership.state import DeviceInfo
 
-ENV = "P2PFT_YIELD_WHEN_BUSY"
 FREE_FOR_S = 10.0  # the GPU must stay free this long before the box offers itself again
-
-
-def enabled(environ: Mapping[str, str] | None = None) -> bool:
-    value = (os.environ if environ is None else environ).get(ENV, "")
-    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def foreign_gpu_pids(devices: Iterable[DeviceInfo], own_pids: set[int]) -> tuple[int, ...]:

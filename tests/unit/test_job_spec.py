@@ -68,7 +68,8 @@ def test_defaults_and_llamafactory_conveniences(workspace: Path) -> None:
 
 
 def test_explicit_global_batch_gives_no_warning(workspace: Path) -> None:
-    loaded = parse_job(job(finetuning_type="full", p2pft={"global_batch_size": 32, "sharding": "fsdp"}), base_dir=workspace)
+    data = job(finetuning_type="full", p2pft={"global_batch_size": 32, "sharding": "fsdp"})
+    loaded = parse_job(data, base_dir=workspace)
     assert loaded.spec.p2pft.global_batch_size == 32
     assert loaded.spec.p2pft.sharding == "fsdp"
     assert loaded.warnings == []

@@ -137,7 +137,7 @@ def test_metrics_keep_one_line_per_step_from_the_newest_round(tmp_path: Path) ->
 
 
 def test_yield_when_busy_leaves_on_foreign_gpu_use_and_returns_once_free() -> None:
-    from p2pft.jobs.yielding import FREE_FOR_S, enabled, foreign_gpu_pids, next_step
+    from p2pft.jobs.yielding import FREE_FOR_S, foreign_gpu_pids, next_step
     from p2pft.membership.state import DeviceInfo
 
     gpu = DeviceInfo(kind="cuda", index=0, name="RTX", processes=(10, 11, 99))
@@ -147,4 +147,17 @@ def test_yield_when_busy_leaves_on_foreign_gpu_use_and_returns_once_free() -> No
     assert next_step(yielded=True, foreign=(99,), free_since=None, now=50.0) == "stay"
     assert next_step(yielded=True, foreign=(), free_since=0.0, now=FREE_FOR_S / 2) == "stay"
     assert next_step(yielded=True, foreign=(), free_since=0.0, now=FREE_FOR_S) == "return"
-    assert enabled({"P2PFT_YIELD_WHEN_BUSY": "1"}) and not enabled({})
+
+
+def test_yield_when_busy_is_a_daemon_setting_from_flag_env_or_file(tmp_path) -> None:
+    from p2pft.daemon.settings import SettingsError, parse_settings
+
+    base = ["--state-dir", str(tmp_path)]
+    assert parse_settings(base, environ={}).yield_when_busy is False
+    assert parse_settings([*base, "--yield-when-busy"], environ={}).yield_when_busy is True
+    assert parse_settings(base, environ={"P2PFT_YIELD_WHEN_BUSY": "yes"}).yield_when_busy is True
+    config = tmp_path / "p2pftd.yaml"
+    config.write_text("yield-when-busy: true\n")
+    assert parse_settings([*base, "--config", str(config)], environ={}).yield_when_busy is True
+    with pytest.raises(SettingsError, match="yield_when_busy='maybe'"):
+        parse_settings(base, environ={"P2PFT_YIELD_WHEN_BUSY": "maybe"})
