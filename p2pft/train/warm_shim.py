@@ -24,6 +24,7 @@ TARGET_ARG = "--warm-target="  # first argument, overrides $P2PFT_WARM_TARGET fo
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 HEADER = struct.Struct(">I")
 CONNECT_TIMEOUT_S = 5.0
+PR_SET_PDEATHSIG = 1
 
 
 class ZygoteUnavailable(Exception):
@@ -102,7 +103,19 @@ def exec_cold(module: str, argv: list[str], why: str) -> None:
     os.execv(sys.executable, [sys.executable, "-m", module, *argv])
 
 
+def die_with_parent() -> None:
+    """torchrun starts workers in sessions of their own: if the agent dies hard, its worker (this shim, and so
+    the forked worker that watches it) must not live on. Survives the cold fallback's exec too."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> None:
+    die_with_parent()
     argv = sys.argv[1:]
     module = os.environ.get(TARGET_ENV) or DEFAULT_TARGET
     if argv and argv[0].startswith(TARGET_ARG):  # e.g. the agent itself: --warm-target=torch.distributed.run

@@ -273,6 +273,7 @@ class Zygote:
             os.close(fd)
         self.children[pid] = conn
         send_line(conn, {"pid": pid})
+        print(f"[p2pft zygote] forked pid {pid}: {request['module']}", flush=True)
 
     def reap(self) -> None:
         while self.children:
