@@ -39,6 +39,7 @@ class DaemonSettings:
     lost_after_intervals: int = 3               # silent this many intervals -> lost
     log_level: str = "INFO"
     yield_when_busy: bool = False               # drain when a non-p2pft process uses this box's GPU
+    warm_workers: bool = False                  # rounds fork agent + workers from a warm zygote (docs/warm-start.md)
     config: Path | None = None
 
     @property
@@ -161,6 +162,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "lost_after_intervals": _intervals,
     "log_level": _level,
     "yield_when_busy": _bool,
+    "warm_workers": _bool,
 }
 ENV_PREFIX = "P2PFT_"
 

@@ -58,6 +58,7 @@ class JobsManager:
                  yield_when_busy: Callable[[], bool] = lambda: False) -> None:
         self.cluster = cluster
         self.yield_when_busy = yield_when_busy   # read each tick: SIGHUP may change the setting
+        self.warm_socket: Callable[[], str | None] | None = None  # set by wiring when warm_workers is on
         self.credentials = credentials
         self.node_id = credentials.node_id
         self.state_dir = Path(state_dir)
@@ -243,7 +244,8 @@ class JobsManager:
 
     def _new_member(self) -> JobMember:
         return JobMember(node_id=self.node_id, state_dir=self.state_dir, store=self.store,
-                         local_host=self.local_host, channels_for=self.channels_for, send_report=self.send_report)
+                         local_host=self.local_host, channels_for=self.channels_for, send_report=self.send_report,
+                         warm_socket=self.warm_socket)
 
     def _merge_progress(self, known: JobRecord | None, incoming: JobRecord) -> JobRecord:
         if known is None:

@@ -67,7 +67,8 @@ class LineCursor:
 
 class JobMember:
     def __init__(self, *, node_id: str, state_dir: Path, store: BlobStore, local_host: str,
-                 channels_for: ChannelsFor, send_report: SendReport, base_env: dict[str, str] | None = None) -> None:
+                 channels_for: ChannelsFor, send_report: SendReport, base_env: dict[str, str] | None = None,
+                 warm_socket: Callable[[], str | None] | None = None) -> None:
         self.node_id = node_id
         self.state_dir = state_dir
         self.store = store
@@ -75,6 +76,7 @@ class JobMember:
         self.channels_for = channels_for
         self.send_report = send_report
         self.base_env = base_env
+        self.warm_socket = warm_socket  # the box's zygote socket while one serves (warm_workers), else None
         self.record: JobRecord | None = None
         self.round: RoundInfo | None = None
         self.agent: AgentProcess | None = None
@@ -159,7 +161,13 @@ class JobMember:
             run_dir=run_dir, job_file=job_file, plan_file=plan_file, checkpoint_dir=paths.checkpoints,
             env_extras={"HF_HUB_OFFLINE": "1"},
         )
-        agent = AgentProcess.for_round(launch, cwd=run_dir, base_env=self.base_env)
+        socket_path = self.warm_socket() if self.warm_socket is not None else None
+        if socket_path:
+            from p2pft.launch.zygote import warm_agent_process  # the shim falls back to cold by itself
+
+            agent = warm_agent_process(launch, socket_path, cwd=run_dir, base_env=self.base_env)
+        else:
+            agent = AgentProcess.for_round(launch, cwd=run_dir, base_env=self.base_env)
         self.agent = agent
         events = EventTail(launch.events_file)
         metrics = LineCursor(paths.round_output(info.round) / "metrics.jsonl")

@@ -21,6 +21,12 @@ def compose_jobs(node: Any) -> JobsManager:
                           yield_when_busy=lambda: bool(node.settings.yield_when_busy))
     node.add_service(jobs_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(manager))
     node.add_component(manager)
+    if getattr(node.settings, "warm_workers", False):
+        from p2pft.launch.zygote import ZygoteKeeper  # torch-free; the zygote is its own process
+
+        keeper = ZygoteKeeper(state_dir)
+        node.add_component(keeper)
+        manager.warm_socket = keeper.socket_if_ready
     node.add_drain_hook(manager.drain)
     node.jobs = manager
     return manager
