@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -58,7 +58,7 @@ class JobsManager:
                  yield_when_busy: Callable[[], bool] = lambda: False) -> None:
         self.cluster = cluster
         self.yield_when_busy = yield_when_busy   # read each tick: SIGHUP may change the setting
-        self.warm_socket: Callable[[], str | None] | None = None  # set by wiring when warm_workers is on
+        self.warm_socket: Callable[[], Awaitable[str | None]] | None = None  # set by wiring: warm_workers
         self.credentials = credentials
         self.node_id = credentials.node_id
         self.state_dir = Path(state_dir)

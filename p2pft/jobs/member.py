@@ -68,7 +68,7 @@ class LineCursor:
 class JobMember:
     def __init__(self, *, node_id: str, state_dir: Path, store: BlobStore, local_host: str,
                  channels_for: ChannelsFor, send_report: SendReport, base_env: dict[str, str] | None = None,
-                 warm_socket: Callable[[], str | None] | None = None) -> None:
+                 warm_socket: Callable[[], Awaitable[str | None]] | None = None) -> None:
         self.node_id = node_id
         self.state_dir = state_dir
         self.store = store
@@ -161,7 +161,7 @@ class JobMember:
             run_dir=run_dir, job_file=job_file, plan_file=plan_file, checkpoint_dir=paths.checkpoints,
             env_extras={"HF_HUB_OFFLINE": "1"},
         )
-        socket_path = self.warm_socket() if self.warm_socket is not None else None
+        socket_path = await self.warm_socket() if self.warm_socket is not None else None
         if socket_path:
             from p2pft.launch.zygote import warm_agent_process  # the shim falls back to cold by itself
 

@@ -26,7 +26,7 @@ def compose_jobs(node: Any) -> JobsManager:
 
         keeper = ZygoteKeeper(state_dir)
         node.add_component(keeper)
-        manager.warm_socket = keeper.socket_if_ready
+        manager.warm_socket = keeper.ready_socket
     node.add_drain_hook(manager.drain)
     node.jobs = manager
     return manager

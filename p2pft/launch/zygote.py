@@ -30,6 +30,7 @@ SOCKET_ENV = "P2PFT_ZYGOTE_SOCKET"
 TARGET_ENV = "P2PFT_WARM_TARGET"
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; keep a margin for the zygote's staging name
 RESTART_BACKOFF_S = (1.0, 5.0, 30.0)
+STARTING_WAIT_S = 30.0
 
 
 def zygote_socket_path(state_dir: Path) -> Path:
@@ -77,6 +78,19 @@ class ZygoteKeeper:
         if process is None or process.returncode is not None or not self.socket_path.exists():
             return None
         return str(self.socket_path)
+
+    async def ready_socket(self, timeout_s: float = STARTING_WAIT_S) -> str | None:
+        """The socket, waiting while the zygote is still importing (a fork after that beats a cold start,
+        which pays the same imports twice: agent, then worker); None when there is none to wait for."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            ready = self.socket_if_ready()
+            process = self.process
+            if ready or process is None or process.returncode is not None:
+                return ready
+            if asyncio.get_running_loop().time() >= deadline:
+                return None
+            await asyncio.sleep(0.05)
 
     async def run(self) -> None:
         failures = 0

@@ -189,6 +189,11 @@ def _run_module(module: str, argv: list[str]) -> int:
         with contextlib.suppress(Exception):
             stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.argv = [module, *argv]
+    # The zygote imported `<package>.__main__` (or the module) already; runpy runs a fresh copy as __main__ and
+    # would warn about the stale one.
+    for name in (f"{module}.__main__", module):
+        if name in sys.modules and not hasattr(sys.modules[name], "__path__"):
+            del sys.modules[name]
     code: int = 0
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
