@@ -188,3 +188,20 @@ def test_shim_without_zygote_starts_the_cold_worker(tmp_path: Path) -> None:
     assert done.returncode == 5
     assert "cold ['--job', 'x'] None" in done.stdout
     assert "warm start unavailable" in done.stderr
+
+
+def test_warm_round_command_routes_agent_and_worker_through_the_shim(tmp_path: Path) -> None:
+    from p2pft.launch.round_spec import build_agent_command
+    from p2pft.launch.zygote import warm_round_command, zygote_socket_path
+
+    launch = RoundLaunch(job_id="j", round=1, rdzv_host="127.0.0.1", rdzv_port=29400, nnodes=2, nproc_per_node=1,
+                         node_id="n1", local_addr="127.0.0.1", run_dir=tmp_path / "run", job_file=tmp_path / "j.json",
+                         plan_file=tmp_path / "p.json", checkpoint_dir=tmp_path / "ckpt")
+    cold_argv, cold_env = build_agent_command(launch)
+    argv, env = warm_round_command(launch, "/s/zygote.sock")
+    assert argv[1:4] == ["-m", "p2pft.train.warm_shim", "--warm-target=torch.distributed.run"]
+    assert argv[-10:] == ["-m", "p2pft.train.warm_shim", *cold_argv[-8:]]  # the worker's own args unchanged
+    assert env == {**cold_env, "P2PFT_ZYGOTE_SOCKET": "/s/zygote.sock", "P2PFT_WARM_TARGET": "p2pft.train"}
+    assert zygote_socket_path(Path("/st")) == Path("/st/run/zygote.sock")
+    long_path = zygote_socket_path(tmp_path / ("x" * 120))
+    assert len(str(long_path)) < 100 and long_path.name.startswith("z-")
