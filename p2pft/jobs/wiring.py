@@ -24,7 +24,8 @@ def compose_jobs(node: Any) -> JobsManager:
     if getattr(node.settings, "warm_workers", False):
         from p2pft.launch.zygote import ZygoteKeeper  # torch-free; the zygote is its own process
 
-        keeper = ZygoteKeeper(state_dir)
+        keeper = ZygoteKeeper(state_dir, jobs_around=lambda: any(
+            member.state == "busy" for member in node.cluster.state.members.values()))
         node.add_component(keeper)
         manager.warm_socket = keeper.ready_socket
     node.add_drain_hook(manager.drain)

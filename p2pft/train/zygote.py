@@ -228,6 +228,7 @@ class Zygote:
         self.socket_path = socket_path
         self.children: dict[int, socket.socket] = {}
         self.stopping = False
+        self.bound_inode: int | None = None
 
     def listen(self) -> socket.socket:
         """Bind under a temporary name, then rename: the path appears only once it accepts connections."""
@@ -244,6 +245,7 @@ class Zygote:
         os.chmod(staging, 0o600)
         server.listen(16)
         os.replace(staging, self.socket_path)
+        self.bound_inode = self.socket_path.stat().st_ino
         return server
 
     def serve(self, server: socket.socket) -> None:
@@ -294,8 +296,10 @@ class Zygote:
                 conn.close()
 
     def close(self) -> None:
+        """Remove our socket, never a successor's (a restarted daemon's zygote may have bound the path)."""
         with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+            if self.socket_path.stat().st_ino == self.bound_inode:
+                self.socket_path.unlink()
 
 
 def _same_user(conn: socket.socket) -> bool:
