@@ -127,7 +127,8 @@ def section(results: list[dict[str, Any]], command_line: str, load: str) -> str:
         if mode not in by:
             continue
         base = med.get("round-cold" if mode.startswith("round") else "worker-cold", med[mode])
-        lines.append(f"| {mode} | {med[mode]:.2f} | {by[mode]} | {base / med[mode]:.2f}x faster |")
+        ratio = "1.00x" if base == med[mode] else f"{base / med[mode]:.2f}x faster"
+        lines.append(f"| {mode} | {med[mode]:.2f} | {by[mode]} | {ratio} |")
     lines.append(f"<!-- /bench:{SECTION} -->")
     return "\n".join(lines)
 

@@ -205,3 +205,27 @@ def test_warm_round_command_routes_agent_and_worker_through_the_shim(tmp_path: P
     assert zygote_socket_path(Path("/st")) == Path("/st/run/zygote.sock")
     long_path = zygote_socket_path(tmp_path / ("x" * 120))
     assert len(str(long_path)) < 100 and long_path.name.startswith("z-")
+
+
+def test_keeper_starts_the_zygote_on_demand_and_stops_it(tmp_path: Path) -> None:
+    from p2pft.launch.zygote import ZygoteKeeper
+
+    keeper = ZygoteKeeper(tmp_path / "state", jobs_around=lambda: False)
+
+    async def go() -> tuple[str | None, int]:
+        runner = asyncio.create_task(keeper.run())
+        await asyncio.sleep(0.3)
+        assert keeper.process is None  # no job around, nobody asked: no imports paid
+        socket_path = await keeper.ready_socket(timeout_s=60)
+        assert keeper.process is not None
+        pid = keeper.process.pid
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        return socket_path, pid
+
+    socket_path, pid = asyncio.run(go())
+    assert socket_path == str(tmp_path / "state" / "run" / "zygote.sock")
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not Path(socket_path).exists()
+    assert oct(Path(socket_path).parent.stat().st_mode & 0o777) == "0o700"
