@@ -177,6 +177,33 @@ def test_killing_the_agent_leaves_no_forked_process(box: Box) -> None:
     assert zygote.is_running() and zygote.children() == []  # the zygote reaped them and keeps serving
 
 
+def test_terminate_reaches_the_forked_agent_and_worker(box: Box) -> None:
+    """SIGTERM to the agent's group (AgentProcess.terminate) is forwarded: torchrun stops its worker and both
+    exit within the grace period, without needing the SIGKILL fallback."""
+    launch = _launch(box, "terminated", max_steps=100_000)
+    agent = warm_agent_process(launch, box.socket_path, cwd=launch.run_dir)
+    zygote = psutil.Process(box.zygote.pid)
+
+    async def go() -> float:
+        await agent.start()
+        try:
+            _wait_until(lambda: launch.events_file.exists() and "step_completed" in launch.events_file.read_text(),
+                        ROUND_TIMEOUT_S, "the first warm step")
+            forked = zygote.children()
+            assert len(forked) == 2
+            started = time.monotonic()
+            exit_ = await agent.terminate(grace_s=20.0)
+            assert exit_.returncode != 0 and exit_.stopped_by_us
+            _, alive = psutil.wait_procs(forked, timeout=10)
+            assert alive == []
+            return time.monotonic() - started
+        finally:
+            agent.kill()
+
+    assert asyncio.run(go()) < 20.0  # ended by the forwarded SIGTERM, not by the SIGKILL after the grace
+    assert "got signal: 15" in launch.agent_log_file.read_text()  # torchrun itself saw the SIGTERM
+
+
 def test_shim_without_zygote_starts_the_cold_worker(tmp_path: Path) -> None:
     target = tmp_path / "target_mod.py"
     target.write_text("import sys, os\nprint('cold', sys.argv[1:], os.environ.get('P2PFT_WARM_ZYGOTE_PID'))\n"
