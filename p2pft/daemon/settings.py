@@ -39,7 +39,7 @@ class DaemonSettings:
     lost_after_intervals: int = 3               # silent this many intervals -> lost
     log_level: str = "INFO"
     yield_when_busy: bool = False               # drain when a non-p2pft process uses this box's GPU
-    warm_workers: bool = False                  # rounds fork agent + workers from a warm zygote (docs/warm-start.md)
+    warm_workers: bool = True                   # rounds fork agent + workers from a warm zygote (docs/warm-start.md)
     config: Path | None = None
 
     @property
@@ -216,6 +216,8 @@ def flag_layer(args: argparse.Namespace) -> dict[str, Any]:
         layer["mdns_interfaces"] = list(args.mdns_interface)
     if args.yield_when_busy:
         layer["yield_when_busy"] = True
+    if args.no_warm_workers:
+        layer["warm_workers"] = False
     return layer
 
 
@@ -233,6 +235,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR")
     p.add_argument("--yield-when-busy", action="store_true",
                    help="leave jobs (drain) while a non-p2pft process uses this box's GPU (env P2PFT_YIELD_WHEN_BUSY)")
+    p.add_argument("--no-warm-workers", action="store_true",
+                   help="start every round's workers cold instead of forking them from a warm zygote that holds "
+                        "~400 MB while jobs run (env P2PFT_WARM_WORKERS=0)")
     return p
 
 

@@ -21,7 +21,7 @@ def compose_jobs(node: Any) -> JobsManager:
                           yield_when_busy=lambda: bool(node.settings.yield_when_busy))
     node.add_service(jobs_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(manager))
     node.add_component(manager)
-    if getattr(node.settings, "warm_workers", False):
+    if node.settings.warm_workers:
         from p2pft.launch.zygote import ZygoteKeeper  # torch-free; the zygote is its own process
 
         keeper = ZygoteKeeper(state_dir, jobs_around=lambda: any(

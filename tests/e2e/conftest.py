@@ -174,16 +174,19 @@ def write_job(path: Path, model_dir: Path, output_dir: Path, **kwargs: Any) -> P
     return path
 
 
-@pytest.fixture(scope="session")
-def reference_adapter(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+def run_reference(root: Path, tiny_model_dir: Path, *, max_steps: int = STEPS) -> Path:
     """`p2pft run` of the scenarios' job on one process: what every elastic run must reproduce."""
-    root = tmp_path_factory.mktemp("reference")
-    job = write_job(root / "job.yaml", tiny_model_dir, root / "out")
+    job = write_job(root / "job.yaml", tiny_model_dir, root / "out", max_steps=max_steps)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([*P2PFT, "run", str(job), "--nproc", "1"], capture_output=True, text=True, env=env,
                           timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     return root / "out"
+
+
+@pytest.fixture(scope="session")
+def reference_adapter(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    return run_reference(tmp_path_factory.mktemp("reference"), tiny_model_dir)
 
 
 def adapter_max_diff(a: Path, b: Path) -> float:
