@@ -513,7 +513,7 @@ class JobsManager:
                 continue
             my_round = member.round.round
             log.info("job %s: draining: checkpoint at the next step, then leaving", job_id)
-            await member.stop(graceful=True)
+            await member.stop(graceful=True, leaving=True)
             left.append(job_id)
             deadline = time.monotonic() + 90.0
             while time.monotonic() < deadline:  # keep serving checkpoint files until the next round has them

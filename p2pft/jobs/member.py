@@ -83,6 +83,7 @@ class JobMember:
         self._task: asyncio.Task[None] | None = None
         self._replicator: asyncio.Task[None] | None = None
         self.last_exit: AgentExit | None = None
+        self.leaving_round: int | None = None   # the round this box stopped because it drains
         self.replicated: set[int] = set()
         self._ingested: set[tuple[int, str]] = set()
 
@@ -103,21 +104,26 @@ class JobMember:
         if self._replicator is None or self._replicator.done():
             self._replicator = asyncio.create_task(self._replicate_forever(), name="checkpoint replication")
 
-    def request_stop(self) -> bool:
-        """Graceful: the workers checkpoint at the next step boundary and exit 75."""
+    def request_stop(self, *, leaving: bool = False) -> bool:
+        """Graceful: the workers checkpoint at the next step boundary and exit 75.
+
+        `leaving`: this box drains; the exit report says so, so the coordinator leaves it out of the next round
+        even before the draining state has reached it through the heartbeats.
+        """
         if self.record is None or self.round is None or not self.running:
             return False
+        self.leaving_round = self.round.round if leaving else self.leaving_round
         run_dir = self.paths(self.record.job_id).round_dir(self.round.round)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / STOP_REQUEST).write_text("stop\n")
         return True
 
-    async def stop(self, *, graceful: bool = False) -> None:
+    async def stop(self, *, graceful: bool = False, leaving: bool = False) -> None:
         """End the current round here: kill the agent and its workers (or, graceful, wait for the checkpoint)."""
         task = self._task
         if task is None or task.done():
             return
-        if graceful and self.request_stop():
+        if graceful and self.request_stop(leaving=leaving):
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(task), timeout=120.0)
             return
@@ -198,7 +204,8 @@ class JobMember:
         log.info("job %s round %d: agent exited %d (%s)", record.job_id, info.round, result.returncode,
                  result.outcome.value)
         await self._send(replace(report, phase="exited", outcome=result.outcome.value,
-                                 stopped_by_us=result.stopped_by_us, detail=f"agent exit {result.returncode}",
+                                 stopped_by_us=result.stopped_by_us, leaving=self.leaving_round == info.round,
+                                 detail=f"agent exit {result.returncode}",
                                  outputs_manifest=outputs_manifest, outputs_dir=outputs_dir,
                                  checkpoints=tuple(await asyncio.to_thread(self._complete_steps, paths))))
 

@@ -119,6 +119,7 @@ class MemberReport:
     outcome: str = ""                     # on exit: finished | stopped_on_request | failed
     detail: str = ""
     stopped_by_us: bool = False
+    leaving: bool = False                 # on exit: this box stopped the round because it drains (not back next)
     metrics: tuple[dict[str, Any], ...] = ()     # {"round": r, "line": {...}}
     ledger: tuple[dict[str, Any], ...] = ()
     first_step_unix: float | None = None

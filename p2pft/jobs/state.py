@@ -71,6 +71,17 @@ def decide(view: View) -> Action:
         return Action("fail", "every agent finished but none reported the outputs")
     if len(exits) == len(current.members):
         reason = view.stop_requested or "round stopped on request"
+        # A box that stopped the round to drain says so in its exit report, which can arrive before its
+        # draining state does (heartbeats): leave it out now rather than order it into a round it refuses.
+        leavers = sorted(n for n, r in exits.items() if r.leaving)
+        if leavers:
+            reason = f"member {', '.join(leavers)} drains"
+            staying = tuple(n for n in view.available if n not in leavers)
+            min_nodes = int(view.record.elastic.get("min_nodes") or 1)
+            if len(staying) < min_nodes:
+                return Action("wait", f"waiting: {len(staying)} of {min_nodes} min_nodes after {reason}",
+                              cause_unix=view.now_unix)
+            return Action("start_round", reason, staying, view.now_unix)
         return _start_or_wait(view, reason, view.now_unix)
     if view.stop_requested:
         return Action("nothing")

@@ -84,6 +84,18 @@ def test_join_and_drain_stop_the_round_at_a_step_boundary_then_restart() -> None
     assert (restart.kind, restart.members, restart.reason) == ("start_round", ("a",), "member b drains")
 
 
+def test_a_box_that_drained_itself_is_left_out_before_its_draining_state_arrives() -> None:
+    # `p2pft drain` on b: b's workers stop the round themselves; the coordinator may not have heard b's
+    # "draining" heartbeat yet, so placement still offers b. Its exit report says it leaves.
+    stopped = MappingProxyType({"a": exited("a", "stopped_on_request"),
+                                "b": replace(exited("b", "stopped_on_request"), leaving=True)})
+    action = decide(View(record(), available=("a", "b"), reports=stopped))
+    assert (action.kind, action.members, action.reason) == ("start_round", ("a",), "member b drains")
+    spec = {**SPEC, "p2pft": {**SPEC["p2pft"], "min_nodes": 2}}
+    needs_two = decide(View(replace(record(), spec=spec), available=("a", "b"), reports=stopped))
+    assert needs_two.kind == "wait" and "1 of 2 min_nodes" in needs_two.reason
+
+
 def test_a_join_before_the_first_step_restarts_at_once() -> None:
     action = decide(View(record(first_step=None), available=("a", "b", "c")))
     assert action.kind == "start_round" and action.members == ("a", "b", "c")
