@@ -202,9 +202,14 @@ class JobCoordinator:
         placed = self.placement()
         if not isinstance(placed, Placed):
             return
-        members = placed.node_ids
+        # The decision may know more than placement does (a drainer's exit report beats its heartbeat): keep
+        # only the nodes it chose.
+        nodes = [node for node in placed.nodes if not action.members or node.node_id in action.members]
+        if not nodes:
+            return
+        members = tuple(node.node_id for node in nodes)
         ranks = []
-        for node in placed.nodes:
+        for node in nodes:
             nproc = 1 if node.device_kind == "cpu" else node.nproc
             micro = int(record.elastic.get("micro_batch_size") or record.spec.get("per_device_train_batch_size") or 1)
             ranks += [RankCapacity(node.node_id, local_rank, 1.0, micro) for local_rank in range(nproc)]
