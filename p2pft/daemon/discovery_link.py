@@ -16,19 +16,24 @@ from p2pft.daemon.heartbeat import PeerLinks
 log = logging.getLogger("p2pft.discovery")
 
 
-def lan_interfaces() -> list[str]:
-    """IPv4 addresses of this box's up, non-loopback interfaces (the default for mDNS)."""
-    import socket
+def mdns_addresses(configured: Sequence[str]) -> list[str]:
+    """The addresses mDNS runs on: the configured ones (IPs, or interface names resolved to their IPv4
+    addresses), else the box's LAN interfaces (never docker/virtual bridges, tunnels or loopback)."""
+    from p2pft.network.interfaces import by_name, lan_addresses, read_interfaces
 
-    import psutil
-
-    stats = psutil.net_if_stats()
-    out = []
-    for name, addrs in psutil.net_if_addrs().items():
-        if name == "lo" or not (stats.get(name) and stats[name].isup):
-            continue
-        out.extend(a.address for a in addrs if a.family == socket.AF_INET and not a.address.startswith("127."))
-    return out
+    if not configured:
+        return lan_addresses()
+    interfaces = read_interfaces()
+    out: list[str] = []
+    for item in configured:
+        interface = by_name(item, interfaces)
+        if interface is not None:
+            out.extend(interface.addresses)
+        elif any(item in i.addresses for i in interfaces) or not any(c.isalpha() for c in item.replace(":", "")):
+            out.append(item)
+        else:
+            log.warning("mDNS: no interface %r on this box (it has %s)", item, ", ".join(i.name for i in interfaces))
+    return list(dict.fromkeys(out))
 
 
 class MdnsLink:
@@ -63,7 +68,7 @@ class MdnsLink:
         except ImportError:
             log.warning("mDNS discovery is not available in this build; use --peer HOST:PORT")
             return
-        interfaces = self.interfaces or lan_interfaces()
+        interfaces = await asyncio.to_thread(mdns_addresses, self.interfaces)
         if not interfaces:
             log.warning("mDNS: no LAN interface found; use --peer HOST:PORT or --mdns-interface ADDR")
             return

@@ -20,6 +20,7 @@ import yaml
 from p2pft.daemon.state_dir import default_state_dir
 
 DEFAULT_PORT = 47341
+DEFAULT_STORE_PORTS = (47342, 47391)   # the jobs' rendezvous stores (one per job this box coordinates, + standby)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -40,6 +41,8 @@ class DaemonSettings:
     log_level: str = "INFO"
     yield_when_busy: bool = False               # drain when a non-p2pft process uses this box's GPU
     warm_workers: bool = True                   # rounds fork agent + workers from a warm zygote (docs/warm-start.md)
+    collective_interface: str = ""              # workers' gloo/NCCL interface; empty: the one that reaches the round
+    store_ports: tuple[int, int] = DEFAULT_STORE_PORTS  # (0, 0): any free port
     config: Path | None = None
 
     @property
@@ -95,13 +98,41 @@ def _peer_list(value: Any) -> tuple[str, ...]:
 def _interfaces(value: Any) -> tuple[str, ...]:
     items = value.replace(",", " ").split() if isinstance(value, str) else value
     if not isinstance(items, list | tuple):
-        raise ValueError("expected a list of interface IP addresses")
+        raise ValueError("expected a list of interface names or IP addresses")
     for item in items:
+        text = str(item)
         try:
-            ipaddress.ip_address(str(item))
+            ipaddress.ip_address(text)
         except ValueError:
-            raise ValueError(f"{item!r} is not an IP address (give the interface's address, e.g. 127.0.0.1)") from None
+            if not text or len(text) > 15 or any(c.isspace() or c in "/:=," for c in text) or text[0].isdigit():
+                raise ValueError(f"{text!r} is neither an IP address nor an interface name (e.g. eth0 or "
+                                 "192.168.1.20)") from None
     return tuple(str(i) for i in items)
+
+
+def _interface_name(value: Any) -> str:
+    text = str(value).strip()
+    if len(text) > 15 or any(c.isspace() or c in "/:=," for c in text):
+        raise ValueError("expected a network interface name such as eth0 or enp3s0 (see `ip -br addr`), or empty")
+    return text
+
+
+def _port_range(value: Any) -> tuple[int, int]:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        low, high = value
+    else:
+        text = str(value).strip()
+        low, sep, high = text.partition("-")
+        high = high if sep else low
+    try:
+        first, last = int(low), int(high)
+    except (TypeError, ValueError):
+        raise ValueError("expected LOW-HIGH, e.g. 47342-47391 (or 0 for any free port)") from None
+    if (first, last) == (0, 0):
+        return 0, 0
+    if not 1024 <= first <= last <= 65535:
+        raise ValueError("expected LOW-HIGH with 1024 <= LOW <= HIGH <= 65535 (or 0 for any free port)")
+    return first, last
 
 
 def _bool(value: Any) -> bool:
@@ -163,6 +194,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "log_level": _level,
     "yield_when_busy": _bool,
     "warm_workers": _bool,
+    "collective_interface": _interface_name,
+    "store_ports": _port_range,
 }
 ENV_PREFIX = "P2PFT_"
 
@@ -218,6 +251,10 @@ def flag_layer(args: argparse.Namespace) -> dict[str, Any]:
         layer["yield_when_busy"] = True
     if args.no_warm_workers:
         layer["warm_workers"] = False
+    if getattr(args, "collective_interface", None) is not None:
+        layer["collective_interface"] = args.collective_interface
+    if getattr(args, "store_ports", None) is not None:
+        layer["store_ports"] = args.store_ports
     return layer
 
 
@@ -229,8 +266,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="human-readable name of this box (default: hostname)")
     p.add_argument("--peer", action="append", default=[], metavar="HOST:PORT", help="static peer (repeatable)")
     p.add_argument("--no-mdns", action="store_true", help="no mDNS discovery (static peers + gossip only)")
-    p.add_argument("--mdns-interface", action="append", default=[], metavar="ADDR",
-                   help="announce/browse mDNS only on the interface with this IP (repeatable)")
+    p.add_argument("--mdns-interface", action="append", default=[], metavar="IFACE",
+                   help="announce/browse mDNS only on this interface (name or IP; repeatable; default: the LAN "
+                        "interfaces)")
     p.add_argument("--heartbeat-interval", type=str, metavar="SECONDS", help="default 1")
     p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR")
     p.add_argument("--yield-when-busy", action="store_true",
@@ -238,6 +276,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-warm-workers", action="store_true",
                    help="start every round's workers cold instead of forking them from a warm zygote that holds "
                         "~400 MB while jobs run (env P2PFT_WARM_WORKERS=0)")
+    p.add_argument("--collective-interface", metavar="NAME",
+                   help="interface for the workers' gloo/NCCL traffic (default: the one whose address routes to "
+                        "the round's other members; env P2PFT_COLLECTIVE_INTERFACE)")
+    p.add_argument("--store-ports", metavar="LOW-HIGH",
+                   help=f"TCP ports for the jobs' rendezvous stores (default {DEFAULT_STORE_PORTS[0]}-"
+                        f"{DEFAULT_STORE_PORTS[1]}; 0 = any free port; env P2PFT_STORE_PORTS)")
     return p
 
 

@@ -27,6 +27,17 @@ def test_contract_flags(tmp_path: Path) -> None:
     assert s.mdns_interfaces == ("127.0.0.1", "10.0.0.1")
 
 
+def test_network_settings(tmp_path: Path) -> None:
+    defaults = parse_settings([], {})
+    assert defaults.collective_interface == "" and defaults.store_ports == (47342, 47391)
+    s = parse_settings(["--collective-interface", "enp3s0", "--store-ports", "50000-50009",
+                        "--mdns-interface", "eth0", "--mdns-interface", "192.168.1.20"], {})
+    assert s.collective_interface == "enp3s0" and s.store_ports == (50000, 50009)
+    assert s.mdns_interfaces == ("eth0", "192.168.1.20")
+    from_env = parse_settings([], {"P2PFT_COLLECTIVE_INTERFACE": "wlp2s0", "P2PFT_STORE_PORTS": "0"})
+    assert from_env.collective_interface == "wlp2s0" and from_env.store_ports == (0, 0)
+
+
 @pytest.mark.parametrize("suffix", [".yaml", ".toml"])
 def test_precedence_flags_over_env_over_file(tmp_path: Path, suffix: str) -> None:
     cfg = tmp_path / f"p2pftd{suffix}"
@@ -58,7 +69,10 @@ def test_config_from_env_and_peers_list_in_env(tmp_path: Path) -> None:
     (["--listen", "1.2.3.4:70000"], {}, "port 70000 is outside"),
     (["--listen", ":5"], {}, "HOST is empty"),
     (["--peer", "10.0.0.1"], {}, "peer '10.0.0.1'"),
-    (["--mdns-interface", "eth0"], {}, "'eth0' is not an IP address"),
+    (["--mdns-interface", "10.0.0"], {}, "'10.0.0' is neither an IP address nor an interface name"),
+    (["--collective-interface", "eth0:1"], {}, "expected a network interface name"),
+    (["--store-ports", "80-90"], {}, "1024 <= LOW <= HIGH"),
+    ([], {"P2PFT_STORE_PORTS": "5000-4000"}, "environment P2PFT_*: store_ports='5000-4000'"),
     (["--heartbeat-interval", "0"], {}, "heartbeat_interval_s='0': expected seconds between"),
     (["--heartbeat-interval", "abc"], {}, "heartbeat_interval_s='abc'"),
     (["--log-level", "LOUD"], {}, "expected one of DEBUG"),
