@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo
 from p2pft.jobs.paths import JobPaths
-from p2pft.jobs.state import Action, View, choose_resume, decide
+from p2pft.jobs.state import Action, View, choose_resume, decide, network_failure
+from p2pft.network.routes import NoReachableAddress
 from p2pft.planning.batch_plan import RankCapacity, plan_batch, plan_to_json
 from p2pft.planning.placement import Candidate, CandidateDevice, Placed, PlacementNeeds, place
 
@@ -29,14 +30,16 @@ log = logging.getLogger("p2pft.jobs.coordinator")
 TICK_S = 0.1
 STORE_START_TIMEOUT_S = 60.0
 REPLICATION_WAIT_S = 15.0
+NETWORK_BACKOFF_MAX_S = 60.0
 
 
 class StoreProcess:
     """`python -m p2pft.launch.store` as a child of the daemon: the job's rendezvous outlives every agent."""
 
-    def __init__(self, host: str, directory: Path) -> None:
-        self.host = host
+    def __init__(self, host: str, directory: Path, ports: tuple[int, int] = (0, 0)) -> None:
+        self.host = host            # where the store's own client dials; the server listens on every interface
         self.directory = directory
+        self.ports = ports          # (0, 0): any free port
         self.process: asyncio.subprocess.Process | None = None
         self.endpoint = ""
 
@@ -49,7 +52,7 @@ class StoreProcess:
         log_file = (self.directory / "store.log").open("ab")
         try:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "p2pft.launch.store", "--host", self.host, "--port", "0",
+                sys.executable, "-m", "p2pft.launch.store", "--host", self.host, *self._port_args(),
                 "--ready-file", str(ready), stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True,
                 env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -65,6 +68,14 @@ class StoreProcess:
                 break
             await asyncio.sleep(0.05)
         raise RuntimeError(f"the rendezvous store did not start (see {self.directory / 'store.log'})")
+
+    def _port_args(self) -> list[str]:
+        low, high = self.ports
+        return ["--port", "0"] if (low, high) == (0, 0) else ["--ports", f"{low}-{high}"]
+
+    @property
+    def port(self) -> int:
+        return int(self.endpoint.rpartition(":")[2]) if self.endpoint else 0
 
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -90,6 +101,10 @@ class JobCoordinator:
         self._poke = asyncio.Event()
         self.closed = False
         self.pending_action: Action | None = None   # a takeover starts a round on the new store at once
+        self.network_failures = 0                   # rounds in a row that failed for a network reason
+        self._backoff_round = -1
+        self._backoff_until = 0.0
+        self._first_failure: dict[int, float] = {}  # round -> when its first failed exit report was seen
 
     @property
     def record(self) -> JobRecord:
@@ -100,10 +115,9 @@ class JobCoordinator:
 
     async def run(self) -> None:
         try:
-            host = self.manager.local_host
             self.store = await self.manager.take_standby_store(self.job_id)
             if self.store is None:
-                self.store = StoreProcess(host, JobPaths.of(self.manager.state_dir, self.job_id).store_dir)
+                self.store = self.manager.new_store_process(JobPaths.of(self.manager.state_dir, self.job_id).store_dir)
                 await self.store.start()
             log.info("job %s: coordinating from %s; store at %s", self.job_id, self.manager.node_id,
                      self.store.endpoint)
@@ -138,13 +152,22 @@ class JobCoordinator:
         placed = self.placement()
         current = record.current_round
         reports = self.manager.round_reports(self.job_id, current.round) if current else {}
+        failure_age = self._failure_age(current.round if current else -1, reports)
         return View(
             record=record,
             available=placed.node_ids if isinstance(placed, Placed) else (),
             waiting_message="" if isinstance(placed, Placed) else placed.message,
             lost=lost, draining=draining, reports=reports, stop_requested=self.stop_requested,
+            failure_age_s=failure_age,
             fruitless_rounds=self.fruitless_rounds, now_unix=now_unix,
         )
+
+    def _failure_age(self, round_number: int, reports: dict[str, MemberReport]) -> float:
+        failed = any(r.outcome == "failed" and not r.stopped_by_us for r in reports.values())
+        if not failed:
+            return 0.0
+        first = self._first_failure.setdefault(round_number, time.monotonic())
+        return time.monotonic() - first
 
     def placement(self) -> Any:
         record = self.record
@@ -191,13 +214,37 @@ class JobCoordinator:
         elif action.kind == "fail":
             await self.manager.end_job(self.job_id, "failed", action.reason)
 
+    def network_backoff(self) -> float:
+        """Seconds to wait before the next round when the last one failed for a network reason (2, 4, ... 60):
+        a firewall or a wrong interface does not fix itself in a second, and the user reads the message."""
+        previous = self.record.current_round
+        if previous is None or previous.round == self._backoff_round:
+            return max(0.0, self._backoff_until - time.monotonic())
+        if not network_failure(self.manager.round_reports(self.job_id, previous.round)):
+            return 0.0
+        self._backoff_round = previous.round
+        self.network_failures += 1
+        self._backoff_until = time.monotonic() + min(NETWORK_BACKOFF_MAX_S, 2.0 ** self.network_failures)
+        return self._backoff_until - time.monotonic()
+
     async def start_round(self, action: Action) -> None:
         record = self.record
         previous = record.current_round
+        backoff = self.network_backoff()
+        if backoff > 0:
+            message = f"{action.reason}; next round in {backoff:.0f} s"
+            if record.message != message and not record.message.startswith(action.reason):
+                log.warning("job %s: %s", self.job_id, message)
+                self.manager.update_record(replace(record, message=message))
+            return
+        network_failed = previous is not None and network_failure(
+            self.manager.round_reports(self.job_id, previous.round))
         if previous is not None and previous.first_step_unix is None and record.status == "running":
-            self.fruitless_rounds += 1
+            # A network failure backs off instead: the user may be fixing a firewall; the job waits for them.
+            self.fruitless_rounds += 0 if network_failed else 1
         elif previous is not None:
             self.fruitless_rounds = 0
+            self.network_failures = 0
         state = self.manager.cluster.state
         placed = self.placement()
         if not isinstance(placed, Placed):
@@ -224,8 +271,18 @@ class JobCoordinator:
         resume, holders = choose_resume(self.manager.holdings(self.job_id), alive)
         marker = self.manager.checkpoint_marker(self.job_id, resume) if resume is not None else None
         addresses = {n: state.members[n].address for n in members if n in state.members}
+        try:
+            store = self.manager.store_endpoint(members, self.store.port) if self.store else ""
+        except NoReachableAddress as exc:
+            log.warning("job %s: %s", self.job_id, exc)
+            store = ""
+        if not store:
+            reason = f"the coordinator {self.manager.box_name(self.manager.node_id)} has no address the members " \
+                     "reach (see `p2pft doctor`)"
+            self.manager.update_record(replace(record, status="waiting", message=reason))
+            return
         info = RoundInfo(round=number, reason=action.reason, coordinator=self.manager.node_id, members=members,
-                         addresses=addresses, plan=plan_to_json(plan), store=self.store.endpoint if self.store else "",
+                         addresses=addresses, plan=plan_to_json(plan), store=store,
                          resume_step=resume, holders=holders, resume_marker=marker, started_unix=time.time(),
                          cause_unix=action.cause_unix or time.time())
         if previous is not None:

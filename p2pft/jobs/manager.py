@@ -20,8 +20,8 @@ from typing import Any
 
 import grpc
 
-from p2pft.daemon.addresses import split
 from p2pft.daemon.cluster import Cluster
+from p2pft.jobs.addressing import AddressSettings, RoundAddressing
 from p2pft.jobs.coordinator import JobCoordinator, StoreProcess
 from p2pft.jobs.member import JobMember
 from p2pft.jobs.model import (
@@ -40,6 +40,8 @@ from p2pft.jobs.paths import JOBS_DIR, JobPaths
 from p2pft.jobs.recovery import kill_orphan_agents
 from p2pft.jobs.state import job_coordinator
 from p2pft.membership.state import LocalStateChanged
+from p2pft.network.diagnosis import RoundAddresses
+from p2pft.network.routes import host_of
 from p2pft.rpc.gen import jobs_pb2, jobs_pb2_grpc
 from p2pft.security.credentials import Credentials, secure_channel
 from p2pft.train.checkpoint_index import read_manifest, step_dir
@@ -55,8 +57,10 @@ class JobsManager:
     name = "jobs"
 
     def __init__(self, *, cluster: Cluster, credentials: Credentials, state_dir: Path, store: BlobStore,
-                 yield_when_busy: Callable[[], bool] = lambda: False) -> None:
+                 yield_when_busy: Callable[[], bool] = lambda: False,
+                 addressing: RoundAddressing | None = None) -> None:
         self.cluster = cluster
+        self.addressing = addressing or RoundAddressing(AddressSettings(), lambda: self.cluster.state)
         self.yield_when_busy = yield_when_busy   # read each tick: SIGHUP may change the setting
         self.warm_socket: Callable[[], Awaitable[str | None]] | None = None  # set by wiring: warm_workers
         self.credentials = credentials
@@ -87,11 +91,22 @@ class JobsManager:
 
     # ---- helpers the parts use ------------------------------------------------------------------------------
 
-    @property
-    def local_host(self) -> str:
-        address = self.cluster.state.me.address
-        host = (split(address) or ("127.0.0.1", 0))[0]
-        return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    def new_store_process(self, directory: Path) -> StoreProcess:
+        return StoreProcess(self.addressing.store_client_host(), directory, self.addressing.settings.store_ports)
+
+    def store_endpoint(self, members: Sequence[str], port: int) -> str:
+        return self.addressing.store_endpoint(members, port)
+
+    def box_name(self, node_id: str) -> str:
+        return self.addressing.box_name(node_id)
+
+    def round_addresses(self, record: JobRecord, info: RoundInfo) -> RoundAddresses:
+        """Whose address is whose in a round: the members' chosen addresses come with their reports."""
+        reports = self.round_reports(record.job_id, info.round)
+        return RoundAddresses(
+            store=info.store, coordinator=self.box_name(info.coordinator),
+            collective={r.local_addr: self.box_name(n) for n, r in reports.items() if r.local_addr},
+            daemon_hosts={host_of(a): self.box_name(n) for n, a in info.addresses.items() if a})
 
     def channel(self, node_id: str) -> grpc.aio.Channel | None:
         member = self.cluster.state.members.get(node_id)
@@ -218,7 +233,7 @@ class JobsManager:
         successor = job_coordinator(replace(record, coordinator=""), replace(state, members=MappingProxyType(without)))
         if successor != self.node_id:
             return
-        store = StoreProcess(self.local_host, JobPaths.of(self.state_dir, record.job_id).root / "standby-store")
+        store = self.new_store_process(JobPaths.of(self.state_dir, record.job_id).root / "standby-store")
         self._standby[record.job_id] = (store, asyncio.get_running_loop().create_task(store.start()))
 
     async def take_standby_store(self, job_id: str) -> StoreProcess | None:
@@ -244,8 +259,8 @@ class JobsManager:
 
     def _new_member(self) -> JobMember:
         return JobMember(node_id=self.node_id, state_dir=self.state_dir, store=self.store,
-                         local_host=self.local_host, channels_for=self.channels_for, send_report=self.send_report,
-                         warm_socket=self.warm_socket)
+                         addressing=self.addressing, channels_for=self.channels_for, send_report=self.send_report,
+                         warm_socket=self.warm_socket, round_addresses=self.round_addresses)
 
     def _merge_progress(self, known: JobRecord | None, incoming: JobRecord) -> JobRecord:
         if known is None:

@@ -18,17 +18,21 @@ from typing import Any
 
 import grpc
 
+from p2pft.jobs.addressing import RoundAddressing
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo, RoundOrder
 from p2pft.jobs.paths import JobPaths
 from p2pft.launch.agent import AgentExit, AgentOutcome, AgentProcess
 from p2pft.launch.events import EventTail
 from p2pft.launch.round_spec import RoundLaunch
+from p2pft.network.diagnosis import RoundAddresses, explain, find_unreachable, never_transient
+from p2pft.network.routes import NoReachableAddress, route_source
 from p2pft.train.checkpoint_index import COMMIT_MARKER, committed_steps, read_manifest, step_dir, verify_committed
 from p2pft.transfer import BlobClient, BlobStore, Manifest, TransferPolicy
 from p2pft.transfer.tree import write_tree
 
 log = logging.getLogger("p2pft.jobs.member")
 POLL_S = 0.2
+AGENT_LOG_TAIL_BYTES = 256 * 1024   # the root cause is near the end; a long run's log can be big
 OUTPUT_EXCLUDE = ("metrics.jsonl", "ledger.jsonl")
 STOP_REQUEST = "stop-request"
 TRANSFER_POLICY = TransferPolicy(attempts=6, backoff_initial_s=0.1, backoff_max_s=1.0, call_timeout_s=5.0,
@@ -66,13 +70,15 @@ class LineCursor:
 
 
 class JobMember:
-    def __init__(self, *, node_id: str, state_dir: Path, store: BlobStore, local_host: str,
+    def __init__(self, *, node_id: str, state_dir: Path, store: BlobStore, addressing: RoundAddressing,
                  channels_for: ChannelsFor, send_report: SendReport, base_env: dict[str, str] | None = None,
-                 warm_socket: Callable[[], Awaitable[str | None]] | None = None) -> None:
+                 warm_socket: Callable[[], Awaitable[str | None]] | None = None,
+                 round_addresses: Callable[[JobRecord, RoundInfo], RoundAddresses] | None = None) -> None:
         self.node_id = node_id
         self.state_dir = state_dir
         self.store = store
-        self.local_host = local_host
+        self.addressing = addressing
+        self.round_addresses = round_addresses  # whose address is whose, to explain a network failure
         self.channels_for = channels_for
         self.send_report = send_report
         self.base_env = base_env
@@ -150,6 +156,14 @@ class JobMember:
         report = MemberReport(job_id=record.job_id, node_id=self.node_id, round=info.round)
         await self._send(replace(report, phase="preparing"))
         try:
+            choice = await asyncio.to_thread(self.addressing.local_choice, info.members)
+        except NoReachableAddress as exc:
+            log.error("job %s round %d: %s", record.job_id, info.round, exc)
+            await self._send(replace(report, phase="prepare_failed", outcome="failed", cause="network",
+                                     detail=f"{self.addressing.box_name(self.node_id)}: {exc}"))
+            return
+        report = replace(report, local_addr=choice.address)
+        try:
             job_file, plan_file = await self._prepare(record, info, paths)
         except asyncio.CancelledError:
             raise
@@ -163,10 +177,12 @@ class JobMember:
                       if e.get("node_id") == self.node_id), 1)
         launch = RoundLaunch(
             job_id=record.job_id, round=info.round, rdzv_host=store_host, rdzv_port=int(store_port),
-            nnodes=len(info.members), nproc_per_node=nproc, node_id=self.node_id, local_addr=self.local_host,
+            nnodes=len(info.members), nproc_per_node=nproc, node_id=self.node_id, local_addr=choice.address,
             run_dir=run_dir, job_file=job_file, plan_file=plan_file, checkpoint_dir=paths.checkpoints,
-            env_extras={"HF_HUB_OFFLINE": "1"},
+            env_extras={"HF_HUB_OFFLINE": "1", **self.addressing.worker_env(choice)},
         )
+        log.info("job %s round %d: this box is %s on %s (%s)", record.job_id, info.round, choice.address,
+                 choice.interface or "?", choice.how)
         socket_path = await self.warm_socket() if self.warm_socket is not None else None
         if socket_path:
             from p2pft.launch.zygote import warm_agent_process  # the shim falls back to cold by itself
@@ -184,10 +200,22 @@ class JobMember:
                      len(info.plan["entries"]))
             await self._send(replace(report, phase="launched"))
             waiter = asyncio.create_task(agent.wait())
+            watch = NoRouteWatch(launch.agent_log_file)
+            no_route: str | None = None
             while not waiter.done():
                 await asyncio.wait({waiter}, timeout=POLL_S)
-                await self._forward(report, events, metrics, ledger, info.round)
+                stepped = await self._forward(report, events, metrics, ledger, info.round)
+                watch.stepped = watch.stepped or stepped
+                if no_route is None and await asyncio.to_thread(watch.poll):
+                    # No route never heals by waiting: end the round now, with the reason, instead of letting the
+                    # workers retry until their timeout.
+                    no_route = await asyncio.to_thread(self._explain_failure, record, info, launch.agent_log_file)
+                    if no_route:
+                        log.error("job %s round %d: %s; stopping the round", record.job_id, info.round, no_route)
+                        agent.kill()
             result = waiter.result()
+            if no_route:
+                result = replace(result, outcome=AgentOutcome.FAILED, stopped_by_us=False)
         except asyncio.CancelledError:
             agent.kill()
             with contextlib.suppress(Exception):
@@ -203,19 +231,43 @@ class JobMember:
             outputs_manifest, outputs_dir = manifest.to_dict(), str(out)
         log.info("job %s round %d: agent exited %d (%s)", record.job_id, info.round, result.returncode,
                  result.outcome.value)
+        detail, cause = f"agent exit {result.returncode}", ""
+        if no_route:
+            detail, cause = no_route, "network"
+        elif result.outcome == AgentOutcome.FAILED and not result.stopped_by_us:
+            explained = await asyncio.to_thread(self._explain_failure, record, info, launch.agent_log_file)
+            if explained:
+                detail, cause = explained, "network"
+                log.error("job %s round %d: %s", record.job_id, info.round, explained)
         await self._send(replace(report, phase="exited", outcome=result.outcome.value,
                                  stopped_by_us=result.stopped_by_us, leaving=self.leaving_round == info.round,
-                                 detail=f"agent exit {result.returncode}",
+                                 detail=detail, cause=cause,
                                  outputs_manifest=outputs_manifest, outputs_dir=outputs_dir,
                                  checkpoints=tuple(await asyncio.to_thread(self._complete_steps, paths))))
 
+    def _explain_failure(self, record: JobRecord, info: RoundInfo, agent_log: Path) -> str | None:
+        if self.round_addresses is None:
+            return None
+        try:
+            with agent_log.open("rb") as handle:
+                handle.seek(max(0, agent_log.stat().st_size - AGENT_LOG_TAIL_BYTES))
+                text = handle.read().decode(errors="replace")
+        except OSError:
+            return None
+        addresses = self.round_addresses(record, info)
+        no_route = frozenset(h for h in addresses.collective if route_source(h) is None)
+        own = self.addressing.last_choice.address if self.addressing.last_choice else ""
+        return explain(self.addressing.box_name(self.node_id), text,
+                       replace(addresses, own_address=own, no_route=no_route))
+
     async def _forward(self, base: MemberReport, events: EventTail, metrics: LineCursor, ledger: LineCursor,
-                       round_number: int) -> None:
+                       round_number: int) -> bool:
+        """Send what the workers wrote since the last call; True when a step completed."""
         new_events = events.poll()
         metric_lines = [{"round": round_number, "line": line} for line in metrics.poll()]
         ledger_lines = [{"round": round_number, "line": line} for line in ledger.poll()]
         if not (new_events or metric_lines or ledger_lines):
-            return
+            return False
         steps = [e for e in new_events if e.event == "step_completed" and e.step is not None]
         commits = [e.step for e in new_events if e.event == "checkpoint_committed" and e.step is not None]
         report = replace(base, phase="progress", metrics=tuple(metric_lines), ledger=tuple(ledger_lines),
@@ -224,6 +276,7 @@ class JobMember:
                          last_step=steps[-1].step if steps else None, last_loss=steps[-1].loss if steps else None,
                          committed=tuple(commits))
         await self._send(report)
+        return bool(steps)
 
     async def _send(self, report: MemberReport) -> None:
         try:
@@ -365,6 +418,34 @@ class JobMember:
                 continue
             self.store.add_file(child, link=True)
             self._ingested.add(key)
+
+
+class NoRouteWatch:
+    """Reads the new part of a round's agent.log about once a second: True once, before the round's first step,
+    a worker could not connect for lack of a route (a wrong interface or address, never a slow start)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.stepped = False
+        self._next = 0.0
+
+    def poll(self) -> bool:
+        import time
+
+        now = time.monotonic()
+        if self.stepped or now < self._next:
+            return False
+        self._next = now + 1.0
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read(AGENT_LOG_TAIL_BYTES)
+        except OSError:
+            return False
+        self.offset += len(chunk)
+        found = find_unreachable(chunk.decode(errors="replace"))
+        return found is not None and never_transient(found)
 
 
 def _file_ok(path: Path, size: int) -> bool:

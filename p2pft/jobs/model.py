@@ -118,6 +118,8 @@ class MemberReport:
     phase: str = ""                       # preparing | launched | exited | prepare_failed
     outcome: str = ""                     # on exit: finished | stopped_on_request | failed
     detail: str = ""
+    cause: str = ""                       # on a failure: "network" (a box or port not reachable), else ""
+    local_addr: str = ""                  # the address this box's agent and workers use in this round
     stopped_by_us: bool = False
     leaving: bool = False                 # on exit: this box stopped the round because it drains (not back next)
     metrics: tuple[dict[str, Any], ...] = ()     # {"round": r, "line": {...}}

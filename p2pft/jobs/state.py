@@ -19,6 +19,9 @@ from p2pft.membership.coordinator import choose_coordinator
 from p2pft.membership.state import ClusterState
 
 MAX_FRUITLESS_ROUNDS = 5  # rounds in a row that failed before any step completed -> the job fails
+# After a member reports a network failure that does not name the unreachable address (its store waited for
+# clients in vain), wait this long for the member that could not connect: its report says what to fix.
+ROOT_CAUSE_GRACE_S = 5.0
 
 ActionKind = Literal["nothing", "wait", "start_round", "request_stop", "finish", "fail"]
 
@@ -32,6 +35,7 @@ class View:
     draining: frozenset[str] = frozenset()
     reports: Mapping[str, MemberReport] = field(default_factory=lambda: MappingProxyType({}))  # this round
     stop_requested: str = ""                 # reason, when a graceful stop of this round was asked
+    failure_age_s: float = 0.0               # since this round's first failed exit report
     fruitless_rounds: int = 0
     now_unix: float = 0.0
 
@@ -62,11 +66,15 @@ def decide(view: View) -> Action:
         return _start_or_wait(view, f"member {', '.join(lost)} lost", cause)
     failed = sorted(n for n, r in exits.items() if r.outcome == "failed" and not r.stopped_by_us)
     if failed:
+        cause = root_cause([exits[n] for n in failed])
+        if cause.cause == "network" and "could not reach" not in cause.detail and len(exits) < len(
+                current.members) and view.failure_age_s < ROOT_CAUSE_GRACE_S:
+            return Action("nothing")
         if view.fruitless_rounds >= MAX_FRUITLESS_ROUNDS:
-            detail = exits[failed[0]].detail
-            return Action("fail", f"{view.fruitless_rounds} rounds in a row failed before a step ({detail})")
-        return _start_or_wait(view, f"agent failed on {', '.join(failed)}: {exits[failed[0]].detail}",
-                              view.now_unix)
+            return Action("fail", f"{view.fruitless_rounds} rounds in a row failed before a step ({cause.detail})")
+        if cause.cause == "network":  # the sentence already names the box and the address
+            return _start_or_wait(view, cause.detail, view.now_unix)
+        return _start_or_wait(view, f"agent failed on {', '.join(failed)}: {cause.detail}", view.now_unix)
     if exits and all(r.outcome == "finished" for r in exits.values()) and len(exits) == len(current.members):
         return Action("fail", "every agent finished but none reported the outputs")
     if len(exits) == len(current.members):
@@ -98,6 +106,20 @@ def decide(view: View) -> Action:
             return _start_or_wait(view, reason, view.now_unix)
         return Action("request_stop", reason)
     return Action("nothing")
+
+
+def root_cause(failures: list[MemberReport]) -> MemberReport:
+    """The report that says why a round failed: a box that could not connect (the others only saw it go)."""
+    def weight(report: MemberReport) -> int:
+        if report.cause != "network":
+            return 0
+        return 2 if "could not reach" in report.detail else 1
+    return max(failures, key=weight)
+
+
+def network_failure(reports: Mapping[str, MemberReport]) -> bool:
+    """Did the round fail because a box could not reach another (retrying at once would only spin)?"""
+    return any(r.cause == "network" and r.outcome == "failed" and not r.stopped_by_us for r in reports.values())
 
 
 def _start_or_wait(view: View, reason: str, cause_unix: float) -> Action:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from p2pft.jobs.addressing import AddressSettings, RoundAddressing
 from p2pft.jobs.manager import JobsManager
 from p2pft.jobs.servicer import JobServicer
 from p2pft.rpc.gen import jobs_pb2_grpc, transfer_pb2_grpc
@@ -17,8 +18,12 @@ def compose_jobs(node: Any) -> JobsManager:
     store = BlobStore.for_state_dir(state_dir)
     if not any(add_fn is transfer_pb2_grpc.add_BlobServiceServicer_to_server for add_fn, _ in node.services):
         node.add_service(*servicer_entry(store))
+    settings = node.settings
+    addressing = RoundAddressing(AddressSettings(listen_host=settings.listen_host,
+                                                 collective_interface=settings.collective_interface,
+                                                 store_ports=settings.store_ports), lambda: node.cluster.state)
     manager = JobsManager(cluster=node.cluster, credentials=node.credentials, state_dir=state_dir, store=store,
-                          yield_when_busy=lambda: bool(node.settings.yield_when_busy))
+                          yield_when_busy=lambda: bool(node.settings.yield_when_busy), addressing=addressing)
     node.add_service(jobs_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(manager))
     node.add_component(manager)
     if node.settings.warm_workers:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -55,6 +56,11 @@ def init_process_group(device: torch.device, timeout_s: float) -> str:
     """Init the default group with a bounded timeout; returns a token unique to this launch (same on all ranks)."""
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs = {"device_id": device} if device.type == "cuda" else {}
+    # One line in agent.log that lets the daemon explain a connection failure (p2pft.network.diagnosis).
+    interface = os.environ.get("NCCL_SOCKET_IFNAME" if backend == "nccl" else "GLOO_SOCKET_IFNAME", "")
+    print(f"p2pft worker: rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')}, workers' store "
+          f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}, {backend} on "
+          f"{interface or 'the hostname address'}", file=sys.stderr, flush=True)
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s), **kwargs)
     token = [uuid.uuid4().hex if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(token, src=0)  # store keys stay unique even if a long-lived store is reused

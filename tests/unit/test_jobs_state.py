@@ -66,6 +66,20 @@ def test_failed_agent_restarts_but_gives_up_after_fruitless_rounds() -> None:
     assert decide(View(record(), available=("a", "b"), reports=ours)).kind == "nothing"
 
 
+def test_a_network_failure_waits_briefly_for_the_box_that_could_not_connect() -> None:
+    waited = replace(exited("b", "failed"), cause="network", detail="the other members' workers did not reach b")
+    early = MappingProxyType({"b": waited})
+    assert decide(View(record(), available=("a", "b"), reports=early, failure_age_s=1.0)).kind == "nothing"
+    late = decide(View(record(), available=("a", "b"), reports=early, failure_age_s=6.0))
+    assert late.kind == "start_round" and late.reason == waited.detail
+    named = replace(exited("a", "failed"), cause="network", detail="a could not reach b's workers at 10.1.0.1")
+    both = decide(View(record(), available=("a", "b"), reports=MappingProxyType({"a": named, "b": waited})))
+    assert both.kind == "start_round" and both.reason == named.detail
+    # A crash (no network cause) restarts at once: recovery time is not spent waiting.
+    crash = MappingProxyType({"b": exited("b", "failed")})
+    assert decide(View(record(), available=("a",), reports=crash, failure_age_s=0.0)).kind == "start_round"
+
+
 def test_finish_needs_the_outputs_holder() -> None:
     only_b = MappingProxyType({"b": exited("b", "finished")})
     assert decide(View(record(), available=("a", "b"), reports=only_b)).kind == "nothing"
