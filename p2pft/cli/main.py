@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "peers",
     "status",
     "top",
+    "doctor",
     "jobs",
     "submit",
     "logs",

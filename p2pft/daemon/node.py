@@ -23,6 +23,7 @@ from p2pft.daemon.devices import cuda_version, read_devices, summary
 from p2pft.daemon.discovery_link import MdnsLink
 from p2pft.daemon.heartbeat import FailureDetector, PeerLinks, Timing
 from p2pft.daemon.logs import set_level
+from p2pft.daemon.probe import ProbeFacts, Prober
 from p2pft.daemon.service import DaemonServicer
 from p2pft.daemon.settings import DaemonSettings, SettingsError, reloaded
 from p2pft.daemon.state_dir import remove_daemon_addr, write_daemon_addr
@@ -58,7 +59,8 @@ class Node:
         self.versions = local_versions(cuda=cuda_version())
         self.cluster = Cluster(initial_state(self.node_id, self.versions, name=settings.name), self.counters)
         self.links = PeerLinks(self.cluster, credentials, self.timing, self.cluster_id)
-        self.servicer = DaemonServicer(self.cluster, self.links, self.cluster_id, settings.heartbeat_interval_s)
+        self.servicer = DaemonServicer(self.cluster, self.links, self.cluster_id, settings.heartbeat_interval_s,
+                                       prober=Prober(self.probe_facts, lambda: self.cluster.state.me))
         self.services: list[ServicerPair] = [(daemon_pb2_grpc.add_DaemonServicer_to_server, self.servicer)]
         self.components: list[Component] = [self.links, FailureDetector(self.cluster, self.timing),
                                             _DeviceRefresher(self)]
@@ -88,6 +90,12 @@ class Node:
 
     def timing(self) -> Timing:
         return Timing(self.settings.heartbeat_interval_s, self.settings.lost_after_s)
+
+    def probe_facts(self) -> ProbeFacts:
+        s = self.settings
+        return ProbeFacts(node_id=self.node_id, name=s.name, state_dir=Path(s.state_dir), mdns=s.mdns,
+                          static_peers=s.peers, collective_interface=s.collective_interface,
+                          store_ports=s.store_ports)
 
     def mdns_txt(self) -> dict[str, str]:
         me = self.cluster.state.me

@@ -14,6 +14,7 @@ import grpc
 from p2pft.daemon.addresses import observed_host, resolve
 from p2pft.daemon.cluster import Cluster
 from p2pft.daemon.heartbeat import PeerLinks
+from p2pft.daemon.probe import ProbeBusy, Prober, ProbeRefused
 from p2pft.membership.state import HeartbeatReceived, MemberJoined
 from p2pft.rpc import convert
 from p2pft.rpc.gen import daemon_pb2, daemon_pb2_grpc
@@ -28,11 +29,13 @@ def _peer_common_name(context: grpc.aio.ServicerContext) -> str:
 
 
 class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
-    def __init__(self, cluster: Cluster, links: PeerLinks, cluster_id: str, heartbeat_interval_s: float) -> None:
+    def __init__(self, cluster: Cluster, links: PeerLinks, cluster_id: str, heartbeat_interval_s: float,
+                 prober: Prober | None = None) -> None:
         self.cluster = cluster
         self.links = links
         self.cluster_id = cluster_id
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.prober = prober
 
     async def _check_identity(self, claimed: str, context: grpc.aio.ServicerContext) -> None:
         """A peer may only speak for the node its certificate names (CN = node id)."""
@@ -128,6 +131,19 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
     async def Debug(self, request: daemon_pb2.DebugRequest, context: grpc.aio.ServicerContext) -> daemon_pb2.DebugReply:
         top_level = sorted({name.partition(".")[0] for name in list(sys.modules)})
         return daemon_pb2.DebugReply(pid=os.getpid(), loaded_modules=top_level)
+
+    async def Probe(self, request: daemon_pb2.ProbeRequest, context: grpc.aio.ServicerContext) -> daemon_pb2.ProbeReply:
+        if self.prober is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this daemon was built without the doctor's probe")
+            raise AssertionError("unreachable")
+        try:
+            return await self.prober.probe(request, observed_host(context.peer()))
+        except ProbeRefused as exc:
+            self.cluster.counters["malformed_request"] += 1
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except ProbeBusy as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        raise AssertionError("unreachable")
 
 
 def _rss_mb() -> int:

@@ -151,3 +151,77 @@ class DebugReply(_message.Message):
     pid: int
     loaded_modules: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, pid: _Optional[int] = ..., loaded_modules: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ProbeRequest(_message.Message):
+    __slots__ = ("listen_s", "dial")
+    LISTEN_S_FIELD_NUMBER: _ClassVar[int]
+    DIAL_FIELD_NUMBER: _ClassVar[int]
+    listen_s: float
+    dial: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, listen_s: _Optional[float] = ..., dial: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CollectiveChoice(_message.Message):
+    __slots__ = ("setting", "env", "address", "interface", "how", "error")
+    SETTING_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    INTERFACE_FIELD_NUMBER: _ClassVar[int]
+    HOW_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    setting: str
+    env: str
+    address: str
+    interface: str
+    how: str
+    error: str
+    def __init__(self, setting: _Optional[str] = ..., env: _Optional[str] = ..., address: _Optional[str] = ..., interface: _Optional[str] = ..., how: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class DialResult(_message.Message):
+    __slots__ = ("target", "ok", "error")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    ok: bool
+    error: str
+    def __init__(self, target: _Optional[str] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ProbeReply(_message.Message):
+    __slots__ = ("node_id", "name", "versions", "devices", "received_unix_ns", "replied_unix_ns", "state_dir", "state_dir_free_bytes", "mdns", "static_peers", "caller_host", "collective", "collective_port", "store_port", "store_port_low", "store_port_high", "listener_error", "dialled")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    REPLIED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    STATE_DIR_FIELD_NUMBER: _ClassVar[int]
+    STATE_DIR_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MDNS_FIELD_NUMBER: _ClassVar[int]
+    STATIC_PEERS_FIELD_NUMBER: _ClassVar[int]
+    CALLER_HOST_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIVE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIVE_PORT_FIELD_NUMBER: _ClassVar[int]
+    STORE_PORT_FIELD_NUMBER: _ClassVar[int]
+    STORE_PORT_LOW_FIELD_NUMBER: _ClassVar[int]
+    STORE_PORT_HIGH_FIELD_NUMBER: _ClassVar[int]
+    LISTENER_ERROR_FIELD_NUMBER: _ClassVar[int]
+    DIALLED_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    name: str
+    versions: _common_pb2.Versions
+    devices: _containers.RepeatedCompositeFieldContainer[_common_pb2.Device]
+    received_unix_ns: int
+    replied_unix_ns: int
+    state_dir: str
+    state_dir_free_bytes: int
+    mdns: bool
+    static_peers: _containers.RepeatedScalarFieldContainer[str]
+    caller_host: str
+    collective: CollectiveChoice
+    collective_port: int
+    store_port: int
+    store_port_low: int
+    store_port_high: int
+    listener_error: str
+    dialled: _containers.RepeatedCompositeFieldContainer[DialResult]
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., versions: _Optional[_Union[_common_pb2.Versions, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ..., received_unix_ns: _Optional[int] = ..., replied_unix_ns: _Optional[int] = ..., state_dir: _Optional[str] = ..., state_dir_free_bytes: _Optional[int] = ..., mdns: _Optional[bool] = ..., static_peers: _Optional[_Iterable[str]] = ..., caller_host: _Optional[str] = ..., collective: _Optional[_Union[CollectiveChoice, _Mapping]] = ..., collective_port: _Optional[int] = ..., store_port: _Optional[int] = ..., store_port_low: _Optional[int] = ..., store_port_high: _Optional[int] = ..., listener_error: _Optional[str] = ..., dialled: _Optional[_Iterable[_Union[DialResult, _Mapping]]] = ...) -> None: ...

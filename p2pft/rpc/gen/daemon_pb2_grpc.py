@@ -65,6 +65,11 @@ class DaemonStub:
                 request_serializer=daemon__pb2.DebugRequest.SerializeToString,
                 response_deserializer=daemon__pb2.DebugReply.FromString,
                 _registered_method=True)
+        self.Probe = channel.unary_unary(
+                '/p2pft.v1.Daemon/Probe',
+                request_serializer=daemon__pb2.ProbeRequest.SerializeToString,
+                response_deserializer=daemon__pb2.ProbeReply.FromString,
+                _registered_method=True)
 
 
 class DaemonServicer:
@@ -113,6 +118,14 @@ class DaemonServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Probe(self, request, context):
+        """`p2pft doctor`: this daemon's facts, two short-lived TCP listeners for the caller to dial, and dials back to
+        the caller's listeners. Bounded: at most 8 targets, 2 s each; listeners close after at most 10 s.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DaemonServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +158,11 @@ def add_DaemonServicer_to_server(servicer, server):
                     servicer.Debug,
                     request_deserializer=daemon__pb2.DebugRequest.FromString,
                     response_serializer=daemon__pb2.DebugReply.SerializeToString,
+            ),
+            'Probe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Probe,
+                    request_deserializer=daemon__pb2.ProbeRequest.FromString,
+                    response_serializer=daemon__pb2.ProbeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +328,33 @@ class Daemon:
             '/p2pft.v1.Daemon/Debug',
             daemon__pb2.DebugRequest.SerializeToString,
             daemon__pb2.DebugReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Probe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/p2pft.v1.Daemon/Probe',
+            daemon__pb2.ProbeRequest.SerializeToString,
+            daemon__pb2.ProbeReply.FromString,
             options,
             channel_credentials,
             insecure,
