@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.compat import COMPAT_DIR, needs_compat
 from tests.integration.train_harness import REPO_ROOT, adapter_weights, read_jsonl, run, write_job
 
 pytestmark = pytest.mark.slow
 
-COMPAT_DIR = REPO_ROOT.parent / "shared" / "compat" / "llamafactory"
 FIXTURE_DATASETS = REPO_ROOT / "tests" / "data" / "datasets"
 
 
@@ -31,7 +31,7 @@ def assert_trained(output_dir: Path, steps: int) -> None:
     assert lora_b and any(float(t.abs().max()) > 0 for t in lora_b), "LoRA B stayed at its zero init"
 
 
-@pytest.mark.skipif(not (COMPAT_DIR / "dataset_info.json").is_file(), reason=f"no compat files at {COMPAT_DIR}")
+@needs_compat
 def test_identity_and_alpaca_en_demo_train_through_dataset_info(tiny_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     job = write_job(tmp_path / "job.yaml", tiny_model, out, dataset="identity,alpaca_en_demo",

@@ -7,7 +7,10 @@ import json
 import pytest
 
 from p2pft.train.data import DataError, collate, prepare_data
-from tests.unit.test_data_support import COMPAT_DIR, make_spec, tokenizer, trained_text
+from tests.compat import COMPAT_DIR, needs_compat
+from tests.unit.test_data_support import make_spec, tokenizer, trained_text
+
+pytestmark = needs_compat
 
 
 def _rows(name: str) -> list[dict[str, str]]:

@@ -10,7 +10,8 @@ from p2pft.train.data import DataError, prepare_data
 from p2pft.train.data.prepare import choose_val_positions, val_count
 from p2pft.train.data.templates import Segment
 from p2pft.train.data.tokenize import encode_segments
-from tests.unit.test_data_support import COMPAT_DIR, FIXTURES_DIR, make_spec, tokenizer, trained_text, write_dataset
+from tests.compat import COMPAT_DIR, needs_compat
+from tests.unit.test_data_support import FIXTURES_DIR, make_spec, tokenizer, trained_text, write_dataset
 
 
 def _prepare(dataset: str, dataset_dir: Path = FIXTURES_DIR, **overrides: object):
@@ -82,6 +83,7 @@ def test_cutoff_truncates_and_skips_rows_whose_answer_is_cut_off() -> None:
     assert _answers(nothing_left) == ["Blue.</s>\n"]
 
 
+@needs_compat
 def test_cutoff_never_exceeded_on_the_demo_data() -> None:
     data = _prepare("alpaca_en_demo", COMPAT_DIR, cutoff_len=64, max_samples=50)
     assert max(len(example.input_ids) for example in data.train) == 64
@@ -101,6 +103,7 @@ def test_encode_segments_masks_prompts_and_keeps_answers() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- val split
+@needs_compat
 def test_val_split_is_seeded_disjoint_and_keeps_train_order() -> None:
     everything = _prepare("identity", COMPAT_DIR).train
     split = _prepare("identity", COMPAT_DIR, val_size=0.1)
@@ -120,6 +123,7 @@ def test_val_split_is_seeded_disjoint_and_keeps_train_order() -> None:
     assert set(train_positions) | set(val_positions) == set(range(91))
 
 
+@needs_compat
 def test_val_size_as_a_count() -> None:
     split = _prepare("identity", COMPAT_DIR, val_size=5)
     assert (len(split.train), len(split.val)) == (86, 5)
@@ -149,6 +153,7 @@ def test_jsonl_rows_are_numbered_by_line(tmp_path: Path) -> None:
         _prepare("rows", dataset_dir)
 
 
+@needs_compat
 def test_a_misspelt_dataset_name_gets_a_suggestion() -> None:
     with pytest.raises(DataError, match=r"dataset 'identiy': not defined; did you mean 'identity'\?"):
         _prepare("identiy", COMPAT_DIR)

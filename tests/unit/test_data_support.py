@@ -9,7 +9,6 @@ from typing import Any
 from p2pft.config.job import JobSpec, parse_job
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-COMPAT_DIR = REPO_ROOT / ".." / "shared" / "compat" / "llamafactory"
 FIXTURES_DIR = REPO_ROOT / "tests" / "data" / "datasets"
 
 

@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from p2pft.cli.main import main
+from tests.compat import COMPAT_DIR, needs_compat
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BROKEN_DIR = REPO_ROOT / "tests" / "data" / "jobs" / "broken"
-COMPAT_DIR = REPO_ROOT / ".." / "shared" / "compat" / "llamafactory"
 
 # file -> text the single error line must contain (the key, and the suggestion where there is one)
 BROKEN_JOBS: dict[str, str] = {
@@ -107,6 +107,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
 
 
+@needs_compat
 def test_llamafactory_example_validates_with_only_model_and_p2pft_changes(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
