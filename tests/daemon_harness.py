@@ -55,8 +55,9 @@ def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.1
 class Daemon:
     def __init__(self, state_dir: Path, *, peers: Sequence[str] = (), mdns_interfaces: Sequence[str] = (),
                  name: str | None = None, extra: Sequence[str] = (), prefix: Sequence[str] = (),
-                 listen: str = "127.0.0.1:0", env: dict[str, str] | None = None) -> None:
+                 listen: str = "127.0.0.1:0", env: dict[str, str] | None = None, readme: bool = False) -> None:
         self.state_dir = state_dir
+        self.readme = readme   # started exactly as README/systemd do: `p2pftd --state-dir DIR`, nothing else
         self.peers = list(peers)
         self.mdns_interfaces = list(mdns_interfaces)
         self.name = name or state_dir.name
@@ -74,6 +75,8 @@ class Daemon:
     def argv(self) -> list[str]:
         exe = BIN / "p2pftd"
         base = [str(exe)] if exe.exists() else [sys.executable, "-m", "p2pft.daemon.main"]
+        if self.readme:
+            return [*self.prefix, *base, "--state-dir", str(self.state_dir), *self.extra]
         argv = [*self.prefix, *base, "--state-dir", str(self.state_dir), "--listen", self.listen,
                 "--name", self.name, *self.extra]
         for peer in self.peers:
@@ -89,6 +92,9 @@ class Daemon:
         (self.state_dir / DAEMON_ADDR_FILE).unlink(missing_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         env = {**os.environ, "P2PFT_LOG_LEVEL": "DEBUG", **self.env}
+        if self.readme:  # nothing a user would not have: no interface variables, no p2pft settings
+            env = {k: v for k, v in {**os.environ, **self.env}.items()
+                   if not k.startswith(("P2PFT_", "GLOO_", "NCCL_", "MASTER_"))}
         self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
         log.close()

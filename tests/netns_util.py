@@ -14,6 +14,10 @@ API
     host.run(argv, timeout=10, check=True) -> CompletedProcess   (stdout/stderr captured as text)
     host.cut() / host.restore()   `ip link set eth0 down` / `up` inside the host: off the network and back
     host.exec_prefix()     ["ip", "netns", "exec", NS] for callers that build their own command line
+    host.as_stock_box(hostname)   a stock Ubuntu box: `/etc/netns/NS/hosts` maps `hostname` to 127.0.1.1 (what
+                           `ip netns exec` shows as /etc/hosts), and box_prefix() runs commands under that
+                           hostname (a UTS namespace of their own)
+    host.add_bridge(name, cidr)   an extra bridge interface (docker0-like) that no other host can reach
     netns_hosts_ctx(n)     the same as a context manager, for scripts (bench/) and non-pytest use
 When namespaces cannot be made (not root, no iproute2, EPERM in a container) the fixture calls pytest.skip
 with the exact reason; the context manager raises NetnsUnavailable with it.
@@ -37,11 +41,13 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 SUBNET = "10.77.0"
+NETNS_ETC = Path("/etc/netns")
 PREFIX_PATTERN = re.compile(r"p2t(\d+)x[0-9a-f]{4}")
 
 
@@ -62,9 +68,30 @@ class Host:
     ip: str
     netns: str
     processes: list[subprocess.Popen[Any]] = field(default_factory=list, repr=False)
+    hostname: str = ""
 
     def exec_prefix(self) -> list[str]:
         return ["ip", "netns", "exec", self.netns]
+
+    def box_prefix(self) -> list[str]:
+        """exec_prefix, plus this box's own hostname when `as_stock_box` gave it one."""
+        if not self.hostname:
+            return self.exec_prefix()
+        return [*self.exec_prefix(), "unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"',
+                self.hostname]
+
+    def as_stock_box(self, hostname: str) -> None:
+        """Like a stock Ubuntu/Debian install: the hostname resolves to 127.0.1.1, not to the LAN address."""
+        etc = NETNS_ETC / self.netns
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {hostname}\n")
+        self.hostname = hostname
+
+    def add_bridge(self, name: str, cidr: str) -> None:
+        """A bridge with an address of its own and no ports (docker0 on a dev box): nobody else reaches it."""
+        _ip("-n", self.netns, "link", "add", name, "type", "bridge")
+        _ip("-n", self.netns, "addr", "add", cidr, "dev", name)
+        _ip("-n", self.netns, "link", "set", name, "up")
 
     def popen(self, argv: Sequence[str], env: Mapping[str, str] | None = None, **kwargs: Any) -> subprocess.Popen[Any]:
         """Start argv inside this host; killed (whole process group) in the fixture's teardown."""
@@ -171,6 +198,7 @@ class _Network:
             host.kill_processes()
         for name in reversed(self.namespaces):
             _ip("netns", "del", name, check=False)
+            shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
         self.namespaces.clear()
 
 
@@ -183,6 +211,7 @@ def sweep_stale_namespaces() -> list[str]:
         match = PREFIX_PATTERN.match(name)
         if match and not _pid_alive(int(match.group(1))):
             _ip("netns", "del", name, check=False)
+            shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
             removed.append(name)
     return removed
 
