@@ -100,6 +100,7 @@ def test_token_with_mismatched_key_is_refused(tmp_path: Path) -> None:
     body = json.loads(base64.urlsafe_b64decode(token[len(TOKEN_PREFIX):] + "=="))
     _, other_key = new_ca()
     body["ca_key"] = other_key.decode()
-    forged = TOKEN_PREFIX + base64.urlsafe_b64encode(json.dumps(body).encode()).decode()
+    # Tokens are unpadded base64url: a padded forgery would be refused for its '=' (1 run in 8), not its key.
+    forged = TOKEN_PREFIX + base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
     with pytest.raises(TokenError, match="inconsistent"):
         decode_token(forged)
