@@ -99,6 +99,12 @@ class JobSpec(BaseModel):
     dataset_dir: str = Field(min_length=1)
     template: str | None = None
     cutoff_len: int = Field(default=2048, gt=0)
+    train_on_prompt: bool = False
+    mask_history: bool = False
+    enable_thinking: bool | None = True
+    preserve_thinking: bool = False
+    tool_format: str | None = None
+    default_system: str | None = None
     max_samples: int | None = Field(default=None, gt=0)
     val_size: float = Field(default=0.0, ge=0.0)
     learning_rate: float = Field(default=5e-5, gt=0.0)
@@ -115,7 +121,9 @@ class JobSpec(BaseModel):
     optim: Literal["adamw_torch", "adamw_bnb_8bit"] = "adamw_torch"
     bf16: bool = False
     fp16: bool = False
-    gradient_checkpointing: bool = False
+    # LLaMA-Factory turns gradient checkpointing on for every model unless disable_gradient_checkpointing is set.
+    gradient_checkpointing: bool = True
+    disable_gradient_checkpointing: bool = False
     per_device_train_batch_size: int = Field(default=1, gt=0)
     gradient_accumulation_steps: int = Field(default=1, gt=0)
     per_device_eval_batch_size: int = Field(default=1, gt=0)
@@ -186,6 +194,31 @@ class JobSpec(BaseModel):
         if any(not item.strip() for item in value):
             raise ValueError("contains an empty name; list names separated by commas")
         return value
+
+    @field_validator("template")
+    @classmethod
+    def _known_template(cls, value: str | None) -> str | None:
+        from p2pft.train.data.template_defs import TEMPLATES
+
+        if value is not None and value not in TEMPLATES:
+            raise ValueError(f"is not a template p2pft reproduces; use one of: {', '.join(TEMPLATES)}")
+        return value
+
+    @field_validator("tool_format")
+    @classmethod
+    def _known_tool_format(cls, value: str | None) -> str | None:
+        from p2pft.train.data.tool_formats import TOOL_FORMATS
+
+        if value is not None and value not in TOOL_FORMATS:
+            raise ValueError(f"is not a tool format p2pft reproduces; use one of: {', '.join(TOOL_FORMATS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _masking(self) -> JobSpec:
+        if self.mask_history and self.train_on_prompt:
+            raise _cross_field("mask_history: True conflicts with train_on_prompt: True (as in LLaMA-Factory); "
+                               "set only one of them")
+        return self
 
     @model_validator(mode="after")
     def _precision(self) -> JobSpec:

@@ -50,9 +50,20 @@ def load_tokenizer(spec: Any) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(name, **_load_kwargs(spec))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(_not_found_message(name, exc)) from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token  # padding is masked anyway; the id only has to exist
+    # No pad token is filled in later, after the template may have replaced EOS (prepare_data, as LLaMA-Factory).
     return tokenizer
+
+
+def check_vocabulary(model: nn.Module, tokenizer: Any, template: str | None) -> None:
+    """The template's stop words may have been added to the tokenizer (LLaMA-Factory's fix_special_tokens); a
+    model without embeddings for them would fail mid-step with an index error, so refuse up front."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) <= rows:
+        return
+    added = [token for token, token_id in tokenizer.get_added_vocab().items() if token_id >= rows]
+    raise ModelLoadError(
+        f"template: {template!r} uses token(s) {', '.join(sorted(added))} that model {tokenizer.name_or_path} has no "
+        f"embedding for ({rows} rows); use the template made for this model (LLaMA-Factory would need resize_vocab)")
 
 
 def _not_found_message(name: str, exc: BaseException) -> str:
@@ -114,11 +125,17 @@ def apply_lora(model: nn.Module, spec: Any) -> nn.Module:
         raise ModelLoadError(f"lora_target {list(spec.lora_target)}: {str(exc).splitlines()[0]}") from None
 
 
+def uses_gradient_checkpointing(spec: Any) -> bool:
+    """On by default as in LLaMA-Factory; `disable_gradient_checkpointing: true` (LLaMA-Factory's switch) or an
+    explicit `gradient_checkpointing: false` turns it off."""
+    return bool(spec.gradient_checkpointing) and not getattr(spec, "disable_gradient_checkpointing", False)
+
+
 def build_trainable_model(spec: Any, device: torch.device) -> nn.Module:
     """Base model + LoRA (or all weights trainable), seeded so every rank starts from the same weights."""
     torch.manual_seed(spec.seed)
     model = load_base_model(spec, device)
-    if spec.gradient_checkpointing:
+    if uses_gradient_checkpointing(spec):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if spec.finetuning_type == "lora":
         model = apply_lora(model, spec)

@@ -34,14 +34,25 @@ def test_sharegpt_default_tags_jsonl_with_system_column_function_calls_and_tools
     with_system, with_tools, with_system_turn = data.train
     assert tok.decode(with_system.input_ids).startswith("<|system|>\nAnswer with a number.</s>\n<|user|>\nWhat is 2+2?")
     assert trained_text(tok, with_system.labels) == ["4</s>\n"]
-    # The function call is the assistant's output (trained), the observation is prompt (masked) like a user turn.
+    # As LLaMA-Factory: the call is written in the template's tool format and trained; the tools column is
+    # described in the system slot; a template read off a chat template formats observations like user turns.
     assert trained_text(tok, with_tools.labels) == [
-        '{"name": "weather", "arguments": {"city": "Oslo"}}</s>\n',
+        'Action: weather\nAction Input: {"city": "Oslo"}</s>\n',
         "It is -3 degrees.</s>\n",
     ]
-    assert '<|tool|>\n{"temp": -3}</s>\n' in tok.decode(with_tools.input_ids)
+    text = tok.decode(with_tools.input_ids)
+    assert text.startswith("<|system|>\nYou have access to the following tools:\n> Tool Name: weather\n")
+    assert '<|user|>\n{"temp": -3}</s>\n' in text
     assert tok.decode(with_system_turn.input_ids).startswith("<|system|>\nBe kind.</s>\n<|user|>\nHello</s>\n")
-    assert data.ignored == {"tools_column": 1}
+    assert data.ignored == {}
+
+
+def test_a_malformed_tools_column_names_the_row(tmp_path: Path) -> None:
+    rows = [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}],
+             "tools": "[{\"name\": \"weather\"}]"}]
+    dataset_dir = write_dataset(tmp_path, rows, {"formatting": "sharegpt", "columns": {"tools": "tools"}})
+    with pytest.raises(DataError, match=r"rows\.json: row 1: the tools column is not a list of tool schemas"):
+        prepare_data(make_spec("rows", dataset_dir), tokenizer())
 
 
 def test_alpaca_history_and_system_come_before_the_instruction() -> None:

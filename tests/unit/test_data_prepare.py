@@ -8,8 +8,7 @@ import pytest
 
 from p2pft.train.data import DataError, prepare_data
 from p2pft.train.data.prepare import choose_val_positions, val_count
-from p2pft.train.data.templates import Segment
-from p2pft.train.data.tokenize import encode_segments
+from p2pft.train.data.tokenize import MaskRules, build_example, split_budget
 from tests.compat import COMPAT_DIR, needs_compat
 from tests.unit.test_data_support import FIXTURES_DIR, make_spec, tokenizer, trained_text, write_dataset
 
@@ -46,7 +45,7 @@ def test_a_folder_dataset_reads_its_files_in_name_order_under_one_cap() -> None:
         ("preference_pairs", r"dataset 'preference_pairs': is a ranking \(preference\) dataset; DPO/RM is not supp"),
         ("pictures", r"dataset 'pictures': multimodal column 'images' is not supported"),
         ("hub_only", r"dataset 'hub_only': only available remotely \(hf_hub_url='someone/some-dataset'\)"),
-        ("csv_file", r"dataset 'csv_file': table\.csv: only \.json and \.jsonl files are supported"),
+        ("csv_file", r"dataset 'csv_file': table\.csv: only \.json and \.jsonl files are supported \(csv, parq"),
         ("odd_formatting", r"dataset 'odd_formatting': formatting 'openai' is not supported; use alpaca or sharegpt"),
         ("nothing_here", r"dataset 'nothing_here': not defined; known names: "),
     ],
@@ -70,36 +69,50 @@ def test_invalid_json_file_names_the_line(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- cutoff
-def test_cutoff_truncates_and_skips_rows_whose_answer_is_cut_off() -> None:
-    full = _prepare("alpaca_history").train[0]
-    first_answer_at = next(i for i, label in enumerate(full.labels) if label != -100)
-    cut = _prepare("alpaca_history", cutoff_len=first_answer_at + 1)
-    assert len(cut.train[0].input_ids) == first_answer_at + 1
-    assert cut.train[0].input_ids == full.input_ids[: first_answer_at + 1]
-    assert trained_text(tokenizer(), cut.train[0].labels) == ["3"]
-    # Row 2 has a short prompt and survives; row 1 keeps no answer token and is skipped.
-    nothing_left = _prepare("alpaca_history", cutoff_len=first_answer_at)
-    assert nothing_left.skipped == {"no_response_after_cutoff": 1}
-    assert _answers(nothing_left) == ["Blue.</s>\n"]
+def test_cutoff_splits_each_turns_budget_between_prompt_and_answer_as_llama_factory() -> None:
+    tok = tokenizer()
+    cut = _prepare("alpaca_history", cutoff_len=40)
+    # Pair 1 fits whole; pair 2 gets the 7 tokens left: its short answer whole, its prompt cut to "<|user|>\nAd".
+    assert tok.decode(cut.train[0].input_ids) == \
+        "<|system|>\nYou count.</s>\n<|user|>\nAdd two.\n1</s>\n<|assistant|>\n3</s>\n<|user|>\nAd4</s>\n"
+    assert trained_text(tok, cut.train[0].labels) == ["3</s>\n", "4</s>\n"]
+    tiny = _prepare("alpaca_history", cutoff_len=12)
+    assert [tok.decode(example.input_ids) for example in tiny.train] == [
+        "<|system|>\nYou cou3</s>\n",  # a long prompt is cut, the short answer kept
+        "<|user|>\nName a Blu",  # prompt and answer both long for the budget: cut in proportion
+    ]
+    assert not tiny.skipped
+
+
+def test_split_budget_keeps_short_answers_and_cuts_long_prompts() -> None:
+    assert split_budget(3000, 500, 2048) == (1548, 500)  # the example: LLaMA-Factory keeps 1548 + 500
+    assert split_budget(10, 3000, 2048) == (10, 2038)  # a short prompt stays whole; the answer is cut
+    assert split_budget(2000, 2000, 1000) == (500, 500)  # both long: cut in proportion
+    assert split_budget(5, 5, 100) == (5, 5)
+
+
+def test_build_example_masks_prompts_and_honours_the_masking_keys() -> None:
+    pairs = [([1, 2], [3]), ([4], [5, 6])]
+    plain = build_example(pairs, cutoff_len=10)
+    assert plain.input_ids == (1, 2, 3, 4, 5, 6) and plain.labels == (-100, -100, 3, -100, 5, 6)
+    on_prompt = build_example(pairs, 10, MaskRules(train_on_prompt=True))
+    assert on_prompt.labels == (1, 2, 3, 4, 5, 6)
+    last_only = build_example(pairs, 10, MaskRules(mask_history=True))
+    assert last_only.input_ids == (1, 2, 3, 4, 5, 6) and last_only.labels == (-100, -100, -100, -100, 5, 6)
+    efficient = build_example(pairs, 10, MaskRules(efficient_eos=True, eos_token_id=9))
+    assert efficient.input_ids == (1, 2, 3, 4, 5, 6, 9) and efficient.labels == (-100, -100, 3, 9, 5, 6, 9)
+    assert build_example(pairs, cutoff_len=3).input_ids == (1, 2, 3)  # no room left for the second pair
+    with pytest.raises(ValueError, match="cutoff_len must be >= 1"):
+        build_example(pairs, cutoff_len=0)
 
 
 @needs_compat
 def test_cutoff_never_exceeded_on_the_demo_data() -> None:
     data = _prepare("alpaca_en_demo", COMPAT_DIR, cutoff_len=64, max_samples=50)
     assert max(len(example.input_ids) for example in data.train) == 64
-    # Byte-level tokens: many demo prompts are longer than 64 bytes, so their answers are cut off entirely.
-    assert len(data.train) + data.skipped["no_response_after_cutoff"] == 50
+    # LLaMA-Factory's budget split keeps a part of every answer, so no row is dropped.
+    assert len(data.train) == 50 and not data.skipped
     assert all(any(label != -100 for label in example.labels) for example in data.train)
-
-
-def test_encode_segments_masks_prompts_and_keeps_answers() -> None:
-    segments = [Segment((1, 2), False), Segment((3,), True), Segment((4,), False), Segment((5, 6), True)]
-    encoded = encode_segments(segments, cutoff_len=10)
-    assert encoded is not None
-    assert encoded.input_ids == (1, 2, 3, 4, 5, 6) and encoded.labels == (-100, -100, 3, -100, 5, 6)
-    assert encode_segments(segments, cutoff_len=2) is None
-    with pytest.raises(ValueError, match="cutoff_len must be >= 1"):
-        encode_segments(segments, cutoff_len=0)
 
 
 # ---------------------------------------------------------------------------------------------- val split
@@ -157,3 +170,25 @@ def test_jsonl_rows_are_numbered_by_line(tmp_path: Path) -> None:
 def test_a_misspelt_dataset_name_gets_a_suggestion() -> None:
     with pytest.raises(DataError, match=r"dataset 'identiy': not defined; did you mean 'identity'\?"):
         _prepare("identiy", COMPAT_DIR)
+
+
+# ---------------------------------------------------------------------------------------------- dataset_info keys
+def test_num_samples_draws_every_row_then_repeats_seeded(tmp_path: Path) -> None:
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(4)]
+    fewer = write_dataset(tmp_path / "fewer", rows, {"num_samples": 3})
+    answers = _answers(_prepare("rows", fewer))
+    assert len(answers) == 3 and len(set(answers)) == 3
+    assert answers == _answers(_prepare("rows", fewer))  # the same on every box
+    more = _answers(_prepare("rows", write_dataset(tmp_path / "more", rows, {"num_samples": 6})))
+    assert len(more) == 6 and set(more) == {f"a{i}</s>\n" for i in range(4)}  # every row at least once
+    capped = _answers(_prepare("rows", write_dataset(tmp_path / "capped", rows, {"num_samples": 6}), max_samples=2))
+    assert capped == more[:2]  # max_samples caps after num_samples, as in LLaMA-Factory
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"num_samples": 0}, r"dataset 'rows': num_samples must be a positive whole number, got 0"),
+    ({"columns": {"kto_tag": "tag"}}, r"dataset 'rows': has a kto_tag column \(KTO preference data\); p2pft trains"),
+])
+def test_unusable_dataset_info_keys_fail_in_one_line(tmp_path: Path, entry: dict, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        _prepare("rows", write_dataset(tmp_path, [{"instruction": "q", "output": "a"}], entry))

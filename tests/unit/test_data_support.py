@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,9 @@ def make_spec(dataset: str, dataset_dir: Path, **overrides: Any) -> JobSpec:
     return parse_job(data, base_dir=dataset_dir).spec
 
 
-@cache
 def tokenizer() -> Any:
+    """A fresh tiny tokenizer (with its chat template): prepare_data fixes a tokenizer in place for its template,
+    so a shared one would carry one test's stop words into the next."""
     from p2pft.testing.tiny_model import build_tokenizer
 
     return build_tokenizer()

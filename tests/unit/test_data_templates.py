@@ -1,4 +1,4 @@
-"""Plain LLaMA-Factory templates (tokenizer without a chat template) and the choice of template."""
+"""LLaMA-Factory's named templates, the choice of template, stop words, thinking (parity: test_data_lf_golden)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from p2pft.config.job import JobSpecError
 from p2pft.train.data import DataError, prepare_data
 from tests.unit.test_data_support import (
     FIXTURES_DIR,
@@ -54,8 +55,8 @@ def test_default_system_prompts_fill_in_when_the_row_has_none(tmp_path: Path) ->
     assert text.startswith("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
 
 
-def test_no_template_and_no_chat_template_means_default(tmp_path: Path) -> None:
-    assert _one(tmp_path, None, plain_tokenizer(), entry={}) == ("Human: Q</s>\nAssistant:A</s>\n", ["A</s>\n"])
+def test_no_template_and_no_chat_template_means_empty_as_in_llama_factory(tmp_path: Path) -> None:
+    assert _one(tmp_path, None, plain_tokenizer(), entry={}) == ("QA", ["A"])  # empty: no EOS either
 
 
 def test_multi_turn_plain_template_trains_every_answer() -> None:
@@ -66,30 +67,61 @@ def test_multi_turn_plain_template_trains_every_answer() -> None:
     assert '<|im_start|>tool\n{"temp": -3}<|im_end|>\n<|im_start|>assistant\n' in tok.decode(observation.input_ids)
 
 
-def test_unknown_template_without_chat_template_lists_supported_names(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"template: 'qwen3_nothink' is not built in .*use one of: default, alpaca"):
-        _one(tmp_path, "qwen3_nothink", plain_tokenizer())
-
-
-def test_chat_template_is_used_whatever_the_template_name(tmp_path: Path) -> None:
-    for index, name in enumerate(("qwen3_nothink", "default", None)):
-        text, trained = _one(tmp_path / str(index), name, tokenizer())
-        assert text == "<|system|>\nS</s>\n<|user|>\nQ</s>\n<|assistant|>\nA</s>\n"
-        assert trained == ["A</s>\n"]
-
-
-def test_chat_template_that_rewrites_history_is_refused_with_row_number(tmp_path: Path) -> None:
+def test_stop_words_become_single_tokens_and_replace_eos_as_in_llama_factory(tmp_path: Path) -> None:
     tok = plain_tokenizer()
-    # Renders only the last two messages: earlier renders are not prefixes of later ones.
-    tok.chat_template = "{% for m in messages[-2:] %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-    with pytest.raises(DataError, match=r"alpaca_history\.json: row 1: the tokenizer's chat template renders earlier"):
-        prepare_data(make_spec("alpaca_history", FIXTURES_DIR), tok)
+    _one(tmp_path, "llama3", tok)
+    assert tok.eos_token == "<|eot_id|>" and tok.convert_tokens_to_ids("<|eom_id|>") == len(tok) - 1
+    assert len(tok("<|eot_id|>", add_special_tokens=False)["input_ids"]) == 1
 
 
-def test_chat_template_failure_is_a_data_error(tmp_path: Path) -> None:
+def test_unknown_template_is_refused_listing_the_supported_names() -> None:
+    with pytest.raises(JobSpecError, match=r"template: 'qwen2_vl' is not a template p2pft reproduces; use one of: "
+                                           r"default, empty, alpaca"):
+        make_spec("rows", FIXTURES_DIR, template="qwen2_vl")
+
+
+def test_a_named_template_wins_over_the_tokenizers_chat_template(tmp_path: Path) -> None:
+    text, trained = _one(tmp_path, "qwen3_nothink", tokenizer())
+    assert text == ("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+                    "A<|im_end|>\n")
+    assert trained == ["A<|im_end|>\n"]
+    assert _one(tmp_path / "d", "default", tokenizer()) == ("System: S</s>\nHuman: Q</s>\nAssistant:A</s>\n",
+                                                           ["A</s>\n"])
+
+
+def test_qwen3_adds_an_empty_thought_trained_unless_thinking_is_off(tmp_path: Path) -> None:
+    row = {"instruction": "Q", "output": "A"}
+    thinking = _one(tmp_path, "qwen3", plain_tokenizer(), row=row, entry={})
+    assert thinking[1] == ["<think>\n\n</think>\n\nA<|im_end|>\n"]
+    dataset_dir = write_dataset(tmp_path / "off", [row])
+    tok = plain_tokenizer()
+    (example,) = prepare_data(make_spec("rows", dataset_dir, template="qwen3", enable_thinking=False), tok).train
+    assert tok.decode(example.input_ids).endswith("assistant\n<think>\n\n</think>\n\nA<|im_end|>\n")
+    assert trained_text(tok, example.labels) == ["A<|im_end|>\n"]  # the empty thought is prompt
+
+
+def test_no_template_reads_one_off_the_chat_template(tmp_path: Path) -> None:
+    text, trained = _one(tmp_path, None, tokenizer())
+    assert text == "<|system|>\nS</s>\n<|user|>\nQ</s>\n<|assistant|>\nA</s>\n"
+    assert trained == ["A</s>\n"]
+
+
+def test_a_chat_template_default_system_prompt_is_read_off_too(tmp_path: Path) -> None:
+    tok = plain_tokenizer()
+    tok.chat_template = (
+        "{% if messages[0]['role'] != 'system' %}<|system|>\nBe brief.</s>\n{% endif %}"
+        "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    )
+    text, trained = _one(tmp_path, None, tok, entry={})
+    assert (text, trained) == ("<|system|>\nBe brief.</s>\n<|user|>\nQ</s>\n<|assistant|>\nA</s>\n", ["A</s>\n"])
+
+
+def test_chat_template_failure_is_one_line_naming_the_way_out(tmp_path: Path) -> None:
     tok = plain_tokenizer()
     tok.chat_template = "{{ raise_exception('roles must alternate') }}"
-    with pytest.raises(DataError, match=r"rows\.json: row 1: the tokenizer's chat template failed: .*roles must alt"):
+    with pytest.raises(DataError, match=r"^no template: set, and the tokenizer's chat template failed .*roles must "
+                                        r"alternate.*; name a template$"):
         _one(tmp_path, None, tok)
 
 
@@ -100,14 +132,3 @@ def test_masks_stay_exact_when_a_token_would_straddle_prompt_and_answer(tmp_path
     (example,) = prepare_data(make_spec("rows", dataset_dir), tok).train
     assert tok.decode(example.input_ids) == "<|user|>\nQ</s>\n<|assistant|>\nHello</s>\n"
     assert trained_text(tok, example.labels) == ["Hello</s>\n"]  # the "\n" of the prompt stays masked
-
-
-def test_chat_template_with_bos_and_default_system_gets_one_bos(tmp_path: Path) -> None:
-    tok = plain_tokenizer()
-    tok.chat_template = (
-        "{{ bos_token }}{% if messages[0]['role'] != 'system' %}<|system|>\nBe brief.</s>\n{% endif %}"
-        "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-    )
-    text, trained = _one(tmp_path, None, tok, entry={})
-    assert (text, trained) == ("<s><|system|>\nBe brief.</s>\n<|user|>\nQ</s>\n<|assistant|>\nA</s>\n", ["A</s>\n"])

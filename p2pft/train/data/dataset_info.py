@@ -20,7 +20,8 @@ from p2pft.train.data.types import DataError
 
 DATASET_INFO_FILE = "dataset_info.json"
 SUPPORTED_SUFFIXES = (".json", ".jsonl")
-_ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "system": None, "history": None}
+_ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "system": None, "history": None,
+                   "tools": None}
 _SHAREGPT_COLUMNS = {"messages": "conversations", "system": None, "tools": None}
 _DEFAULT_TAGS = {
     "role_tag": "from",
@@ -44,6 +45,7 @@ class DatasetSource:
     formatting: Literal["alpaca", "sharegpt"]
     columns: Mapping[str, str | None]
     tags: Mapping[str, str]
+    num_samples: int | None = None  # LLaMA-Factory's per-dataset sample count (see prepare.sample_rows)
 
 
 def load_dataset_info(dataset_dir: Path) -> dict[str, Any]:
@@ -82,13 +84,20 @@ def resolve_entry(name: str, info: Mapping[str, Any], dataset_dir: Path) -> Data
         raise DataError(f"{where}: entry must be a JSON object")
     if entry.get("ranking"):
         raise DataError(f"{where}: is a ranking (preference) dataset; DPO/RM is not supported, only SFT")
+    columns_given = entry.get("columns")
+    if isinstance(columns_given, dict) and columns_given.get("kto_tag"):
+        raise DataError(f"{where}: has a kto_tag column (KTO preference data); p2pft trains stage sft only")
+    num_samples = entry.get("num_samples")
+    if num_samples is not None and (type(num_samples) is not int or num_samples < 1):
+        raise DataError(f"{where}: num_samples must be a positive whole number, got {num_samples!r}")
     files = _local_files(where, entry, dataset_dir)
     formatting = entry.get("formatting", "alpaca")
     if formatting not in ("alpaca", "sharegpt"):
         raise DataError(f"{where}: formatting {formatting!r} is not supported; use alpaca or sharegpt")
     columns = _merged_columns(where, entry, formatting)
     tags = _merged_tags(where, entry)
-    return DatasetSource(name=name, files=files, formatting=formatting, columns=columns, tags=tags)
+    return DatasetSource(name=name, files=files, formatting=formatting, columns=columns, tags=tags,
+                         num_samples=num_samples)
 
 
 def _local_files(where: str, entry: Mapping[str, Any], dataset_dir: Path) -> tuple[Path, ...]:
@@ -114,7 +123,8 @@ def _local_files(where: str, entry: Mapping[str, Any], dataset_dir: Path) -> tup
         hint = f" (the entry also names {hub}; p2pft does not download: fetch the file first)" if hub else ""
         raise DataError(f"{where}: file {path} not found{hint}")
     if path.suffix not in SUPPORTED_SUFFIXES:
-        raise DataError(f"{where}: {path.name}: only .json and .jsonl files are supported")
+        raise DataError(f"{where}: {path.name}: only .json and .jsonl files are supported (csv, parquet, arrow and "
+                        "txt need the `datasets` library, which p2pft does not install); convert it to JSON Lines")
     return (path,)
 
 

@@ -33,7 +33,7 @@ _TRAINED_ROLES = ("assistant", "function")
 class Converted:
     conversation: Conversation | None  # None when the row is skipped
     skip_reason: str | None = None
-    ignored: tuple[str, ...] = ()  # parts of a kept row that p2pft does not use, e.g. "tools_column"
+    ignored: tuple[str, ...] = ()  # parts of a kept row that p2pft does not use (none today)
 
 
 def _skip(reason: str) -> Converted:
@@ -84,7 +84,8 @@ def _convert_alpaca(row: Mapping[str, Any], columns: Mapping[str, str | None], c
     if not response:
         return _skip("missing_response")
     turns = [*history, Turn("user", prompt), Turn("assistant", response)]
-    return Converted(Conversation(system=system, turns=tuple(turns)))
+    tools = context.optional_str(row, columns.get("tools"))
+    return Converted(Conversation(system=system, turns=tuple(turns), tools=tools))
 
 
 def _alpaca_history(row: Mapping[str, Any], column: str | None, context: _RowContext) -> list[Turn]:
@@ -150,12 +151,5 @@ def _convert_sharegpt(
         return _skip("broken_conversation")
     if any(not turn.content for turn in turns):
         return _skip("empty_turn")
-    ignored = ("tools_column",) if _has_tools(row, columns.get("tools")) else ()
-    return Converted(Conversation(system=system, turns=tuple(turns)), ignored=ignored)
-
-
-def _has_tools(row: Mapping[str, Any], column: str | None) -> bool:
-    if column is None:
-        return False
-    value = row.get(column)
-    return value not in (None, "", [], {})
+    tools = context.optional_str(row, columns.get("tools"))  # JSON text, described by the template's tool format
+    return Converted(Conversation(system=system, turns=tuple(turns), tools=tools))

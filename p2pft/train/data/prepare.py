@@ -1,7 +1,8 @@
 """prepare_data: job spec + tokenizer -> tokenised train/val examples (deterministic for a given spec.seed).
 
-Order of work, as in LLaMA-Factory: datasets are read in the order named in `dataset`, `max_samples` caps
-EACH dataset's raw rows (the first N), rows are converted and tokenised (bad rows: see formats.py), the
+Order of work, as in LLaMA-Factory: datasets are read in the order named in `dataset`, a dataset_info
+`num_samples` draws that many rows (see sample_positions), `max_samples` caps EACH dataset's raw rows (the first
+N), rows are converted and tokenised (bad rows: see formats.py), the
 datasets are concatenated, then `val_size` moves a seeded random subset to `val`. The subset is drawn by
 sorting row positions by sha256(seed, position), which is the same on every box and Python version. Train and
 val both keep the original relative order; sample ids are positions in their own list (`train[i].sample_id
@@ -18,47 +19,42 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from p2pft.train.data.dataset_info import DatasetSource, resolve_datasets
+from p2pft.train.data.encoder import EncodingSpec, RowEncoder
 from p2pft.train.data.formats import convert_row
 from p2pft.train.data.rows import read_rows
-from p2pft.train.data.templates import TemplateError, build_prompt_builder
-from p2pft.train.data.tokenize import NO_RESPONSE_AFTER_CUTOFF, Encoded, encode_segments
-from p2pft.train.data.types import DataError, Example, PreparedData
+from p2pft.train.data.tokenize import NO_RESPONSE_AFTER_CUTOFF, Encoded, has_trained_tokens
+from p2pft.train.data.types import DataError, Example, PreparedData, TemplateError
 
 
-class DataSpec(Protocol):
+class DataSpec(EncodingSpec, Protocol):
     """The JobSpec fields prepare_data reads (p2pft.config.job.JobSpec has them all)."""
 
     dataset: list[str]
     dataset_dir: str
-    template: str | None
-    cutoff_len: int
     max_samples: int | None
     val_size: float
     seed: int
 
 
 def prepare_data(spec: DataSpec, tokenizer: Any) -> PreparedData:
-    try:
-        builder = build_prompt_builder(spec.template, tokenizer)
-    except TemplateError as err:
-        raise DataError(str(err)) from None
+    """`tokenizer` is fixed in place for the template (see templates.fix_tokenizer): use it afterwards."""
+    encoder = RowEncoder.for_spec(spec, tokenizer)
     sources = resolve_datasets(spec.dataset, spec.dataset_dir)
     skipped: Counter[str] = Counter()
     ignored: Counter[str] = Counter()
     encoded: list[Encoded] = []
     for source in sources:
-        for path, row_number, row in _capped_rows(source, spec.max_samples):
+        for path, row_number, row in _capped_rows(source, spec.max_samples, spec.seed):
             converted = convert_row(row, source, path, row_number)
             ignored.update(converted.ignored)
             if converted.conversation is None:
                 skipped[converted.skip_reason or "bad_row"] += 1
                 continue
             try:
-                segments = builder.segments(converted.conversation)
+                example = encoder.encode(converted.conversation)
             except TemplateError as err:
                 raise DataError(f"{path}: row {row_number}: {err}") from None
-            example = encode_segments(segments, spec.cutoff_len)
-            if example is None:
+            if not has_trained_tokens(example):
                 skipped[NO_RESPONSE_AFTER_CUTOFF] += 1
                 continue
             encoded.append(example)
@@ -74,18 +70,25 @@ def prepare_data(spec: DataSpec, tokenizer: Any) -> PreparedData:
     )
 
 
-def _capped_rows(source: DatasetSource, max_samples: int | None) -> Iterator[tuple[Path, int, Any]]:
-    """(file, row number in that file, row) for the first max_samples rows of the dataset."""
-    remaining = max_samples
-    for path in source.files:
-        if remaining is not None and remaining <= 0:
-            return
-        rows = read_rows(path)
-        if remaining is not None:
-            rows = rows[:remaining]
-            remaining -= len(rows)
-        for row_number, row in rows:
-            yield path, row_number, row
+def _capped_rows(source: DatasetSource, max_samples: int | None, seed: int) -> Iterator[tuple[Path, int, Any]]:
+    """(file, row number in that file, row): `num_samples` drawn first, then the first max_samples rows."""
+    rows = [(path, number, row) for path in source.files for number, row in read_rows(path)]
+    if source.num_samples is not None:
+        rows = [rows[i] for i in sample_positions(len(rows), source.num_samples, seed, source.name)]
+    yield from rows[:max_samples] if max_samples is not None else rows
+
+
+def sample_positions(total: int, count: int, seed: int, salt: str) -> list[int]:
+    """`count` row positions as LLaMA-Factory's num_samples: every row once in a shuffled order, then more rows
+    drawn again when count > total. Drawn from sha256(seed, salt, round, position), not numpy's global random
+    state, so every box draws the same rows (they are not the rows LLaMA-Factory would draw)."""
+    if total == 0:
+        return []
+    chosen: list[int] = []
+    for round_number in range(-(-count // total)):
+        keys = {p: hashlib.sha256(f"{seed}:{salt}:{round_number}:{p}".encode()).digest() for p in range(total)}
+        chosen += sorted(range(total), key=keys.__getitem__)
+    return chosen[:count]
 
 
 def val_count(total: int, val_size: float) -> int:

@@ -1,228 +1,188 @@
-"""Prompt building: a `Conversation` -> token segments, each marked trained (assistant/function) or prompt.
+"""Prompt building as LLaMA-Factory does it: a `Conversation` -> (prompt ids, response ids) per turn pair.
 
-Which template is used:
-1. The tokenizer has a chat template (`tokenizer.chat_template`): it is used, whatever `template:` says. The
-   model's own template is the authority on its prompt format; LLaMA-Factory's named templates mirror them.
-2. Otherwise `template:` names one of the plain templates below (LLaMA-Factory's definitions:
-   default, alpaca, chatml, qwen, llama3, empty); no `template:` means `default`. An unknown name is an error
-   listing the supported ones.
+Which template (as LLaMA-Factory's `get_template_and_fix_tokenizer`):
+1. `template:` names one of template_defs.TEMPLATES: it is used, whatever chat template the tokenizer has.
+2. No `template:` and the tokenizer has a chat template: a template is read off that chat template
+   (chat_template_parse.py), as LLaMA-Factory does.
+3. Neither: the `empty` template.
+The tokenizer is then fixed as LLaMA-Factory fixes it: with `replace_eos` the first stop word becomes the EOS
+token, the other stop words become special tokens, a missing pad token becomes EOS. The same fixed tokenizer is
+what the token ids refer to, so the model must have embeddings for any token this adds (model.py checks).
 
-Exact masking with a chat template: the conversation is rendered to text for every prefix (up to each user turn
-with the generation prompt, up to each assistant turn without it); consecutive renders must extend each other,
-and each difference is one segment: prompt text (system, user turns, role markers) or a response (the assistant
-text plus whatever the template closes the turn with, e.g. `</s>\n` or `<|im_end|>\n`). Each segment is encoded
-on its own (`add_special_tokens=False`: the template writes BOS itself), so a segment boundary can never fall
-inside a token and the labels are exact for every tokenizer. Plain templates are encoded the same way
-LLaMA-Factory does: each string slot on its own, BOS/EOS as ids.
+Encoding (LLaMA-Factory's `Template._encode`): message i is the list of its slot pieces (turn 0 also gets the
+prefix and the system slot, which carries the system prompt plus the `tools` description); every string piece is
+encoded on its own with add_special_tokens=False, BOS/EOS pieces become ids. Consecutive messages pair up as
+(prompt, response).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from p2pft.train.data.types import TRAINED_ROLES, Conversation, Turn
+from p2pft.train.data.chat_template_parse import template_from_chat_template
+from p2pft.train.data.template_defs import TEMPLATES, Slots, Special, TemplateDef, Token, content_slots
+from p2pft.train.data.tool_formats import TOOL_FORMATS, function_text, tools_text
+from p2pft.train.data.types import Conversation, TemplateError, Turn
 
-
-class TemplateError(ValueError):
-    """A conversation cannot be rendered with the chosen template (message without file/row context)."""
-
-
-@dataclass(frozen=True)
-class Segment:
-    ids: tuple[int, ...]
-    trained: bool
-
-
-class PromptBuilder(Protocol):
-    name: str
-
-    def segments(self, conversation: Conversation) -> list[Segment]: ...
-
-
-def _encode_text(tokenizer: Any, text: str) -> tuple[int, ...]:
-    if not text:
-        return ()
-    return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-# ----------------------------------------------------------------------------------------- chat template
-_CHAT_ROLE = {"user": "user", "assistant": "assistant", "observation": "tool", "function": "assistant"}
-
-
-class ChatTemplateBuilder:
-    name = "tokenizer chat template"
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-
-    def _render(self, messages: list[dict[str, str]], generation_prompt: bool) -> str:
-        try:
-            text = self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=generation_prompt
-            )
-        except Exception as err:  # jinja raises its own errors (e.g. "roles must alternate")
-            raise TemplateError(f"the tokenizer's chat template failed: {type(err).__name__}: {err}") from None
-        if not isinstance(text, str):  # pragma: no cover - defensive: tokenize=False returns text
-            raise TemplateError("the tokenizer's chat template did not return text")
-        return text
-
-    def segments(self, conversation: Conversation) -> list[Segment]:
-        messages: list[dict[str, str]] = []
-        if conversation.system:
-            messages.append({"role": "system", "content": conversation.system})
-        renders: list[tuple[str, bool]] = []  # (text up to the end of this turn's segment, segment trained?)
-        for turn in conversation.turns:
-            messages.append({"role": _CHAT_ROLE[turn.role], "content": turn.content})
-            trained = turn.role in TRAINED_ROLES
-            renders.append((self._render(messages, generation_prompt=not trained), trained))
-        full = renders[-1][0]
-        result: list[Segment] = []
-        start = 0
-        for render, trained in renders:
-            end = len(render)
-            if end < start or not full.startswith(render):
-                raise TemplateError(
-                    "the tokenizer's chat template renders earlier turns differently once later turns follow "
-                    "(e.g. a reasoning template that drops old thoughts), so responses cannot be masked exactly; "
-                    "use single-turn rows or a tokenizer without this behaviour"
-                )
-            result.append(Segment(_encode_text(self.tokenizer, full[start:end]), trained))
-            start = end
-        return result
-
-
-# ----------------------------------------------------------------------------------------- plain templates
-class _Special:
-    """A slot that stands for the tokenizer's BOS or EOS id."""
-
-    def __init__(self, which: str) -> None:
-        self.which = which
-
-
-BOS, EOS = _Special("bos"), _Special("eos")
-Slots = tuple["str | _Special", ...]
+__all__ = ["TemplateError", "TemplateOptions", "choose_template", "encode_pairs", "fix_tokenizer"]
 
 
 @dataclass(frozen=True)
-class PlainTemplate:
-    """LLaMA-Factory's `register_template` fields that matter for text SFT."""
+class TemplateOptions:
+    """The LLaMA-Factory data keys that change a template."""
 
-    name: str
-    user: Slots
-    assistant: Slots
-    system: Slots = ("{{content}}",)
-    observation: Slots | None = None  # None: formatted like a user turn
-    prefix: Slots = ()
-    default_system: str = ""
-
-
-@dataclass(frozen=True)
-class PlainTemplateBuilder:
-    template: PlainTemplate
-    tokenizer: Any
-
-    @property
-    def name(self) -> str:
-        return self.template.name
-
-    def _encode_slots(self, slots: Sequence[str | _Special], content: str) -> list[int]:
-        ids: list[int] = []
-        for slot in slots:
-            if isinstance(slot, _Special):
-                token_id = self.tokenizer.bos_token_id if slot.which == "bos" else self.tokenizer.eos_token_id
-                if token_id is not None:
-                    ids.append(token_id)
-            else:
-                ids.extend(_encode_text(self.tokenizer, slot.replace("{{content}}", content)))
-        return ids
-
-    def _slots_for(self, turn: Turn) -> Slots:
-        template = self.template
-        if turn.role == "user":
-            return template.user
-        if turn.role == "observation":
-            return template.observation or template.user
-        return template.assistant  # assistant and function (the call text is the assistant's output)
-
-    def segments(self, conversation: Conversation) -> list[Segment]:
-        system = conversation.system or self.template.default_system
-        result: list[Segment] = []
-        for index, turn in enumerate(conversation.turns):
-            ids: list[int] = []
-            if index == 0:
-                ids += self._encode_slots(self.template.prefix, "")
-                if system:
-                    ids += self._encode_slots(self.template.system, system)
-            ids += self._encode_slots(self._slots_for(turn), turn.content)
-            result.append(Segment(tuple(ids), turn.role in TRAINED_ROLES))
-        return result
-
-
-_CHATML = {
-    "user": ("<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n",),
-    "assistant": ("{{content}}<|im_end|>\n",),
-    "system": ("<|im_start|>system\n{{content}}<|im_end|>\n",),
-    "observation": ("<|im_start|>tool\n{{content}}<|im_end|>\n<|im_start|>assistant\n",),
-}
-
-PLAIN_TEMPLATES: dict[str, PlainTemplate] = {
-    template.name: template
-    for template in (
-        PlainTemplate(
-            name="default",
-            user=("Human: {{content}}", EOS, "\nAssistant:"),
-            assistant=("{{content}}", EOS, "\n"),
-            system=("System: {{content}}", EOS, "\n"),
-        ),
-        PlainTemplate(
-            name="alpaca",
-            user=("### Instruction:\n{{content}}\n\n### Response:\n",),
-            assistant=("{{content}}", EOS, "\n\n"),
-            default_system=(
-                "Below is an instruction that describes a task. "
-                "Write a response that appropriately completes the request.\n\n"
-            ),
-        ),
-        PlainTemplate(name="chatml", **_CHATML),
-        PlainTemplate(
-            name="qwen", **_CHATML,
-            default_system="You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
-        ),
-        PlainTemplate(
-            name="llama3",
-            user=(
-                "<|start_header_id|>user<|end_header_id|>\n\n{{content}}<|eot_id|>"
-                "<|start_header_id|>assistant<|end_header_id|>\n\n",
-            ),
-            assistant=("{{content}}<|eot_id|>",),
-            system=("<|start_header_id|>system<|end_header_id|>\n\n{{content}}<|eot_id|>",),
-            observation=(
-                "<|start_header_id|>ipython<|end_header_id|>\n\n{{content}}<|eot_id|>"
-                "<|start_header_id|>assistant<|end_header_id|>\n\n",
-            ),
-            prefix=(BOS,),
-        ),
-        PlainTemplate(name="empty", user=("{{content}}",), assistant=("{{content}}",)),
-    )
-}
-DEFAULT_PLAIN_TEMPLATE = "default"
+    tool_format: str | None = None
+    default_system: str | None = None
+    enable_thinking: bool | None = True
+    preserve_thinking: bool = False
 
 
 def has_chat_template(tokenizer: Any) -> bool:
-    template = getattr(tokenizer, "chat_template", None)
-    return bool(template)
+    return isinstance(getattr(tokenizer, "chat_template", None), str) and bool(tokenizer.chat_template)
 
 
-def build_prompt_builder(template_name: str | None, tokenizer: Any) -> PromptBuilder:
-    """See the module docstring for the order of choice. Raises TemplateError for an unusable name."""
-    if has_chat_template(tokenizer):
-        return ChatTemplateBuilder(tokenizer)
-    name = template_name or DEFAULT_PLAIN_TEMPLATE
-    if name not in PLAIN_TEMPLATES:
-        supported = ", ".join(PLAIN_TEMPLATES)
-        raise TemplateError(
-            f"template: {name!r} is not built in and the tokenizer has no chat template; use one of: {supported}"
-        )
-    return PlainTemplateBuilder(PLAIN_TEMPLATES[name], tokenizer)
+def choose_template(name: str | None, tokenizer: Any, options: TemplateOptions = TemplateOptions()) -> TemplateDef:
+    """The template for this job, with its options applied. Raises TemplateError for an unknown name."""
+    if name is not None:
+        if name not in TEMPLATES:
+            raise TemplateError(f"template: {name!r} is not built in; use one of: {', '.join(TEMPLATES)}")
+        template = TEMPLATES[name]
+    elif has_chat_template(tokenizer):
+        template = template_from_chat_template(tokenizer)
+    else:
+        template = TEMPLATES["empty"]
+    changes: dict[str, Any] = {}
+    if options.tool_format is not None:
+        if options.tool_format not in TOOL_FORMATS:
+            raise TemplateError(f"tool_format: {options.tool_format!r} is not built in; use one of: "
+                                f"{', '.join(TOOL_FORMATS)}")
+        # LLaMA-Factory then writes calls with the bare content slots, not the template's function slots.
+        changes.update(function=content_slots(template.efficient_eos), function_format=options.tool_format,
+                       tools_format=options.tool_format)
+    if options.default_system is not None:
+        changes["default_system"] = options.default_system
+    if template.kind == "reasoning":
+        changes.update(enable_thinking=options.enable_thinking, preserve_thinking=options.preserve_thinking)
+    return dataclasses.replace(template, **changes) if changes else template
+
+
+def fix_tokenizer(template: TemplateDef, tokenizer: Any) -> None:
+    """LLaMA-Factory's `fix_special_tokens`, in the same order (so added tokens get the same ids)."""
+    stop_words = list(template.stop_words)
+    if template.replace_eos:
+        if tokenizer.eos_token != stop_words[0]:
+            tokenizer.add_special_tokens({"eos_token": stop_words[0]})
+        stop_words = stop_words[1:]
+    if tokenizer.eos_token_id is None:
+        tokenizer.add_special_tokens({"eos_token": "<|endoftext|>"})
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if stop_words:
+        # Keep the tokenizer's own special tokens special; the keyword was renamed in transformers 5.
+        try:
+            tokenizer.add_special_tokens({"additional_special_tokens": stop_words}, replace_extra_special_tokens=False)
+        except TypeError:
+            tokenizer.add_special_tokens({"additional_special_tokens": stop_words},
+                                         replace_additional_special_tokens=False)
+
+
+# ------------------------------------------------------------------------------------------------ encoding
+def _fill(slots: Slots, content: str, **more: str) -> list[str | Special | Token]:
+    """Slot pieces with `{{content}}` (then any other placeholder) replaced once, as LLaMA-Factory's formatter."""
+    pieces: list[str | Special | Token] = []
+    for slot in slots:
+        if isinstance(slot, str):
+            for key, value in (("content", content), *more.items()):
+                slot = slot.replace("{{" + key + "}}", value, 1)
+        pieces.append(slot)
+    return pieces
+
+
+def _to_ids(tokenizer: Any, pieces: Sequence[str | Special | Token]) -> list[int]:
+    ids: list[int] = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            if piece:
+                ids += tokenizer.encode(piece, add_special_tokens=False)
+        elif isinstance(piece, Token):
+            ids.append(tokenizer.convert_tokens_to_ids(piece.name))
+        else:
+            token_id = tokenizer.bos_token_id if piece.which == "bos" else tokenizer.eos_token_id
+            if token_id is not None:
+                ids.append(token_id)
+    return ids
+
+
+def _system_text(template: TemplateDef, system: str, tools: str) -> str:
+    return system + (tools_text(template.tools_format, tools) if tools else "")
+
+
+def _message_pieces(template: TemplateDef, index: int, turn: Turn, system: str, tools: str) -> list:
+    pieces: list[str | Special | Token] = []
+    fused_system = ""
+    if index == 0:
+        pieces += template.prefix
+        if system or tools:
+            text = _system_text(template, system, tools)
+            if template.kind == "llama2":  # the system slot's first piece is written into the first user turn
+                first = _fill(template.system, text)[0]
+                fused_system = first if isinstance(first, str) else ""
+            else:
+                pieces += _fill(template.system, text)
+    if turn.role == "user":
+        pieces += _fill(template.user, fused_system + turn.content, idx=str(index // 2))
+    elif turn.role == "assistant":
+        pieces += _fill(template.assistant, turn.content)
+    elif turn.role == "observation":
+        pieces += _fill(template.observation, turn.content)
+    else:  # function: llama2-kind templates parse the call without looking for thoughts or <tool_call> tags
+        words = (None, None) if template.kind == "llama2" else (template.thought_words, template.tool_call_words)
+        pieces += _fill(template.function, function_text(template.function_format, turn.content, *words))
+    return pieces
+
+
+def _encode_messages(template: TemplateDef, tokenizer: Any, turns: Sequence[Turn], system: str,
+                     tools: str) -> list[list[int]]:
+    system = system or template.default_system
+    return [_to_ids(tokenizer, _message_pieces(template, i, turn, system, tools)) for i, turn in enumerate(turns)]
+
+
+def _remove_thought(template: TemplateDef, content: str) -> str:
+    opening, closing = template.thought_words
+    return re.sub(f"{re.escape(opening)}(.*?){re.escape(closing)}", "", content, flags=re.DOTALL).lstrip("\n")
+
+
+def _has_thought(template: TemplateDef, content: str) -> bool:
+    opening, closing = (word.strip() for word in template.thought_words)
+    return opening in content or closing in content
+
+
+def encode_pairs(template: TemplateDef, tokenizer: Any, conversation: Conversation,
+                 discard_history_thoughts: bool = False) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, response ids) for each turn pair. Reasoning templates (qwen3): with enable_thinking false
+    every answer loses its thought; with discard_history_thoughts (mask_history without preserve_thinking) the
+    earlier answers do; an answer without a thought gets an empty one, trained when thinking is enabled,
+    part of the prompt otherwise."""
+    turns = list(conversation.turns)
+    reasoning = template.kind == "reasoning"
+    if reasoning and template.enable_thinking is False:
+        turns = [Turn(t.role, _remove_thought(template, t.content)) if i % 2 else t for i, t in enumerate(turns)]
+    discard = reasoning and discard_history_thoughts
+    if discard:
+        turns = [Turn(t.role, _remove_thought(template, t.content)) if i % 2 and i < len(turns) - 2 else t
+                 for i, t in enumerate(turns)]
+    encoded = _encode_messages(template, tokenizer, turns, conversation.system, conversation.tools)
+    if reasoning:
+        empty_thought = tokenizer.encode("".join(template.thought_words), add_special_tokens=False)
+        for i in [len(turns) - 2] if discard else range(0, len(turns), 2):
+            if _has_thought(template, turns[i + 1].content):
+                continue
+            if template.enable_thinking:
+                encoded[i + 1] = empty_thought + encoded[i + 1]
+            else:
+                encoded[i] = encoded[i] + empty_thought
+    return [(encoded[i], encoded[i + 1]) for i in range(0, len(encoded), 2)]

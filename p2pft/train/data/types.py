@@ -15,6 +15,10 @@ class DataError(ValueError):
     """One line: the file, the row number (1-based) and what is wrong with it."""
 
 
+class TemplateError(ValueError):
+    """A conversation cannot be rendered with the chosen template (message without file/row context)."""
+
+
 @dataclass(frozen=True)
 class Turn:
     role: Role
@@ -28,6 +32,7 @@ class Conversation:
 
     system: str
     turns: tuple[Turn, ...]
+    tools: str = ""  # the `tools` column: JSON text of the tool schemas ("" = none)
 
 
 @dataclass(frozen=True)
@@ -42,5 +47,5 @@ class PreparedData:
     train: list[Example]
     val: list[Example]
     skipped: dict[str, int]  # reason -> number of rows left out
-    # Rows that were kept but had a part ignored (e.g. "tools_column": the tool schema is not rendered).
+    # Rows that were kept but had a part ignored (none today: the tools column is rendered as LLaMA-Factory does).
     ignored: dict[str, int] = field(default_factory=dict)
