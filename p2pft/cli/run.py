@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -98,8 +99,10 @@ def run_job(args: argparse.Namespace) -> tuple[int, Any]:
     from p2pft.launch.local import local_torchrun_command
     from p2pft.train.checkpoint_index import newest_committed
 
+    previous = _previous_job(args)
     spec, run_dir, job_json, plan_json, node_id = prepare_run(args)
     checkpoint_dir = Path(spec.output_dir) / "checkpoints"
+    _apply_rerun_policy(spec, previous, json.loads(job_json.read_text()), checkpoint_dir)
     resume = newest_committed(checkpoint_dir)
     if resume is not None:
         print(f"p2pft: resuming from step {resume}", flush=True)
@@ -117,6 +120,33 @@ def run_job(args: argparse.Namespace) -> tuple[int, Any]:
     if code != 0 and _stopped_on_request(events, events_offset):
         code = EXIT_STOPPED_ON_REQUEST  # torchrun reports any non-zero worker exit, 75 included, as 1
     return code, spec
+
+
+def _previous_job(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The JOB.json of the run already in the output_dir, read before this run replaces it."""
+    from p2pft.config.job import JobSpecError, load_job
+
+    try:
+        output_dir = Path(args.output_dir).resolve() if args.output_dir else Path(load_job(args.job).spec.output_dir)
+        return json.loads((output_dir / RUN_SUBDIR / "JOB.json").read_text())
+    except (JobSpecError, OSError, ValueError):
+        return None  # no previous run (or an unreadable job file, which prepare_run reports)
+
+
+def _apply_rerun_policy(spec: Any, previous: dict[str, Any] | None, current: dict[str, Any],
+                        checkpoint_dir: Path) -> None:
+    from p2pft.config.rerun import decide_rerun
+    from p2pft.train.checkpoint_index import newest_committed
+
+    decision = decide_rerun(previous, current, has_checkpoint=newest_committed(checkpoint_dir) is not None,
+                            overwrite=bool(spec.overwrite_output_dir), output_dir=str(spec.output_dir))
+    if decision.action == "refuse":
+        raise CliError(decision.message)
+    if decision.action == "fresh" and decision.message:
+        print(f"p2pft: {decision.message}", flush=True)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        for name in ("metrics.jsonl", "ledger.jsonl"):
+            (Path(spec.output_dir) / name).unlink(missing_ok=True)
 
 
 def _stopped_on_request(events: Path, offset: int) -> bool:

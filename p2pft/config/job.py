@@ -123,6 +123,9 @@ class JobSpec(BaseModel):
     fp16: bool = False
     # LLaMA-Factory turns gradient checkpointing on for every model unless disable_gradient_checkpointing is set.
     gradient_checkpointing: bool = True
+    # `p2pft run`: start afresh in an output_dir holding a run (LF's meaning); without it that run is resumed,
+    # and refused when a setting that decides the maths changed (p2pft.config.rerun).
+    overwrite_output_dir: bool = False
     disable_gradient_checkpointing: bool = False
     per_device_train_batch_size: int = Field(default=1, gt=0)
     gradient_accumulation_steps: int = Field(default=1, gt=0)

@@ -13,7 +13,6 @@ IGNORED_KEYS: dict[str, str] = {
     "do_eval": "evaluation runs when val_size > 0 and eval_steps is set",
     "preprocessing_num_workers": "p2pft tokenizes in the worker process; the dataset is small per box",
     "plot_loss": "p2pft writes metrics.jsonl (and TensorBoard with report_to: tensorboard) instead of plots",
-    "overwrite_output_dir": "p2pft writes its outputs into output_dir and keeps checkpoints for resuming",
     "save_only_model": "p2pft checkpoints always include the optimizer state so any box can resume",
     "ddp_timeout": "use p2pft.process_group_timeout_s; elastic recovery needs short timeouts",
     "resume_from_checkpoint": "p2pft resumes by itself from the newest committed checkpoint",

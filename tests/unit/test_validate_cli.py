@@ -126,8 +126,9 @@ def test_llamafactory_example_validates_with_only_model_and_p2pft_changes(
     assert code == 0, captured.err
     warnings = captured.err.splitlines()
     assert all(line.startswith("warning: ") for line in warnings)
-    for ignored in ("do_train", "plot_loss", "overwrite_output_dir", "ddp_timeout", "preprocessing_num_workers"):
+    for ignored in ("do_train", "ddp_timeout", "preprocessing_num_workers"):
         assert any(line.startswith(f"warning: {ignored}: ignored by p2pft (") for line in warnings), ignored
+    assert not any("overwrite_output_dir" in line for line in warnings)  # honoured (p2pft.config.rerun)
     assert len(captured.out.splitlines()) == 1
     assert captured.out.startswith(f"ok: model {tiny_model}; lora (rank 8, alpha 16, target all); ")
     assert "datasets identity,alpaca_en_demo; global batch 8; 3 epochs; lr 0.0001 cosine; bf16; 1..2 nodes" in (
