@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from p2pft.cli.main import CliError
+from p2pft.launch.contract import EXIT_STOPPED_ON_REQUEST
 
 RUN_SUBDIR = "run"
-EXIT_STOPPED_ON_REQUEST = 75
 
 
 def register(subparsers: Any) -> None:

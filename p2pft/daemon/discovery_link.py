@@ -10,8 +10,8 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from p2pft.daemon.addresses import join
 from p2pft.daemon.heartbeat import PeerLinks
+from p2pft.network.addresses import join
 
 log = logging.getLogger("p2pft.discovery")
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from p2pft.daemon.addresses import resolve, split
-from p2pft.daemon.cluster import Cluster
+from p2pft.membership.cluster import Cluster
 from p2pft.membership.state import HeartbeatReceived, MemberJoined, silent_members
+from p2pft.network.addresses import resolve, split
 from p2pft.rpc import convert
 from p2pft.rpc.client import DaemonClient, describe_rpc_error
 from p2pft.rpc.gen import daemon_pb2

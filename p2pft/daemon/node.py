@@ -17,8 +17,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from p2pft.daemon import addresses
-from p2pft.daemon.cluster import Cluster
 from p2pft.daemon.devices import cuda_version, read_devices, summary
 from p2pft.daemon.discovery_link import MdnsLink
 from p2pft.daemon.heartbeat import FailureDetector, PeerLinks, Timing
@@ -28,8 +26,10 @@ from p2pft.daemon.service import DaemonServicer
 from p2pft.daemon.settings import DaemonSettings, SettingsError, reloaded
 from p2pft.daemon.state_dir import remove_daemon_addr, write_daemon_addr
 from p2pft.daemon.systemd import sd_notify
+from p2pft.membership.cluster import Cluster
 from p2pft.membership.state import LocalStateChanged, initial_state
 from p2pft.membership.versions import local_versions
+from p2pft.network import addresses
 from p2pft.rpc.gen import daemon_pb2_grpc
 from p2pft.rpc.server import ServicerPair, build_server
 from p2pft.security.credentials import Credentials

@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2pft.daemon import addresses
 from p2pft.membership.state import Member
+from p2pft.network import addresses
 from p2pft.network.interfaces import read_interfaces
 from p2pft.network.routes import NoReachableAddress, choose_local_address
 from p2pft.rpc import convert

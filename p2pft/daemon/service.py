@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from p2pft.daemon.addresses import observed_host, resolve
-from p2pft.daemon.cluster import Cluster
 from p2pft.daemon.heartbeat import PeerLinks
 from p2pft.daemon.probe import ProbeBusy, Prober, ProbeRefused
+from p2pft.membership.cluster import Cluster
 from p2pft.membership.state import HeartbeatReceived, MemberJoined
+from p2pft.network.addresses import observed_host, resolve
 from p2pft.rpc import convert
 from p2pft.rpc.gen import daemon_pb2, daemon_pb2_grpc
 

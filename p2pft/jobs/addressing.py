@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from p2pft.daemon.addresses import WILDCARD_HOSTS, join
 from p2pft.membership.state import ClusterState
+from p2pft.network.addresses import WILDCARD_HOSTS, join
 from p2pft.network.collective import collective_env
 from p2pft.network.interfaces import Interface, read_interfaces
 from p2pft.network.routes import LocalChoice, choose_local_address, host_of, route_source

@@ -23,10 +23,10 @@ from typing import IO
 
 import psutil
 
+from p2pft.launch.contract import EXIT_STOPPED_ON_REQUEST
 from p2pft.launch.events import read_events
 from p2pft.launch.round_spec import RoundLaunch, build_agent_command
 
-EXIT_STOPPED_ON_REQUEST = 75
 AGENT_TOKEN_ENV = "P2PFT_AGENT_TOKEN"  # inherited by torchrun's workers: finds them even as orphans
 
 

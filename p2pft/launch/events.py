@@ -1,6 +1,6 @@
 """Follow a worker's `<run-dir>/events.jsonl` from the daemon (torch-free).
 
-The worker appends one JSON object per line (INTERFACES.md section 3). A reader may see a line half
+The worker appends one JSON object per line (docs/interfaces.md). A reader may see a line half
 written: only complete lines (ending in a newline) are consumed, the rest is read again next time. A
 complete line that is not a JSON object is skipped and counted, never fatal: the daemon must keep going.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-KNOWN_EVENTS = frozenset({"step_completed", "checkpoint_committed", "finished", "stopped_on_request"})
+from p2pft.launch.contract import KNOWN_EVENTS  # noqa: F401  (re-exported for the readers)
 
 
 @dataclass(frozen=True)

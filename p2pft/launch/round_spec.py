@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from p2pft.launch.contract import ENV_CHECKPOINT_DIR, ENV_JOB_ID, ENV_NODE_ID, ENV_ROUND, ENV_RUN_DIR
+
 DEFAULT_WORKER_MODULE = "p2pft.train"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -151,11 +153,11 @@ def build_agent_command(r: RoundLaunch) -> tuple[list[str], dict[str, str]]:
         {
             # torch 2.13's default shares the agent's store with the workers; joins after round 0 then fail.
             "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
-            "P2PFT_NODE_ID": r.node_id,
-            "P2PFT_JOB_ID": r.job_id,
-            "P2PFT_ROUND": str(r.round),
-            "P2PFT_RUN_DIR": str(r.run_dir),
-            "P2PFT_CHECKPOINT_DIR": str(r.checkpoint_dir),
+            ENV_NODE_ID: r.node_id,
+            ENV_JOB_ID: r.job_id,
+            ENV_ROUND: str(r.round),
+            ENV_RUN_DIR: str(r.run_dir),
+            ENV_CHECKPOINT_DIR: str(r.checkpoint_dir),
             "OMP_NUM_THREADS": str(r.omp_num_threads),
             "PYTHONUNBUFFERED": "1",
         }

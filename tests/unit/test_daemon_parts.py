@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from p2pft.daemon import addresses
 from p2pft.daemon.systemd import sd_notify, under_journal
+from p2pft.network import addresses
 
 
 def test_advertised_and_local_addresses() -> None:
@@ -108,8 +108,8 @@ def test_interceptor_counts_handler_failures_and_server_survives(tmp_path: Path)
 def _links(tmp_path: Path, self_id: str = "m"):  # type: ignore[no-untyped-def]
     from collections import Counter
 
-    from p2pft.daemon.cluster import Cluster
     from p2pft.daemon.heartbeat import PeerLinks, Timing
+    from p2pft.membership.cluster import Cluster
     from p2pft.membership.state import initial_state
     from p2pft.membership.versions import local_versions
     from p2pft.security.credentials import create_cluster
