@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from p2pft.cli.doctor import (
+from p2pft.cli.doctor import clock_offset_s, render_json, render_text
+from p2pft.cli.doctor_checks import (
     GIB,
     BoxFacts,
     Collective,
@@ -17,11 +18,8 @@ from p2pft.cli.doctor import (
     Finding,
     PeerReport,
     Survey,
-    clock_offset_s,
     evaluate,
     exit_code,
-    render_json,
-    render_text,
     summary,
 )
 from p2pft.daemon.probe import (
