@@ -19,13 +19,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def init_handler(args: argparse.Namespace) -> int:
     from p2pft.cli.connect import state_dir_of
-    from p2pft.daemon.state_dir import load_or_create_node_id
+    from p2pft.daemon.state_dir import create_state_dir, load_or_create_node_id
     from p2pft.security.credentials import CredentialsError, create_cluster, join_cluster
     from p2pft.security.token import TokenError
 
     state_dir = state_dir_of(args)
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        create_state_dir(state_dir)   # 0700 when new
         node_id = load_or_create_node_id(state_dir)
         if args.token:
             creds = join_cluster(state_dir, node_id, args.token, force=args.force)

@@ -37,6 +37,20 @@ def resolve_state_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     return default_state_dir()
 
 
+def create_state_dir(state_dir: Path) -> Path:
+    """Create the state dir 0700 when it does not exist (its keys, records and blobs are this box's alone); an
+    existing one keeps its mode (systemd's StateDirectoryMode=0700, or what an admin chose)."""
+    if not state_dir.is_dir():
+        state_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            state_dir.mkdir(mode=0o700)
+        except FileExistsError:
+            pass   # made meanwhile by another process: its mode stands
+        else:
+            os.chmod(state_dir, 0o700)   # whatever the umask
+    return state_dir
+
+
 def new_node_id() -> str:
     # 16 hex chars: unique enough for an office, short enough to read in a table, a valid DNS label.
     return secrets.token_hex(8)
@@ -55,7 +69,7 @@ def load_or_create_node_id(state_dir: Path) -> str:
     existing = read_node_id(state_dir)
     if existing:
         return existing
-    state_dir.mkdir(parents=True, exist_ok=True)
+    create_state_dir(state_dir)
     node_id = new_node_id()
     _write_atomic(state_dir / NODE_ID_FILE, node_id + "\n")
     return node_id

@@ -13,13 +13,17 @@ LINES_FILE = "lines.jsonl"
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
+def valid_job_id(job_id: str) -> bool:
+    return bool(_JOB_ID.fullmatch(job_id)) and ".." not in job_id
+
+
 @dataclass(frozen=True)
 class JobPaths:
     root: Path                      # <state-dir>/jobs/<job-id>
 
     @classmethod
     def of(cls, state_dir: Path, job_id: str) -> JobPaths:
-        if not _JOB_ID.fullmatch(job_id) or ".." in job_id:
+        if not valid_job_id(job_id):
             raise ValueError(f"job id {job_id[:80]!r} is not a valid job id (letters, digits, '.', '_', '-')")
         return cls(Path(state_dir) / JOBS_DIR / job_id)
 

@@ -18,6 +18,9 @@ from p2pft.security.credentials import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 ServicerPair = tuple[Callable[[Any, grpc.aio.Server], None], Any]
+# Calls in progress at once, all callers together (each is a coroutine, a stream holds buffers): beyond it grpc
+# answers RESOURCE_EXHAUSTED at once. A busy box serves a few streams per peer (checkpoint reads, logs, top).
+MAX_CONCURRENT_RPCS = 256
 SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -99,9 +102,11 @@ def build_server(
     *,
     listen: str,
     counters: Counter[str],
+    max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS,
 ) -> tuple[grpc.aio.Server, int]:
     """A started-ready server (call `await server.start()`) and the bound port (resolves port 0)."""
-    server = grpc.aio.server(interceptors=[ErrorCountingInterceptor(counters)], options=SERVER_OPTIONS)
+    server = grpc.aio.server(interceptors=[ErrorCountingInterceptor(counters)], options=SERVER_OPTIONS,
+                             maximum_concurrent_rpcs=max_concurrent_rpcs)
     for add_fn, servicer in servicers:
         add_fn(servicer, server)
     port = server.add_secure_port(listen, credentials)

@@ -21,6 +21,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from p2pft.train.checkpoint_index import describe_files, step_dir, write_commit_marker
+from p2pft.train.safe_load import SafeLoadPlanner, UnsafeCheckpoint, check_metadata
 
 # Test-only fault injection (integration tests of torn checkpoints): "STEP:RANK" = that rank dies inside the
 # save of that step, after its files are written and before anything is committed.
@@ -86,6 +87,10 @@ def save_checkpoint(checkpoint_dir: Path, model: nn.Module, optimizer: torch.opt
 
 
 def checkpoint_keys(directory: Path) -> set[str]:
+    try:
+        check_metadata(directory)   # peers wrote it: no unpickling of anything but checkpoint metadata
+    except UnsafeCheckpoint as exc:
+        raise CheckpointError(str(exc)) from None
     metadata = dcp.FileSystemReader(str(directory)).read_metadata()
     return set(metadata.state_dict_metadata.keys())
 
@@ -113,7 +118,7 @@ def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
         missing, extra = sorted(wanted - stored)[:3], sorted(stored - wanted)[:3]
         raise CheckpointError(f"checkpoint {directory} does not match this model's trainable weights "
                               f"(missing {missing}, unexpected {extra}); was the job's model or LoRA setup changed?")
-    dcp.load(state, checkpoint_id=str(directory))
+    dcp.load(state, checkpoint_id=str(directory), planner=SafeLoadPlanner())   # non-tensor entries: weights_only
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
                    options=StateDictOptions(strict=False))
     torch.set_rng_state(state["rng"])

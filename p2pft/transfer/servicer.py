@@ -36,6 +36,9 @@ MAX_CHUNK_BYTES = 2 * MIB  # well under gRPC's default 4 MiB receive limit, so d
 MAX_MESSAGE_BYTES = 4 * MIB + 64 * KIB  # the limit CHANNEL_OPTIONS sets: a max chunk plus framing, with room
 MAX_HAS_DIGESTS = 4096
 FREE_SPACE_RESERVE_BYTES = 256 * MIB  # a push may not fill the disk to the brim
+# The largest blob a peer may push (p2pft's own transfers pull; a push is for tools and tests): a peer cannot
+# make this box reserve and write an arbitrary amount.
+MAX_PUSH_BYTES = 4 * 1024 * MIB
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -59,7 +62,7 @@ class BlobServicer(transfer_pb2_grpc.BlobServiceServicer):
         store: BlobStore,
         *,
         default_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        max_push_bytes: int = 1 << 40,
+        max_push_bytes: int = MAX_PUSH_BYTES,
         max_read_bytes_per_s: float | None = None,
     ) -> None:
         """`max_read_bytes_per_s` caps each Read stream (so replication leaves bandwidth to training)."""
