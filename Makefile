@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.p2pft-installed
 
-.PHONY: test demo venv lint proto bench clean
+.PHONY: test demo venv lint proto bench chaos clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: $(STAMP)
 
 proto: $(STAMP)
 	$(BIN)/python -m p2pft.rpc.codegen
+
+# Long fault campaigns (partitions of every shape): minutes each, so not part of `make test`.
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -q -m chaos
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

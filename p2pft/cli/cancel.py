@@ -8,7 +8,7 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("cancel", help="cancel a job")
-    parser.add_argument("job_id", metavar="JOB", help="job id (see `p2pft jobs`)")
+    parser.add_argument("job_id", metavar="JOB", help="job id or a unique prefix of one (see `p2pft jobs`)")
     parser.set_defaults(func=handle)
 
 

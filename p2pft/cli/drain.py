@@ -1,5 +1,5 @@
 """`p2pft drain`: this box leaves its jobs gracefully (checkpoint at the next step boundary, zero steps lost);
-the other members go on in a new round. The box stays out of jobs until its daemon restarts."""
+the other members go on in a new round. The box stays out of jobs until `p2pft undrain` (or a daemon restart)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,9 @@ Modules are imported lazily by name so that `p2pft status` never pays for torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -26,11 +28,14 @@ COMMAND_MODULES: tuple[str, ...] = (
     "top",
     "doctor",
     "jobs",
+    "describe",
     "submit",
     "logs",
     "cancel",
     "drain",
+    "undrain",
     "fetch",
+    "plot",
     "install_service",
 )
 
@@ -43,11 +48,17 @@ class CliError(Exception):
         self.code = code
 
 
+GLOBAL_FLAGS: tuple[tuple[str, str, str], ...] = (
+    ("--daemon", "HOST:PORT", "daemon to talk to (env P2PFT_DAEMON)"),
+    ("--state-dir", "DIR", "state dir with credentials (env P2PFT_STATE_DIR)"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p2pft", description="Elastic fine-tuning across the office's GPUs.")
     parser.add_argument("--version", action="version", version=f"p2pft {__version__}")
-    parser.add_argument("--daemon", metavar="HOST:PORT", help="daemon to talk to (env P2PFT_DAEMON)")
-    parser.add_argument("--state-dir", metavar="DIR", help="state dir with credentials (env P2PFT_STATE_DIR)")
+    for flag, metavar, help_text in GLOBAL_FLAGS:
+        parser.add_argument(flag, metavar=metavar, help=help_text)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -57,7 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         module.register(sub)
+    finish_subcommands(sub)
     return parser
+
+
+def finish_subcommands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Habits every sub-command shares: global flags after the sub-command too (`p2pft jobs --state-dir D`),
+    and its one-line help as the description of its own --help."""
+    helps = {action.dest: action.help for action in sub._choices_actions}
+    for name, command in sub.choices.items():
+        if command.description is None and helps.get(name):
+            command.description = helps[name]
+        for flag, metavar, help_text in GLOBAL_FLAGS:
+            # SUPPRESS: when not given after the sub-command, the value given before it (or None) stays.
+            with contextlib.suppress(argparse.ArgumentError):  # a command with its own flag of that name keeps it
+                command.add_argument(flag, metavar=metavar, help=help_text, default=argparse.SUPPRESS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,6 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `p2pft logs JOB | head`: the reader left. No traceback; stdout goes nowhere so the exit flush is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # what a shell reports for a writer ended by SIGPIPE
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def load_for_submit(path: str) -> tuple[dict[str, Any], list[str]]:
     try:
         loaded = load_job(path)
     except JobSpecError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(f"{path}: {exc}") from None  # name the file, as `validate` does
     except OSError as exc:
         raise CliError(f"cannot read job file {path}: {exc.strerror}") from None
     problems = check_job_resources(loaded.spec)
@@ -52,36 +52,25 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def follow(args: argparse.Namespace, job_id: str) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """Follow the job to its end: a progress bar (rate, ETA) on a terminal, a plain line every few seconds
+    otherwise, one line per round event, a summary at the end. Ctrl-C leaves the job running, and says so."""
     from p2pft.cli._jobs_client import call_jobs
-    from p2pft.rpc.gen import jobs_pb2
+    from p2pft.cli.follow_job import JobFollower
 
-    console = Console(stderr=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[info]}"))
-
-    async def watch(stub: Any) -> Any:
-        last = None
-        with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task(job_id, total=None, info="")
-            async for view in stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id, interval_s=0.5)):
-                last = view
-                info = f"{view.status} round {view.round} world {view.world_size}"
-                if view.loss:
-                    info += f" loss {view.loss:.4f}"
-                if view.status == "waiting":
-                    info = view.message
-                progress.update(task, completed=view.step, total=view.total_steps or None, info=info)
-        return last
-
-    final = call_jobs(args, watch)
+    follower = JobFollower(job_id)
+    try:
+        final = call_jobs(args, follower.watch)
+    except KeyboardInterrupt:
+        follower.close()
+        print(f"\np2pft: stopped following; job {job_id} keeps running on the cluster.\n"
+              f"  follow it: p2pft logs {job_id} -f   (or p2pft top)\n"
+              f"  cancel it: p2pft cancel {job_id}", file=sys.stderr)
+        return 130
     if final is None:
         raise CliError(f"lost track of job {job_id}: see `p2pft jobs`")
+    for line in follower.summary(final):
+        print(line)
     if final.status == "succeeded":
-        where = final.output_dir if not final.outputs_node or final.coordinator == final.outputs_node else ""
-        print(f"p2pft: job {job_id} succeeded after {final.step} steps; outputs in {where or final.output_dir}")
         return 0
     print(f"p2pft: job {job_id} {final.status}: {final.message}", file=sys.stderr)
     return 1

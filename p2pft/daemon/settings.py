@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from p2pft import __version__
 from p2pft.daemon.state_dir import default_state_dir
 
 DEFAULT_PORT = 47341
@@ -260,6 +261,7 @@ def flag_layer(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="p2pftd", description="p2pft daemon: joins this box to the cluster.")
+    p.add_argument("--version", action="version", version=f"p2pftd {__version__}")
     p.add_argument("--config", metavar="FILE", help="YAML or TOML settings file (env P2PFT_CONFIG)")
     p.add_argument("--state-dir", metavar="DIR", help="node id, credentials, jobs (env P2PFT_STATE_DIR)")
     p.add_argument("--listen", metavar="HOST:PORT", help=f"gRPC address (default 0.0.0.0:{DEFAULT_PORT}; port 0 = any)")

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo
 from p2pft.jobs.paths import JobPaths
+from p2pft.jobs.quorum import quorum
 from p2pft.jobs.state import Action, View, choose_resume, decide, network_failure
+from p2pft.jobs.submission import output_target
 from p2pft.network.routes import NoReachableAddress
 from p2pft.planning.batch_plan import RankCapacity, plan_batch, plan_to_json
 from p2pft.planning.placement import Candidate, CandidateDevice, Placed, PlacementNeeds, place
@@ -105,6 +107,7 @@ class JobCoordinator:
         self._backoff_round = -1
         self._backoff_until = 0.0
         self._first_failure: dict[int, float] = {}  # round -> when its first failed exit report was seen
+        self._partitioned = False                   # paused without quorum: refresh the record before going on
 
     @property
     def record(self) -> JobRecord:
@@ -123,6 +126,10 @@ class JobCoordinator:
                      self.store.endpoint)
             while not self.closed and not self.record.terminal:
                 self._poke.clear()
+                if not await self.holds_quorum():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._poke.wait(), timeout=TICK_S)
+                    continue
                 action, self.pending_action = self.pending_action or decide(self.view()), None
                 if action.kind != "nothing":
                     await self.act(action)
@@ -136,6 +143,35 @@ class JobCoordinator:
         finally:
             if self.store is not None:
                 await self.store.stop()
+
+    # ---- the safety rule -------------------------------------------------------------------------------------
+
+    async def holds_quorum(self) -> bool:
+        """Only the side of a cut that reaches a majority of the job's members makes progress (p2pft.jobs.quorum).
+        Without it: stop the round here and pause. Getting it back: first take the freshest record the others
+        have, since the majority side may have gone on under a newer term (then this box steps down)."""
+        record = self.record
+        alive = [n for n, m in self.manager.cluster.state.members.items() if m.alive]
+        verdict = quorum(record, alive, self.manager.node_id)
+        if not verdict.holds:
+            if record.status != "paused" or record.message != verdict.message:
+                log.warning("job %s: %s; stopping this side's agents", self.job_id, verdict.message)
+                current = record.current_round
+                if current is not None:
+                    await self.manager.send_stop(record, current, graceful=False, reason=verdict.message)
+                self.manager.update_record(replace(self.record, status="paused", message=verdict.message))
+            self.pending_action = None
+            self._partitioned = True
+            return False
+        if self._partitioned:
+            self._partitioned = False
+            fresh = await self.manager.refresh_record(self.job_id)
+            if fresh.coordinator != self.manager.node_id or fresh.term > record.term:
+                log.warning("job %s: %s coordinates under term %d now; stepping down", self.job_id,
+                            self.manager.box_name(fresh.coordinator), fresh.term)
+                self.closed = True
+                return False
+        return True
 
     # ---- what the coordinator knows -------------------------------------------------------------------------
 
@@ -301,7 +337,7 @@ class JobCoordinator:
             # Unreachable (a box that died a moment ago, before heartbeats say so): leave it out for a while and
             # let the round fail at once instead of waiting for the rendezvous to time out.
             self.cooldown[node] = time.monotonic() + 10.0
-            self.manager.on_report(MemberReport(job_id=self.job_id, node_id=node, round=number,
+            self.manager.on_report(MemberReport(job_id=self.job_id, node_id=node, round=number, term=record.term,
                                                 phase="prepare_failed", outcome="failed",
                                                 detail="did not take the round order"))
 
@@ -324,8 +360,8 @@ class JobCoordinator:
         current = record.current_round
         reports = self.manager.round_reports(self.job_id, current.round) if current else {}
         holder = next(r for r in reports.values() if r.outcome == "finished" and r.outputs_manifest)
-        paths = JobPaths.of(self.manager.state_dir, self.job_id)
-        # The submitting box gets them where the job file said; another box keeps them in its state dir.
-        output_dir = Path(record.spec["output_dir"]) if self.manager.node_id == record.submitter else paths.outputs
+        # The submitting box gets them where its own user's job file said (p2pft.jobs.submission, never the
+        # record's paths); another box keeps them in its state dir.
+        output_dir = output_target(self.manager.state_dir, self.job_id)
         await self.manager.collect_outputs(record, holder, output_dir)
         await self.manager.end_job(self.job_id, "succeeded", "finished", output_dir=output_dir)

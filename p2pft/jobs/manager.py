@@ -20,7 +20,6 @@ from typing import Any
 
 import grpc
 
-from p2pft.daemon.cluster import Cluster
 from p2pft.jobs.addressing import AddressSettings, RoundAddressing
 from p2pft.jobs.coordinator import JobCoordinator, StoreProcess
 from p2pft.jobs.member import JobMember
@@ -37,8 +36,11 @@ from p2pft.jobs.model import (
 )
 from p2pft.jobs.outputs import LineBook, write_outputs
 from p2pft.jobs.paths import JOBS_DIR, JobPaths
+from p2pft.jobs.quorum import freshness, may_take_over, quorum
 from p2pft.jobs.recovery import kill_orphan_agents
 from p2pft.jobs.state import job_coordinator
+from p2pft.jobs.submission import output_target, record_submission
+from p2pft.membership.cluster import Cluster
 from p2pft.membership.state import LocalStateChanged
 from p2pft.network.diagnosis import RoundAddresses
 from p2pft.network.routes import host_of
@@ -51,6 +53,8 @@ log = logging.getLogger("p2pft.jobs")
 TICK_S = 0.2
 RPC_TIMEOUT_S = 3.0
 RESYNC_WAIT_S = 10.0
+BUSY_HOLD_S = 3.0
+UNKNOWN_COORDINATOR_GRACE_S = 10.0   # after a start, peers answer within a few heartbeats (mDNS, static, gossip)
 
 
 class JobsManager:
@@ -81,6 +85,9 @@ class JobsManager:
         self.yielded = False                 # drained because the box's owner uses its GPU
         self._gpu_free_since: float | None = None
         self._changed = asyncio.Event()
+        self._refreshing: set[str] = set()   # paused jobs whose record is being refreshed after a heal
+        self._last_running = 0.0             # when a member of this box last ran a round (busy, with a hold)
+        self._started = time.monotonic()
         self.draining = False
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -176,6 +183,7 @@ class JobsManager:
         from p2pft.jobs.shipping import dataset_manifest, model_manifest
 
         job_id = new_job_id()
+        await asyncio.to_thread(record_submission, self.state_dir, job_id, spec)   # its paths: never from peers
         dataset = await asyncio.to_thread(dataset_manifest, self.store, spec)
         model = await asyncio.to_thread(model_manifest, self.store, spec)
         record = JobRecord(job_id=job_id, spec=spec, submitter=self.node_id, coordinator=self.node_id,
@@ -288,7 +296,8 @@ class JobsManager:
         book.add("ledger", report.ledger)
         if report.checkpoints:
             self._holdings.setdefault(job_id, {}).setdefault(report.node_id, set()).update(report.checkpoints)
-        if report.phase and report.phase != "progress":
+        stale = record is not None and report.term < record.term and report.phase not in ("", "progress")
+        if report.phase and report.phase != "progress" and not stale:
             slot = self.reports.setdefault((job_id, report.round), {})
             previous = slot.get(report.node_id)
             if previous is None or previous.phase not in ("exited", "prepare_failed"):
@@ -481,8 +490,7 @@ class JobsManager:
         record = await self._freshest_record(job_id)
         if record.status != "succeeded" or not record.outputs_manifest:
             raise RuntimeError(f"job {job_id} is {record.status}; outputs exist only once it succeeded")
-        target = Path(record.spec["output_dir"]) if self.node_id == record.submitter else \
-            JobPaths.of(self.state_dir, job_id).outputs
+        target = output_target(self.state_dir, job_id)   # this box's own submission, never the record's paths
         manifest = Manifest.from_dict(record.outputs_manifest)
         target.mkdir(parents=True, exist_ok=True)
         if record.outputs_node != self.node_id:
@@ -491,6 +499,13 @@ class JobsManager:
                 raise RuntimeError(f"{record.outputs_node}, which holds the outputs of {job_id}, is not reachable")
             await BlobClient(self.store, channels).fetch_tree(manifest, target, root=target, link=False)
         return target, len(manifest.files), record.outputs_node
+
+    async def refresh_record(self, job_id: str) -> JobRecord:
+        """The freshest copy of a job's record among the live boxes (ours when nobody answers)."""
+        try:
+            return await self._freshest_record(job_id)
+        except KeyError:
+            return self.records[job_id]
 
     async def _freshest_record(self, job_id: str) -> JobRecord:
         best = self.records.get(job_id)
@@ -506,8 +521,7 @@ class JobsManager:
                 continue
             if reply.record_json:
                 other = record_from_json(reply.record_json)
-                if best is None or (other.terminal, other.term, len(other.rounds)) > \
-                        (best.terminal, best.term, len(best.rounds)):
+                if best is None or freshness(other) > freshness(best):
                     best = other
         if best is None:
             raise KeyError(job_id)
@@ -542,6 +556,17 @@ class JobsManager:
         self._refresh_busy()
         return left
 
+    def undrain(self) -> bool:
+        """`p2pft undrain`: offer this box to jobs again (what the GPU yield does by itself when the GPU is free).
+        True when it was draining."""
+        was = self.draining or self.cluster.state.me.state == "draining"
+        self.draining = False
+        self.yielded = False
+        if self.cluster.state.me.state == "draining":
+            self.cluster.apply(LocalStateChanged(state="idle"))
+        self._refresh_busy()
+        return was
+
     async def _coordinator_record(self, job_id: str) -> JobRecord:
         """The job's record as its coordinator has it now (ours when we coordinate or it cannot be reached)."""
         record = self.records[job_id]
@@ -573,11 +598,18 @@ class JobsManager:
             self.cluster.apply(LocalStateChanged(state="idle"))
 
     def _refresh_busy(self) -> None:
-        self._set_busy(any(not self.records[j].terminal for j in self.members if j in self.records))
+        """Busy while a member of this box runs (or prepares) a round, and a moment after: the next round's order
+        follows within a second, and a box dropped from a job must become eligible again (not stay busy)."""
+        running = any(m.running for j, m in self.members.items() if j in self.records and not self.records[j].terminal)
+        now = time.monotonic()
+        if running:
+            self._last_running = now
+        self._set_busy(running or now - self._last_running < BUSY_HOLD_S)
 
     # ---- the loop -----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        self._started = time.monotonic()
         await asyncio.to_thread(kill_orphan_agents, self.state_dir)
         self._load()
         try:
@@ -585,6 +617,7 @@ class JobsManager:
                 await asyncio.sleep(TICK_S)
                 try:
                     self._tick()
+                    self._refresh_busy()
                     for peer in list(self._outbox):
                         if self._outbox[peer]:
                             self.background(self._deliver(peer, None))
@@ -625,12 +658,23 @@ class JobsManager:
     def _tick(self) -> None:
         self._maybe_yield()
         state = self.cluster.state
+        alive = [n for n, m in state.members.items() if m.alive]
         for job_id, record in list(self.records.items()):
             if record.terminal:
                 continue
             if job_id in self._unsynced:
                 continue
+            if job_id in self.coordinators and record.coordinator != self.node_id:
+                # A record of a newer term names another coordinator (it took over while we were cut off).
+                log.warning("job %s: %s coordinates now (term %d); stepping down", job_id,
+                            self.box_name(record.coordinator), record.term)
+                self.coordinators[job_id][0].closed = True
+            if record.coordinator != self.node_id:
+                self._pause_if_cut_off(record, alive)
             chosen = job_coordinator(record, state)
+            if chosen == self.node_id and job_id not in self.coordinators and not self.draining \
+                    and record.coordinator != self.node_id and not self._may_take_over(record, alive):
+                continue
             if chosen == self.node_id and job_id not in self.coordinators and not self.draining:
                 if record.coordinator != self.node_id:
                     old = state.members.get(record.coordinator)
@@ -648,6 +692,35 @@ class JobsManager:
             elif chosen != self.node_id and job_id in self.coordinators and self.draining:
                 coordinator, _ = self.coordinators[job_id]
                 coordinator.closed = True
+
+    def _may_take_over(self, record: JobRecord, alive: Sequence[str]) -> bool:
+        return may_take_over(record, alive, self.node_id,
+                             coordinator_known=record.coordinator in self.cluster.state.members,
+                             uptime_s=time.monotonic() - self._started, grace_s=UNKNOWN_COORDINATOR_GRACE_S)
+
+    def _pause_if_cut_off(self, record: JobRecord, alive: Sequence[str]) -> None:
+        """A member on the losing side of a cut stops its agent at once and shows the job as paused; on the way
+        back it takes the freshest record (the other side may have gone on without it)."""
+        verdict = quorum(record, alive, self.node_id)
+        member = self.members.get(record.job_id)
+        if not verdict.holds:
+            if member is not None and member.running:
+                log.warning("job %s: %s; stopping this box's agent", record.job_id, verdict.message)
+                self.background(member.stop(graceful=False))
+            if record.status != "paused" or record.message != verdict.message:
+                self.update_record(replace(record, status="paused", message=verdict.message))
+        elif record.status == "paused" and record.job_id not in self._refreshing:
+            self._refreshing.add(record.job_id)
+
+            async def refresh() -> None:
+                try:
+                    fresh = await self.refresh_record(record.job_id)
+                    if fresh.status == "paused" and fresh.term == record.term:
+                        self.update_record(replace(fresh, status="running", message="reconnected"))
+                finally:
+                    self._refreshing.discard(record.job_id)
+
+            self.background(refresh())
 
     def _load(self) -> None:
         root = self.state_dir / JOBS_DIR
@@ -694,7 +767,8 @@ class JobsManager:
             member.record, member.round = record, current
             self.members[job_id] = member
             await self.send_report(MemberReport(job_id=job_id, node_id=self.node_id, round=current.round,
-                                                phase="exited", outcome="failed", detail="daemon restarted"))
+                                                term=record.term, phase="exited", outcome="failed",
+                                                detail="daemon restarted"))
 
 def job_view(record: JobRecord) -> jobs_pb2.JobView:
     current = record.current_round

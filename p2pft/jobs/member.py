@@ -19,11 +19,15 @@ from typing import Any
 import grpc
 
 from p2pft.jobs.addressing import RoundAddressing
+from p2pft.jobs.exit_report import failed_exit
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo, RoundOrder
 from p2pft.jobs.paths import JobPaths
+from p2pft.jobs.submission import own_path
 from p2pft.launch.agent import AgentExit, AgentOutcome, AgentProcess
+from p2pft.launch.contract import STOP_REQUEST_FILE
 from p2pft.launch.events import EventTail
 from p2pft.launch.round_spec import RoundLaunch
+from p2pft.launch.worker_error import read_worker_errors, root_error
 from p2pft.network.diagnosis import RoundAddresses, explain, find_unreachable, never_transient
 from p2pft.network.routes import NoReachableAddress, route_source
 from p2pft.train.checkpoint_index import COMMIT_MARKER, committed_steps, read_manifest, step_dir, verify_committed
@@ -34,7 +38,7 @@ log = logging.getLogger("p2pft.jobs.member")
 POLL_S = 0.2
 AGENT_LOG_TAIL_BYTES = 256 * 1024   # the root cause is near the end; a long run's log can be big
 OUTPUT_EXCLUDE = ("metrics.jsonl", "ledger.jsonl")
-STOP_REQUEST = "stop-request"
+STOP_REQUEST = STOP_REQUEST_FILE
 TRANSFER_POLICY = TransferPolicy(attempts=6, backoff_initial_s=0.1, backoff_max_s=1.0, call_timeout_s=5.0,
                                  stall_timeout_s=10.0)
 
@@ -153,7 +157,7 @@ class JobMember:
 
     async def _run_round(self, record: JobRecord, info: RoundInfo) -> None:
         paths = self.paths(record.job_id)
-        report = MemberReport(job_id=record.job_id, node_id=self.node_id, round=info.round)
+        report = MemberReport(job_id=record.job_id, node_id=self.node_id, round=info.round, term=record.term)
         await self._send(replace(report, phase="preparing"))
         try:
             choice = await asyncio.to_thread(self.addressing.local_choice, info.members)
@@ -169,7 +173,8 @@ class JobMember:
             raise
         except Exception as exc:
             log.exception("job %s round %d: preparing failed", record.job_id, info.round)
-            await self._send(replace(report, phase="prepare_failed", outcome="failed", detail=f"prepare: {exc}"))
+            await self._send(replace(report, phase="prepare_failed", outcome="failed",
+                                     detail=f"{self.addressing.box_name(self.node_id)}: prepare: {exc}"))
             return
         run_dir = paths.round_dir(info.round)
         store_host, _, store_port = info.store.rpartition(":")
@@ -236,9 +241,10 @@ class JobMember:
             detail, cause = no_route, "network"
         elif result.outcome == AgentOutcome.FAILED and not result.stopped_by_us:
             explained = await asyncio.to_thread(self._explain_failure, record, info, launch.agent_log_file)
-            if explained:
-                detail, cause = explained, "network"
-                log.error("job %s round %d: %s", record.job_id, info.round, explained)
+            worker_error = root_error(await asyncio.to_thread(read_worker_errors, run_dir))
+            detail, cause = failed_exit(self.addressing.box_name(self.node_id), result.returncode, worker_error,
+                                        explained)
+            log.error("job %s round %d: %s", record.job_id, info.round, detail)
         await self._send(replace(report, phase="exited", outcome=result.outcome.value,
                                  stopped_by_us=result.stopped_by_us, leaving=self.leaving_round == info.round,
                                  detail=detail, cause=cause,
@@ -289,8 +295,9 @@ class JobMember:
     async def _prepare(self, record: JobRecord, info: RoundInfo, paths: JobPaths) -> tuple[Path, Path]:
         spec = dict(record.spec)
         sources = [n for n in (record.submitter, *info.members, *info.holders) if n != self.node_id]
-        dataset_dir = Path(spec["dataset_dir"])
-        if not (self.node_id == record.submitter and dataset_dir.is_dir()):
+        # The submitting box reads its own user's directory (p2pft.jobs.submission), never a path a record names.
+        dataset_dir = own_path(self.state_dir, record.job_id, "dataset_dir") or paths.data
+        if not (self.node_id == record.submitter and dataset_dir != paths.data and dataset_dir.is_dir()):
             dataset_dir = paths.data
             await self._fetch_tree(Manifest.from_dict(record.dataset_manifest), dataset_dir, paths.root, sources)
         spec["dataset_dir"] = str(dataset_dir)
@@ -405,7 +412,7 @@ class JobMember:
         peers = [n for n in info.members if n != self.node_id]
         await self._complete_checkpoint(newest, marker, paths, peers)
         log.info("job %s: checkpoint step-%d complete on this box", record.job_id, newest)
-        await self._send(MemberReport(job_id=record.job_id, node_id=self.node_id, round=info.round,
+        await self._send(MemberReport(job_id=record.job_id, node_id=self.node_id, round=info.round, term=record.term,
                                       phase="progress", checkpoints=(newest,)))
 
     def _ingest_local(self, paths: JobPaths, step: int) -> None:

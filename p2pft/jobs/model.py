@@ -12,8 +12,10 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from p2pft.jobs import validation
+
 TERMINAL = ("succeeded", "failed", "cancelled")
-JOB_STATUSES = ("waiting", "running", *TERMINAL)
+JOB_STATUSES = ("waiting", "running", "paused", *TERMINAL)   # paused: this box's side of a cut has no quorum
 
 
 class RecordError(ValueError):
@@ -118,8 +120,10 @@ class MemberReport:
     phase: str = ""                       # preparing | launched | exited | prepare_failed
     outcome: str = ""                     # on exit: finished | stopped_on_request | failed
     detail: str = ""
-    cause: str = ""                       # on a failure: "network" (a box or port not reachable), else ""
+    cause: str = ""                       # on a failure: "network" (a box or port not reachable), "deterministic"
+    #                                       (the worker found a fault in the job: no retry can succeed), else ""
     local_addr: str = ""                  # the address this box's agent and workers use in this round
+    term: int = 0                         # the term of the round order this report is about
     stopped_by_us: bool = False
     leaving: bool = False                 # on exit: this box stopped the round because it drains (not back next)
     metrics: tuple[dict[str, Any], ...] = ()     # {"round": r, "line": {...}}
@@ -137,9 +141,19 @@ class MemberReport:
 # ---- JSON ---------------------------------------------------------------------------------------------------
 
 
+def _checked(values: dict[str, Any], checks: dict[str, validation.Check], what: str) -> None:
+    """Typed, bounded fields (p2pft.jobs.validation): refused here, before anything uses them."""
+    problem = validation.first_problem(values, checks)
+    if problem is not None:
+        raise RecordError(f"{what}: {problem}")
+
+
 def _round_from(data: dict[str, Any]) -> RoundInfo:
+    if not isinstance(data, dict):
+        raise RecordError("round info must be a JSON object")
     known = {f.name for f in fields(RoundInfo)}
     values = {k: v for k, v in data.items() if k in known}
+    _checked(values, validation.ROUND_FIELDS, "round info")
     values["members"] = tuple(values.get("members", ()))
     values["holders"] = tuple(values.get("holders", ()))
     values["launched"] = tuple(values.get("launched", ()))
@@ -150,6 +164,7 @@ def record_from_dict(data: dict[str, Any]) -> JobRecord:
     try:
         known = {f.name for f in fields(JobRecord)}
         values = {k: v for k, v in data.items() if k in known}
+        _checked(values, validation.RECORD_FIELDS, "job record")
         values["rounds"] = tuple(_round_from(r) for r in values.get("rounds", ()))
         values["checkpoints"] = tuple(values.get("checkpoints", ()))
         values["warnings"] = tuple(values.get("warnings", ()))
@@ -194,6 +209,7 @@ def report_from_json(text: str) -> MemberReport:
     try:
         known = {f.name for f in fields(MemberReport)}
         values = {k: v for k, v in data.items() if k in known}
+        _checked(values, validation.REPORT_FIELDS, "member report")
         for key in ("metrics", "ledger", "checkpoints", "committed"):
             values[key] = tuple(values.get(key, ()))
         return MemberReport(**values)

@@ -16,6 +16,8 @@ from typing import Any
 
 from p2pft.jobs.model import JobRecord
 
+SUMMARY_FILE = "summary.json"
+
 
 @dataclass
 class LineBook:
@@ -161,6 +163,13 @@ def write_outputs(output_dir: Path, record: JobRecord, book: LineBook) -> None:
                                                       key=lambda line: (line["step"], line.get("kind") == "eval")))
     if record.elastic.get("sample_ledger"):
         write_jsonl(output_dir / "ledger.jsonl", book.merged_ledger())
+    write_summary(output_dir, record, book)
+
+
+def write_summary(output_dir: Path, record: JobRecord, book: LineBook) -> Path:
+    """summary.json alone: also what a failed or cancelled job leaves in its output_dir (why, and how far)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
     tmp = output_dir / ".summary.json.tmp"
     tmp.write_text(json.dumps(summary(record, book), indent=1) + "\n")
-    os.replace(tmp, output_dir / "summary.json")
+    os.replace(tmp, output_dir / SUMMARY_FILE)
+    return output_dir / SUMMARY_FILE

@@ -53,8 +53,10 @@ def decide(view: View) -> Action:
     if record.terminal:
         return Action("nothing")
     current = record.current_round
-    if current is None or record.status == "waiting":
+    if current is None or record.status in ("waiting", "paused"):
         reason = record.message if current is not None and record.message else "job submitted"
+        if record.status == "paused":
+            reason = "the network healed: a majority of the members is reachable again"
         return _start_or_wait(view, reason, view.now_unix)
     exits = {n: r for n, r in view.reports.items() if r.phase in ("exited", "prepare_failed")}
     finished = [r for r in exits.values() if r.outcome == "finished" and r.outputs_manifest]
@@ -67,6 +69,8 @@ def decide(view: View) -> Action:
     failed = sorted(n for n, r in exits.items() if r.outcome == "failed" and not r.stopped_by_us)
     if failed:
         cause = root_cause([exits[n] for n in failed])
+        if cause.cause == "deterministic":  # the worker found a fault in the job itself: retrying cannot help
+            return Action("fail", cause.detail)
         if cause.cause == "network" and "could not reach" not in cause.detail and len(exits) < len(
                 current.members) and view.failure_age_s < ROOT_CAUSE_GRACE_S:
             return Action("nothing")
@@ -111,6 +115,8 @@ def decide(view: View) -> Action:
 def root_cause(failures: list[MemberReport]) -> MemberReport:
     """The report that says why a round failed: a box that could not connect (the others only saw it go)."""
     def weight(report: MemberReport) -> int:
+        if report.cause == "deterministic":  # the others' failures are its echo (their peer left)
+            return 3
         if report.cause != "network":
             return 0
         return 2 if "could not reach" in report.detail else 1

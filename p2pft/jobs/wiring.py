@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pft.jobs.addressing import AddressSettings, RoundAddressing
+from p2pft.jobs.end_summary import EndSummaryWriter
 from p2pft.jobs.manager import JobsManager
 from p2pft.jobs.servicer import JobServicer
 from p2pft.rpc.gen import jobs_pb2_grpc, transfer_pb2_grpc
@@ -26,6 +27,7 @@ def compose_jobs(node: Any) -> JobsManager:
                           yield_when_busy=lambda: bool(node.settings.yield_when_busy), addressing=addressing)
     node.add_service(jobs_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(manager))
     node.add_component(manager)
+    node.add_component(EndSummaryWriter(manager))  # failed/cancelled jobs leave their summary.json too
     if node.settings.warm_workers:
         from p2pft.launch.zygote import ZygoteKeeper  # torch-free; the zygote is its own process
 

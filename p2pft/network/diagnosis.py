@@ -131,8 +131,9 @@ def explain(box: str, log_text: str, round_addresses: RoundAddresses) -> str | N
                     f"{missing[1]} joined); check the collective interface of {box} (--collective-interface, or "
                     "leave it unset to choose automatically) and allow TCP between the boxes (run `p2pft doctor`)")
         if rendezvous_timed_out(log_text):
-            return (f"{box}: the other members did not join the rendezvous on {round_addresses.store} in time; "
-                    "check that every box reaches the coordinator's store ports (run `p2pft doctor`)")
+            return (f"{box}: not every member joined the rendezvous on {round_addresses.store} in time: a box "
+                    "too slow to start its workers, or one that cannot reach the coordinator's store ports (run "
+                    "`p2pft doctor`)")
         return None
     if found.address == round_addresses.store or (
             found.host == round_addresses.store.rpartition(":")[0].strip("[]")

@@ -24,15 +24,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-dir", type=Path, default=None)
     args = parser.parse_args(argv)
 
+    from p2pft.train.failure import record_failure
     from p2pft.train.worker import Worker, WorkerArgs
 
+    worker = None
     try:
         worker = Worker(WorkerArgs(job=args.job, plan=args.plan, run_dir=args.run_dir,
                                    checkpoint_dir=args.checkpoint_dir))
         return worker.run()
     except user_errors() as exc:  # one line instead of a traceback per rank; code 2 = fix the job or the box
+        record_failure(args.run_dir, exc, worker.failure_context if worker is not None else None)
         print(f"[p2pft] rank {os.environ.get('RANK', '0')}: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
+    except Exception as exc:  # the traceback still goes to agent.log; the daemon reads the one-line record
+        record_failure(args.run_dir, exc, worker.failure_context if worker is not None else None)
+        raise
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from p2pft.config.job import parse_job
+from p2pft.launch.contract import EXIT_STOPPED_ON_REQUEST, STOP_REQUEST_FILE
 from p2pft.planning.batch_plan import BatchPlan, plan_from_json, plan_to_json
 from p2pft.train import fsdp
 from p2pft.train.allreduce_hook import ReportingAllReduce
@@ -39,15 +40,14 @@ from p2pft.train.distributed import (
 )
 from p2pft.train.evaluate import JOB_COPY_FILE, evaluate_examples
 from p2pft.train.metrics import LEDGER_FILE, METRICS_FILE, EventLog, RunRecorder, truncate_after_step
-from p2pft.train.model import build_trainable_model, load_tokenizer, trainable_parameter_count
+from p2pft.train.model import build_trainable_model, check_vocabulary, load_tokenizer, trainable_parameter_count
 from p2pft.train.optim import build_optimizer, set_learning_rate
 from p2pft.train.sampler import GlobalSampler, rank_micro_batches, total_steps
 from p2pft.train.schedule import learning_rate, warmup_steps_for
 from p2pft.train.step import choose_precision, label_token_count, train_step
 
 EXIT_FINISHED = 0
-EXIT_STOPPED_ON_REQUEST = 75
-STOP_REQUEST_FILE = "stop-request"
+
 CHECKPOINT_DIR_ENV = "P2PFT_CHECKPOINT_DIR"
 # Test-only fault injection: "STEP:RANK" = that rank exits hard right after step STEP is committed.
 EXIT_AFTER_COMMIT_ENV = "P2PFT_TEST_EXIT_AFTER_COMMIT"
@@ -73,6 +73,8 @@ class Worker:
                                    or self.output_dir / "checkpoints")
         self.is_main = self.env.rank == 0
         self.events = EventLog(args.run_dir, enabled=self.env.local_rank == 0)
+        # What this rank was doing, for the error record if it fails (an OOM names its micro-batch).
+        self.failure_context: dict[str, Any] = {}
 
     def log(self, message: str) -> None:
         if self.is_main:
@@ -101,6 +103,7 @@ class Worker:
         self.sharded = fsdp.uses_fsdp(spec)
         # FSDP: load on the CPU; sharding moves only this rank's shard of each layer to the device
         model = build_trainable_model(spec, torch.device("cpu") if self.sharded else self.device)
+        check_vocabulary(model, tokenizer, spec.template)
         trainable, total = trainable_parameter_count(model)
         self.log(f"model {spec.model_name_or_path}: {trainable:,} trainable of {total:,} parameters; "
                  f"{len(data.train)} train / {len(data.val)} val examples; world {env.world_size}, "
@@ -132,6 +135,10 @@ class Worker:
                     my_micro_ids = rank_micro_batches(batch_ids, self.plan, my_entry)
                     micro_batches = [self._to_device(collate([data.train[i] for i in ids], pad_id))
                                      for ids in my_micro_ids]
+                self.failure_context = {
+                    "step": step + 1, "micro_batch_size": max((len(ids) for ids in my_micro_ids), default=0),
+                    "micro_batches": len(my_micro_ids),
+                    "sequence_length": max((int(b["input_ids"].shape[-1]) for b in micro_batches), default=0)}
                 lr = learning_rate(spec.learning_rate, spec.lr_scheduler_type, step, steps, warmup)
                 set_learning_rate(optimizer, lr)
                 stop_here = (self.args.run_dir / STOP_REQUEST_FILE).exists()
@@ -143,7 +150,7 @@ class Worker:
                 progress = Progress(done, sampler.samples_consumed(done), sampler.epoch_of(step))
                 elapsed = time.monotonic() - started
                 recorder.step({
-                    "step": done, "loss": loss, "lr": lr, "grad_norm": float(result.grad_norm),
+                    "step": done, "total_steps": steps, "loss": loss, "lr": lr, "grad_norm": float(result.grad_norm),
                     "samples_consumed": progress.samples_consumed, "epoch": progress.epoch,
                     "world_size": env.world_size, "plan": plan_to_json(self.plan)["entries"],
                     "plan_round": self.plan.round, "tokens_per_s": sum(lengths[i] for i in batch_ids) / elapsed,

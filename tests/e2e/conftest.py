@@ -82,11 +82,12 @@ class Cluster:
             cli("init", "--token", self._token, state_dir=state_dir)
         return state_dir
 
-    def start(self, name: str, *, peers: list[Daemon] | None = None, state_dir: Path | None = None) -> Daemon:
+    def start(self, name: str, *, peers: list[Daemon] | None = None, state_dir: Path | None = None,
+              extra: tuple[str, ...] = ()) -> Daemon:
         state_dir = state_dir or self.make_state_dir(name)
         peer_addresses = [d.address for d in (peers if peers is not None else self.alive())]
         daemon = Daemon(state_dir, peers=peer_addresses, name=name,
-                        extra=["--heartbeat-interval", str(self.heartbeat_s)],
+                        extra=["--heartbeat-interval", str(self.heartbeat_s), *extra],
                         env={"P2PFT_LOG_LEVEL": "INFO", "OMP_NUM_THREADS": "1"})
         self.daemons.append(daemon)
         return daemon.start()
@@ -165,6 +166,8 @@ def job_dict(model_dir: Path, output_dir: Path, *, max_steps: int = STEPS, save_
         "lora_target": "all", "dataset": "p2pft_demo", "dataset_dir": str(DEMO_DATA), "template": "default",
         "cutoff_len": 64, "learning_rate": 1.0e-3, "max_steps": max_steps, "lr_scheduler_type": "linear",
         "logging_steps": 1, "save_steps": save_steps, "output_dir": str(output_dir), "seed": 7,
+        # LLaMA-Factory's default (on) recomputes activations: nothing these scenarios test, minutes of CI time.
+        "disable_gradient_checkpointing": True,
         "p2pft": {"global_batch_size": 6, "min_nodes": 1, "max_nodes": 3, "sample_ledger": True},
     }
 

@@ -40,7 +40,7 @@ def test_first_failure_wins_and_clean_logs_explain_nothing() -> None:
     found = find_unreachable(f"{GLOO_UNREACHABLE}\n{STORE_TIMEOUT}")
     assert found is not None and found.host == "172.18.0.1"
     assert explain("box-a", "ValueError: invalid JSON at line 18", ROUND) is None
-    assert "did not join" in (explain("box-a", "RendezvousTimeoutError: timed out", ROUND) or "")
+    assert "not every member joined" in (explain("box-a", "RendezvousTimeoutError: timed out", ROUND) or "")
 
 
 def test_root_cause_prefers_the_box_that_could_not_connect() -> None:

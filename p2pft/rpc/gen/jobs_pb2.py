@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\njobs.proto\x12\x08p2pft.v1\"3\n\rSubmitRequest\x12\x10\n\x08job_json\x18\x01 \x01(\t\x12\x10\n\x08warnings\x18\x02 \x03(\t\"\x1d\n\x0bSubmitReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x11\n\x0fListJobsRequest\"\xf3\x01\n\x07JobView\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x13\n\x0b\x63oordinator\x18\x04 \x01(\t\x12\r\n\x05round\x18\x05 \x01(\r\x12\x12\n\nworld_size\x18\x06 \x01(\r\x12\x0f\n\x07members\x18\x07 \x03(\t\x12\x0c\n\x04step\x18\x08 \x01(\x04\x12\x13\n\x0btotal_steps\x18\t \x01(\x04\x12\x0c\n\x04loss\x18\n \x01(\x01\x12\x12\n\noutput_dir\x18\x0b \x01(\t\x12\x14\n\x0coutputs_node\x18\x0c \x01(\t\x12\x13\n\x0brecord_json\x18\r \x01(\t\"0\n\rListJobsReply\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.p2pft.v1.JobView\"5\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x01\"-\n\x0bLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\"\x17\n\x07LogLine\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x1f\n\rCancelRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x1d\n\x0b\x43\x61ncelReply\x12\x0e\n\x06status\x18\x01 \x01(\t\"\x0e\n\x0c\x44rainRequest\"0\n\nDrainReply\x12\x11\n\tleft_jobs\x18\x01 \x03(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x1e\n\x0c\x46\x65tchRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"B\n\nFetchReply\x12\x12\n\noutput_dir\x18\x01 \x01(\t\x12\r\n\x05\x66iles\x18\x02 \x01(\r\x12\x11\n\tfrom_node\x18\x03 \x01(\t\"\'\n\x11RoundOrderMessage\x12\x12\n\norder_json\x18\x01 \x01(\t\"N\n\x0bStopRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x10\n\x08graceful\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"$\n\rReportMessage\x12\x13\n\x0breport_json\x18\x01 \x01(\t\"$\n\rRecordMessage\x12\x13\n\x0brecord_json\x18\x01 \x01(\t\"\"\n\x10GetRecordRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"(\n\x03\x41\x63k\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t2\xb6\x05\n\nJobService\x12\x38\n\x06Submit\x12\x17.p2pft.v1.SubmitRequest\x1a\x15.p2pft.v1.SubmitReply\x12>\n\x08ListJobs\x12\x19.p2pft.v1.ListJobsRequest\x1a\x17.p2pft.v1.ListJobsReply\x12:\n\x08WatchJob\x12\x19.p2pft.v1.WatchJobRequest\x1a\x11.p2pft.v1.JobView0\x01\x12\x32\n\x04Logs\x12\x15.p2pft.v1.LogsRequest\x1a\x11.p2pft.v1.LogLine0\x01\x12\x38\n\x06\x43\x61ncel\x12\x17.p2pft.v1.CancelRequest\x1a\x15.p2pft.v1.CancelReply\x12\x35\n\x05\x44rain\x12\x16.p2pft.v1.DrainRequest\x1a\x14.p2pft.v1.DrainReply\x12\x35\n\x05\x46\x65tch\x12\x16.p2pft.v1.FetchRequest\x1a\x14.p2pft.v1.FetchReply\x12\x38\n\nStartRound\x12\x1b.p2pft.v1.RoundOrderMessage\x1a\r.p2pft.v1.Ack\x12\x31\n\tStopRound\x12\x15.p2pft.v1.StopRequest\x1a\r.p2pft.v1.Ack\x12\x30\n\x06Report\x12\x17.p2pft.v1.ReportMessage\x1a\r.p2pft.v1.Ack\x12\x35\n\x0bShareRecord\x12\x17.p2pft.v1.RecordMessage\x1a\r.p2pft.v1.Ack\x12@\n\tGetRecord\x12\x1a.p2pft.v1.GetRecordRequest\x1a\x17.p2pft.v1.RecordMessageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\njobs.proto\x12\x08p2pft.v1\"3\n\rSubmitRequest\x12\x10\n\x08job_json\x18\x01 \x01(\t\x12\x10\n\x08warnings\x18\x02 \x03(\t\"\x1d\n\x0bSubmitReply\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x11\n\x0fListJobsRequest\"\xb6\x03\n\x07JobView\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x13\n\x0b\x63oordinator\x18\x04 \x01(\t\x12\r\n\x05round\x18\x05 \x01(\r\x12\x12\n\nworld_size\x18\x06 \x01(\r\x12\x0f\n\x07members\x18\x07 \x03(\t\x12\x0c\n\x04step\x18\x08 \x01(\x04\x12\x13\n\x0btotal_steps\x18\t \x01(\x04\x12\x0c\n\x04loss\x18\n \x01(\x01\x12\x12\n\noutput_dir\x18\x0b \x01(\t\x12\x14\n\x0coutputs_node\x18\x0c \x01(\t\x12\x13\n\x0brecord_json\x18\r \x01(\t\x12+\n\x05names\x18\x0e \x03(\x0b\x32\x1c.p2pft.v1.JobView.NamesEntry\x12\x13\n\x0bsteps_per_s\x18\x0f \x01(\x01\x12\x14\n\x0ctokens_per_s\x18\x10 \x01(\x01\x12\r\n\x05\x65ta_s\x18\x11 \x01(\x01\x12\x15\n\rrecent_losses\x18\x12 \x03(\x01\x12\x15\n\rsamples_per_s\x18\x13 \x01(\x01\x1a,\n\nNamesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"0\n\rListJobsReply\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.p2pft.v1.JobView\"5\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x01\"[\n\x0bLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0e\n\x06worker\x18\x03 \x01(\t\x12\x12\n\x05round\x18\x04 \x01(\rH\x00\x88\x01\x01\x42\x08\n\x06_round\"3\n\x07LogLine\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04json\x18\x03 \x01(\t\"\x1f\n\rCancelRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x1d\n\x0b\x43\x61ncelReply\x12\x0e\n\x06status\x18\x01 \x01(\t\"\x0e\n\x0c\x44rainRequest\"\x10\n\x0eUndrainRequest\"0\n\nDrainReply\x12\x11\n\tleft_jobs\x18\x01 \x03(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x1e\n\x0c\x46\x65tchRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"B\n\nFetchReply\x12\x12\n\noutput_dir\x18\x01 \x01(\t\x12\r\n\x05\x66iles\x18\x02 \x01(\r\x12\x11\n\tfrom_node\x18\x03 \x01(\t\"\'\n\x11RoundOrderMessage\x12\x12\n\norder_json\x18\x01 \x01(\t\"N\n\x0bStopRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x10\n\x08graceful\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"$\n\rReportMessage\x12\x13\n\x0breport_json\x18\x01 \x01(\t\"$\n\rRecordMessage\x12\x13\n\x0brecord_json\x18\x01 \x01(\t\"\"\n\x10GetRecordRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"(\n\x03\x41\x63k\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t2\xf1\x05\n\nJobService\x12\x38\n\x06Submit\x12\x17.p2pft.v1.SubmitRequest\x1a\x15.p2pft.v1.SubmitReply\x12>\n\x08ListJobs\x12\x19.p2pft.v1.ListJobsRequest\x1a\x17.p2pft.v1.ListJobsReply\x12:\n\x08WatchJob\x12\x19.p2pft.v1.WatchJobRequest\x1a\x11.p2pft.v1.JobView0\x01\x12\x32\n\x04Logs\x12\x15.p2pft.v1.LogsRequest\x1a\x11.p2pft.v1.LogLine0\x01\x12\x38\n\x06\x43\x61ncel\x12\x17.p2pft.v1.CancelRequest\x1a\x15.p2pft.v1.CancelReply\x12\x35\n\x05\x44rain\x12\x16.p2pft.v1.DrainRequest\x1a\x14.p2pft.v1.DrainReply\x12\x39\n\x07Undrain\x12\x18.p2pft.v1.UndrainRequest\x1a\x14.p2pft.v1.DrainReply\x12\x35\n\x05\x46\x65tch\x12\x16.p2pft.v1.FetchRequest\x1a\x14.p2pft.v1.FetchReply\x12\x38\n\nStartRound\x12\x1b.p2pft.v1.RoundOrderMessage\x1a\r.p2pft.v1.Ack\x12\x31\n\tStopRound\x12\x15.p2pft.v1.StopRequest\x1a\r.p2pft.v1.Ack\x12\x30\n\x06Report\x12\x17.p2pft.v1.ReportMessage\x1a\r.p2pft.v1.Ack\x12\x35\n\x0bShareRecord\x12\x17.p2pft.v1.RecordMessage\x1a\r.p2pft.v1.Ack\x12@\n\tGetRecord\x12\x1a.p2pft.v1.GetRecordRequest\x1a\x17.p2pft.v1.RecordMessageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_JOBVIEW_NAMESENTRY']._loaded_options = None
+  _globals['_JOBVIEW_NAMESENTRY']._serialized_options = b'8\001'
   _globals['_SUBMITREQUEST']._serialized_start=24
   _globals['_SUBMITREQUEST']._serialized_end=75
   _globals['_SUBMITREPLY']._serialized_start=77
@@ -38,39 +40,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTJOBSREQUEST']._serialized_start=108
   _globals['_LISTJOBSREQUEST']._serialized_end=125
   _globals['_JOBVIEW']._serialized_start=128
-  _globals['_JOBVIEW']._serialized_end=371
-  _globals['_LISTJOBSREPLY']._serialized_start=373
-  _globals['_LISTJOBSREPLY']._serialized_end=421
-  _globals['_WATCHJOBREQUEST']._serialized_start=423
-  _globals['_WATCHJOBREQUEST']._serialized_end=476
-  _globals['_LOGSREQUEST']._serialized_start=478
-  _globals['_LOGSREQUEST']._serialized_end=523
-  _globals['_LOGLINE']._serialized_start=525
-  _globals['_LOGLINE']._serialized_end=548
-  _globals['_CANCELREQUEST']._serialized_start=550
-  _globals['_CANCELREQUEST']._serialized_end=581
-  _globals['_CANCELREPLY']._serialized_start=583
-  _globals['_CANCELREPLY']._serialized_end=612
-  _globals['_DRAINREQUEST']._serialized_start=614
-  _globals['_DRAINREQUEST']._serialized_end=628
-  _globals['_DRAINREPLY']._serialized_start=630
-  _globals['_DRAINREPLY']._serialized_end=678
-  _globals['_FETCHREQUEST']._serialized_start=680
-  _globals['_FETCHREQUEST']._serialized_end=710
-  _globals['_FETCHREPLY']._serialized_start=712
-  _globals['_FETCHREPLY']._serialized_end=778
-  _globals['_ROUNDORDERMESSAGE']._serialized_start=780
-  _globals['_ROUNDORDERMESSAGE']._serialized_end=819
-  _globals['_STOPREQUEST']._serialized_start=821
-  _globals['_STOPREQUEST']._serialized_end=899
-  _globals['_REPORTMESSAGE']._serialized_start=901
-  _globals['_REPORTMESSAGE']._serialized_end=937
-  _globals['_RECORDMESSAGE']._serialized_start=939
-  _globals['_RECORDMESSAGE']._serialized_end=975
-  _globals['_GETRECORDREQUEST']._serialized_start=977
-  _globals['_GETRECORDREQUEST']._serialized_end=1011
-  _globals['_ACK']._serialized_start=1013
-  _globals['_ACK']._serialized_end=1053
-  _globals['_JOBSERVICE']._serialized_start=1056
-  _globals['_JOBSERVICE']._serialized_end=1750
+  _globals['_JOBVIEW']._serialized_end=566
+  _globals['_JOBVIEW_NAMESENTRY']._serialized_start=522
+  _globals['_JOBVIEW_NAMESENTRY']._serialized_end=566
+  _globals['_LISTJOBSREPLY']._serialized_start=568
+  _globals['_LISTJOBSREPLY']._serialized_end=616
+  _globals['_WATCHJOBREQUEST']._serialized_start=618
+  _globals['_WATCHJOBREQUEST']._serialized_end=671
+  _globals['_LOGSREQUEST']._serialized_start=673
+  _globals['_LOGSREQUEST']._serialized_end=764
+  _globals['_LOGLINE']._serialized_start=766
+  _globals['_LOGLINE']._serialized_end=817
+  _globals['_CANCELREQUEST']._serialized_start=819
+  _globals['_CANCELREQUEST']._serialized_end=850
+  _globals['_CANCELREPLY']._serialized_start=852
+  _globals['_CANCELREPLY']._serialized_end=881
+  _globals['_DRAINREQUEST']._serialized_start=883
+  _globals['_DRAINREQUEST']._serialized_end=897
+  _globals['_UNDRAINREQUEST']._serialized_start=899
+  _globals['_UNDRAINREQUEST']._serialized_end=915
+  _globals['_DRAINREPLY']._serialized_start=917
+  _globals['_DRAINREPLY']._serialized_end=965
+  _globals['_FETCHREQUEST']._serialized_start=967
+  _globals['_FETCHREQUEST']._serialized_end=997
+  _globals['_FETCHREPLY']._serialized_start=999
+  _globals['_FETCHREPLY']._serialized_end=1065
+  _globals['_ROUNDORDERMESSAGE']._serialized_start=1067
+  _globals['_ROUNDORDERMESSAGE']._serialized_end=1106
+  _globals['_STOPREQUEST']._serialized_start=1108
+  _globals['_STOPREQUEST']._serialized_end=1186
+  _globals['_REPORTMESSAGE']._serialized_start=1188
+  _globals['_REPORTMESSAGE']._serialized_end=1224
+  _globals['_RECORDMESSAGE']._serialized_start=1226
+  _globals['_RECORDMESSAGE']._serialized_end=1262
+  _globals['_GETRECORDREQUEST']._serialized_start=1264
+  _globals['_GETRECORDREQUEST']._serialized_end=1298
+  _globals['_ACK']._serialized_start=1300
+  _globals['_ACK']._serialized_end=1340
+  _globals['_JOBSERVICE']._serialized_start=1343
+  _globals['_JOBSERVICE']._serialized_end=2096
 # @@protoc_insertion_point(module_scope)

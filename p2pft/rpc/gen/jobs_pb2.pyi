@@ -25,7 +25,14 @@ class ListJobsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class JobView(_message.Message):
-    __slots__ = ("job_id", "status", "message", "coordinator", "round", "world_size", "members", "step", "total_steps", "loss", "output_dir", "outputs_node", "record_json")
+    __slots__ = ("job_id", "status", "message", "coordinator", "round", "world_size", "members", "step", "total_steps", "loss", "output_dir", "outputs_node", "record_json", "names", "steps_per_s", "tokens_per_s", "eta_s", "recent_losses", "samples_per_s")
+    class NamesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +46,12 @@ class JobView(_message.Message):
     OUTPUT_DIR_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_NODE_FIELD_NUMBER: _ClassVar[int]
     RECORD_JSON_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    STEPS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    ETA_S_FIELD_NUMBER: _ClassVar[int]
+    RECENT_LOSSES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_PER_S_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     status: str
     message: str
@@ -52,7 +65,13 @@ class JobView(_message.Message):
     output_dir: str
     outputs_node: str
     record_json: str
-    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., coordinator: _Optional[str] = ..., round: _Optional[int] = ..., world_size: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., output_dir: _Optional[str] = ..., outputs_node: _Optional[str] = ..., record_json: _Optional[str] = ...) -> None: ...
+    names: _containers.ScalarMap[str, str]
+    steps_per_s: float
+    tokens_per_s: float
+    eta_s: float
+    recent_losses: _containers.RepeatedScalarFieldContainer[float]
+    samples_per_s: float
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., coordinator: _Optional[str] = ..., round: _Optional[int] = ..., world_size: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., output_dir: _Optional[str] = ..., outputs_node: _Optional[str] = ..., record_json: _Optional[str] = ..., names: _Optional[_Mapping[str, str]] = ..., steps_per_s: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., recent_losses: _Optional[_Iterable[float]] = ..., samples_per_s: _Optional[float] = ...) -> None: ...
 
 class ListJobsReply(_message.Message):
     __slots__ = ("jobs",)
@@ -69,18 +88,26 @@ class WatchJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., interval_s: _Optional[float] = ...) -> None: ...
 
 class LogsRequest(_message.Message):
-    __slots__ = ("job_id", "follow")
+    __slots__ = ("job_id", "follow", "worker", "round")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     follow: bool
-    def __init__(self, job_id: _Optional[str] = ..., follow: _Optional[bool] = ...) -> None: ...
+    worker: str
+    round: int
+    def __init__(self, job_id: _Optional[str] = ..., follow: _Optional[bool] = ..., worker: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
 
 class LogLine(_message.Message):
-    __slots__ = ("text",)
+    __slots__ = ("text", "kind", "json")
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
     text: str
-    def __init__(self, text: _Optional[str] = ...) -> None: ...
+    kind: str
+    json: str
+    def __init__(self, text: _Optional[str] = ..., kind: _Optional[str] = ..., json: _Optional[str] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -95,6 +122,10 @@ class CancelReply(_message.Message):
     def __init__(self, status: _Optional[str] = ...) -> None: ...
 
 class DrainRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class UndrainRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 

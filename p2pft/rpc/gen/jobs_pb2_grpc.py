@@ -67,6 +67,11 @@ class JobServiceStub:
                 request_serializer=jobs__pb2.DrainRequest.SerializeToString,
                 response_deserializer=jobs__pb2.DrainReply.FromString,
                 _registered_method=True)
+        self.Undrain = channel.unary_unary(
+                '/p2pft.v1.JobService/Undrain',
+                request_serializer=jobs__pb2.UndrainRequest.SerializeToString,
+                response_deserializer=jobs__pb2.DrainReply.FromString,
+                _registered_method=True)
         self.Fetch = channel.unary_unary(
                 '/p2pft.v1.JobService/Fetch',
                 request_serializer=jobs__pb2.FetchRequest.SerializeToString,
@@ -140,6 +145,13 @@ class JobServiceServicer:
 
     def Drain(self, request, context):
         """This box leaves its jobs gracefully (checkpoint at the next step, then leave).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Undrain(self, request, context):
+        """This box takes jobs again after a drain (without a daemon restart).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -219,6 +231,11 @@ def add_JobServiceServicer_to_server(servicer, server):
             'Drain': grpc.unary_unary_rpc_method_handler(
                     servicer.Drain,
                     request_deserializer=jobs__pb2.DrainRequest.FromString,
+                    response_serializer=jobs__pb2.DrainReply.SerializeToString,
+            ),
+            'Undrain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Undrain,
+                    request_deserializer=jobs__pb2.UndrainRequest.FromString,
                     response_serializer=jobs__pb2.DrainReply.SerializeToString,
             ),
             'Fetch': grpc.unary_unary_rpc_method_handler(
@@ -416,6 +433,33 @@ class JobService:
             target,
             '/p2pft.v1.JobService/Drain',
             jobs__pb2.DrainRequest.SerializeToString,
+            jobs__pb2.DrainReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Undrain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/p2pft.v1.JobService/Undrain',
+            jobs__pb2.UndrainRequest.SerializeToString,
             jobs__pb2.DrainReply.FromString,
             options,
             channel_credentials,

@@ -1,0 +1,117 @@
+"""Rich renderables for the cluster (`p2pft status`, the boxes pane of `p2pft top`) from the daemon's
+StatusReply: no I/O. Names first; node ids only where the console is wide enough or --wide asks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from p2pft.cli.job_render import fit_columns
+
+STATE_STYLE = {"idle": "green", "busy": "cyan", "draining": "yellow", "lost": "red", "left": "dim"}
+
+
+def age(seconds: float) -> str:
+    return "never" if seconds < 0 else f"{seconds:.1f}s"
+
+
+def devices_text(node: Any) -> str:
+    parts = []
+    for d in node.peer.devices:
+        if d.kind == "cpu":
+            parts.append(f"cpu {d.memory_free_mb / 1024:.0f}/{d.memory_total_mb / 1024:.0f}G free")
+        else:
+            parts.append(f"{d.kind}:{d.index} {d.name} {d.memory_free_mb / 1024:.0f}/{d.memory_total_mb / 1024:.0f}G "
+                         f"{d.utilization_pct:.0f}%")
+    return "; ".join(parts) or "-"
+
+
+def name_of_node(node: Any) -> str:
+    return node.peer.name or node.peer.node_id
+
+
+def boxes_table(reply: Any, width: int, *, wide: bool = False) -> Any:
+    from rich.table import Table
+
+    columns = [("", 2, 100), ("NAME", 10, 100), ("STATE", 8, 100), ("HEARD", 6, 90), ("DEVICES", 24, 80),
+               ("ADDRESS", 15, 50), ("NODE", 16, 30), ("VERSIONS", 24, 20), ("NOTE", 16, 60)]
+    kept = [c for c, _, _ in columns] if wide else fit_columns(columns, width)
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name in kept:
+        table.add_column(name, no_wrap=True, overflow="ellipsis")
+    for node in reply.nodes:
+        marks = ("*" if node.is_coordinator else "") + ("<" if node.is_self else "")
+        v = node.peer.versions
+        note = node.incompatible_reason
+        if node.is_self and node.rss_mb:
+            note = (note + " " if note else "") + f"daemon RSS {node.rss_mb} MB"
+        if not node.is_self and node.state != "lost" and abs(node.clock_offset_s) > 1:
+            note = (note + " " if note else "") + f"clock {node.clock_offset_s:+.1f}s"
+        style = STATE_STYLE.get(node.state, "")
+        cells = {"": marks, "NAME": name_of_node(node), "STATE": f"[{style}]{node.state}[/]" if style else node.state,
+                 "HEARD": "self" if node.is_self else age(node.last_heartbeat_age_s), "DEVICES": devices_text(node),
+                 "ADDRESS": node.peer.address or "-", "NODE": node.peer.node_id,
+                 "VERSIONS": f"{v.p2pft}/p{v.protocol} torch {v.torch or '-'} cuda {v.cuda or '-'}", "NOTE": note}
+        table.add_row(*(cells[name] for name in kept))
+    return table
+
+
+def coordinator_name(reply: Any) -> str:
+    for node in reply.nodes:
+        if node.peer.node_id == reply.coordinator_id:
+            return name_of_node(node)
+    return reply.coordinator_id or "-"
+
+
+def render_status(reply: Any, width: int = 80, *, wide: bool = False) -> Any:
+    from rich.console import Group
+    from rich.text import Text
+
+    me = next((name_of_node(n) for n in reply.nodes if n.is_self), reply.node_id)
+    head = Text.from_markup(f"cluster [bold]{reply.cluster_id}[/]  this box [bold]{me}[/]  mesh coordinator "
+                            f"[bold]{coordinator_name(reply)}[/]  up {reply.uptime_s:.0f}s  "
+                            f"heartbeat {reply.heartbeat_interval_s:g}s", overflow="ellipsis")
+    head.no_wrap = True
+    counters = ", ".join(f"{k}={v}" for k, v in sorted(reply.error_counters.items())) or "none"
+    return Group(head, boxes_table(reply, width, wide=wide),
+                 Text(f"errors: {counters}   (* mesh coordinator, < this box)", overflow="ellipsis", no_wrap=True))
+
+
+def membership_events(before: Any, after: Any) -> list[str]:
+    """Pure: what changed between two StatusReplies, in words (`box-c joined`, `box-b lost`, ...)."""
+    old = {n.peer.node_id: n for n in before.nodes} if before is not None else {}
+    out = []
+    for node in after.nodes:
+        previous = old.get(node.peer.node_id)
+        name = name_of_node(node)
+        if previous is None:
+            if before is not None:
+                out.append(f"{name} joined ({node.state})")
+        elif previous.state != node.state:
+            out.append(f"{name}: {previous.state} -> {node.state}" + {
+                "lost": " (no heartbeat)", "draining": " (drains)"}.get(node.state, ""))
+    return out
+
+
+def top_view(reply: Any, jobs: Sequence[Any], events: Sequence[str], width: int, height: int = 40) -> Any:
+    """The whole `p2pft top` screen: boxes, each unfinished job (and the newest finished one), events."""
+    from rich.console import Group
+    from rich.rule import Rule
+    from rich.text import Text
+
+    from p2pft.cli.job_render import job_panel
+
+    shown = [j for j in jobs if j.status in ("running", "waiting")]
+    if not shown and jobs:
+        shown = [jobs[-1]]
+    parts: list[Any] = [render_status(reply, width), Rule("jobs", style="dim")]
+    if shown:
+        for view in shown:
+            parts.append(job_panel(view, width))
+    else:
+        parts.append(Text("no jobs (p2pft submit JOB.yaml)", style="dim"))
+    parts.append(Rule("events", style="dim"))
+    room = max(3, height - 14 - 6 * len(shown) - len(reply.nodes))
+    parts += [Text(line, overflow="ellipsis", no_wrap=True) for line in list(events)[-room:]]
+    parts.append(Text("q quits", style="dim"))
+    return Group(*parts)
