@@ -96,8 +96,8 @@ def prepare_run(args: argparse.Namespace) -> tuple[Any, Path, Path, Path, str]:
 
 
 def run_job(args: argparse.Namespace) -> tuple[int, Any]:
+    from p2pft.formats.checkpoint_index import newest_committed
     from p2pft.launch.local import local_torchrun_command
-    from p2pft.train.checkpoint_index import newest_committed
 
     previous = _previous_job(args)
     spec, run_dir, job_json, plan_json, node_id = prepare_run(args)
@@ -136,7 +136,7 @@ def _previous_job(args: argparse.Namespace) -> dict[str, Any] | None:
 def _apply_rerun_policy(spec: Any, previous: dict[str, Any] | None, current: dict[str, Any],
                         checkpoint_dir: Path) -> None:
     from p2pft.config.rerun import decide_rerun
-    from p2pft.train.checkpoint_index import newest_committed
+    from p2pft.formats.checkpoint_index import newest_committed
 
     decision = decide_rerun(previous, current, has_checkpoint=newest_committed(checkpoint_dir) is not None,
                             overwrite=bool(spec.overwrite_output_dir), output_dir=str(spec.output_dir))
@@ -166,7 +166,7 @@ def _stopped_on_request(events: Path, offset: int) -> bool:
 
 def write_summary(output_dir: Path, code: int, started_unix: float, nproc: int) -> dict[str, Any]:
     """summary.json for a single-box run (the daemon's coordinator writes a richer one for cluster jobs)."""
-    from p2pft.train.checkpoint_index import committed_steps
+    from p2pft.formats.checkpoint_index import committed_steps
 
     steps = []
     metrics = output_dir / "metrics.jsonl"

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from p2pft.formats.checkpoint_index import read_manifest, step_dir
 from p2pft.jobs.addressing import AddressSettings, RoundAddressing
 from p2pft.jobs.coordinator import JobCoordinator, StoreProcess
 from p2pft.jobs.member import JobMember
@@ -46,7 +47,6 @@ from p2pft.network.diagnosis import RoundAddresses
 from p2pft.network.routes import host_of
 from p2pft.rpc.gen import jobs_pb2, jobs_pb2_grpc
 from p2pft.security.credentials import Credentials, secure_channel
-from p2pft.train.checkpoint_index import read_manifest, step_dir
 from p2pft.transfer import BlobClient, BlobStore, Manifest
 
 log = logging.getLogger("p2pft.jobs")

@@ -18,25 +18,25 @@ from typing import Any
 
 import grpc
 
+from p2pft.formats.checkpoint_index import COMMIT_MARKER, committed_steps, read_manifest, step_dir, verify_committed
 from p2pft.jobs.addressing import RoundAddressing
 from p2pft.jobs.exit_report import failed_exit
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo, RoundOrder
 from p2pft.jobs.paths import JobPaths
+from p2pft.jobs.round_files import AGENT_LOG_TAIL_BYTES, LineCursor, NoRouteWatch
 from p2pft.jobs.submission import own_path
 from p2pft.launch.agent import AgentExit, AgentOutcome, AgentProcess
 from p2pft.launch.contract import STOP_REQUEST_FILE
 from p2pft.launch.events import EventTail
 from p2pft.launch.round_spec import RoundLaunch
 from p2pft.launch.worker_error import read_worker_errors, root_error
-from p2pft.network.diagnosis import RoundAddresses, explain, find_unreachable, never_transient
+from p2pft.network.diagnosis import RoundAddresses, explain
 from p2pft.network.routes import NoReachableAddress, route_source
-from p2pft.train.checkpoint_index import COMMIT_MARKER, committed_steps, read_manifest, step_dir, verify_committed
 from p2pft.transfer import BlobClient, BlobStore, Manifest, TransferPolicy
 from p2pft.transfer.tree import write_tree
 
 log = logging.getLogger("p2pft.jobs.member")
 POLL_S = 0.2
-AGENT_LOG_TAIL_BYTES = 256 * 1024   # the root cause is near the end; a long run's log can be big
 OUTPUT_EXCLUDE = ("metrics.jsonl", "ledger.jsonl")
 STOP_REQUEST = STOP_REQUEST_FILE
 TRANSFER_POLICY = TransferPolicy(attempts=6, backoff_initial_s=0.1, backoff_max_s=1.0, call_timeout_s=5.0,
@@ -44,33 +44,6 @@ TRANSFER_POLICY = TransferPolicy(attempts=6, backoff_initial_s=0.1, backoff_max_
 
 ChannelsFor = Callable[[Sequence[str]], list[grpc.aio.Channel]]
 SendReport = Callable[[MemberReport], Awaitable[None]]
-
-
-class LineCursor:
-    """Complete new lines of a JSONL file a worker appends to (a fresh file per round)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-
-    def poll(self) -> list[dict[str, Any]]:
-        try:
-            with self.path.open("rb") as handle:
-                handle.seek(self.offset)
-                chunk = handle.read()
-        except FileNotFoundError:
-            return []
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return []
-        self.offset += end + 1
-        out = []
-        for raw in chunk[: end + 1].splitlines():
-            with contextlib.suppress(ValueError):
-                data = json.loads(raw)
-                if isinstance(data, dict):
-                    out.append(data)
-        return out
 
 
 class JobMember:
@@ -427,34 +400,6 @@ class JobMember:
             self._ingested.add(key)
 
 
-class NoRouteWatch:
-    """Reads the new part of a round's agent.log about once a second: True once, before the round's first step,
-    a worker could not connect for lack of a route (a wrong interface or address, never a slow start)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.stepped = False
-        self._next = 0.0
-
-    def poll(self) -> bool:
-        import time
-
-        now = time.monotonic()
-        if self.stepped or now < self._next:
-            return False
-        self._next = now + 1.0
-        try:
-            with self.path.open("rb") as handle:
-                handle.seek(self.offset)
-                chunk = handle.read(AGENT_LOG_TAIL_BYTES)
-        except OSError:
-            return False
-        self.offset += len(chunk)
-        found = find_unreachable(chunk.decode(errors="replace"))
-        return found is not None and never_transient(found)
-
-
 def _file_ok(path: Path, size: int) -> bool:
     try:
         return path.stat().st_size == size
@@ -463,7 +408,7 @@ def _file_ok(path: Path, size: int) -> bool:
 
 
 def _write_marker(directory: Path, marker: dict[str, Any]) -> None:
-    from p2pft.train.checkpoint_index import write_commit_marker
+    from p2pft.formats.checkpoint_index import write_commit_marker
 
     write_commit_marker(directory, marker)
 

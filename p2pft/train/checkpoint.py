@@ -20,7 +20,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from p2pft.train.checkpoint_index import describe_files, step_dir, write_commit_marker
+from p2pft.formats.checkpoint_index import describe_files, step_dir, write_commit_marker
 from p2pft.train.safe_load import SafeLoadPlanner, UnsafeCheckpoint, check_metadata
 
 # Test-only fault injection (integration tests of torn checkpoints): "STEP:RANK" = that rank dies inside the
@@ -97,7 +97,7 @@ def checkpoint_keys(directory: Path) -> set[str]:
 
 def check_data_order(directory: Path, data_order: dict[str, int]) -> None:
     """The cursor only means something for the same data order: refuse a checkpoint made with another one."""
-    from p2pft.train.checkpoint_index import read_manifest
+    from p2pft.formats.checkpoint_index import read_manifest
 
     stored = (read_manifest(directory) or {}).get("data_order") or {}
     changed = {key: (stored[key], value) for key, value in data_order.items()
@@ -133,7 +133,7 @@ def agree_on_resume_step(checkpoint_dir: Path, *, local_rank: int, node_id: str)
     verify against the manifest everywhere. A torn or corrupt checkpoint is skipped, never loaded. Starting
     from scratch while some node holds progress would silently throw it away, so that is an error instead.
     """
-    from p2pft.train.checkpoint_index import committed_steps, verify_committed
+    from p2pft.formats.checkpoint_index import committed_steps, verify_committed
 
     mine = (node_id, committed_steps(checkpoint_dir, verify=False)) if local_rank == 0 else None
     gathered: list[Any] = [None] * dist.get_world_size()

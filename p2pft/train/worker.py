@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from p2pft.config.job import parse_job
+from p2pft.formats.checkpoint_index import prune, step_dir
 from p2pft.launch.contract import EXIT_STOPPED_ON_REQUEST, STOP_REQUEST_FILE
 from p2pft.planning.batch_plan import BatchPlan, plan_from_json, plan_to_json
 from p2pft.train import fsdp
@@ -29,7 +30,6 @@ from p2pft.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from p2pft.train.checkpoint_index import prune, step_dir
 from p2pft.train.data import collate, prepare_data
 from p2pft.train.distributed import (
     WorkerEnv,

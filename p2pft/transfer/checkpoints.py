@@ -11,7 +11,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from p2pft.train.checkpoint_index import COMMIT_MARKER
+from p2pft.formats.checkpoint_index import COMMIT_MARKER
 from p2pft.transfer.client import BlobClient, TreeFetchResult
 from p2pft.transfer.manifest import Manifest, ManifestError
 from p2pft.transfer.store import BlobStore

@@ -239,7 +239,7 @@ def wait_step(daemons: list[Daemon], step: int, timeout: float = 120.0) -> int:
 
 
 def complete_steps(daemon: Daemon) -> set[int]:
-    from p2pft.train.checkpoint_index import committed_steps
+    from p2pft.formats.checkpoint_index import committed_steps
 
     found: set[int] = set()
     for checkpoints in daemon.state_dir.glob("jobs/*/checkpoints"):

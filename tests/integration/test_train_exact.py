@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pft.train.checkpoint_index import newest_committed, read_manifest, step_dir
+from p2pft.formats.checkpoint_index import newest_committed, read_manifest, step_dir
 from p2pft.train.sampler import GlobalSampler
 from tests.integration.train_harness import max_weight_diff, read_jsonl, run, step_losses, write_job
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pft.train.checkpoint_index import newest_committed, read_manifest, step_dir
+from p2pft.formats.checkpoint_index import newest_committed, read_manifest, step_dir
 from p2pft.train.fsdp import fsdp_unavailable_reason
 from tests.integration.train_harness import read_jsonl, run, step_losses, write_job
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pft.train.checkpoint_index import committed_steps
+from p2pft.formats.checkpoint_index import committed_steps
 from tests.integration.train_harness import P2PFT_CLI, REPO_ROOT, kill_group, read_jsonl, run, start_run, write_job
 
 pytestmark = pytest.mark.slow

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 
+from p2pft.formats.checkpoint_index import describe_files, step_dir, write_commit_marker
 from p2pft.train.checkpoint import CheckpointError, agree_on_resume_step
-from p2pft.train.checkpoint_index import describe_files, step_dir, write_commit_marker
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pft.train.checkpoint_index import describe_files, newest_committed, verify_committed, write_commit_marker
+from p2pft.formats.checkpoint_index import describe_files, newest_committed, verify_committed, write_commit_marker
 from p2pft.transfer import BlobClient, BlobServicer, BlobStore, ManifestError
 from p2pft.transfer.checkpoints import publish_checkpoint, replicate_checkpoint
 from tests.integration.test_transfer_fetch import FAST, KIB, blob_server, channel_to, run_async

@@ -2,7 +2,7 @@ import json
 import sys
 from pathlib import Path
 
-from p2pft.train.checkpoint_index import (
+from p2pft.formats.checkpoint_index import (
     committed_steps,
     describe_files,
     newest_committed,
@@ -67,7 +67,7 @@ def test_prune_keeps_newest_and_leaves_in_progress_saves(tmp_path: Path) -> None
 def test_index_is_torch_free() -> None:
     import subprocess
 
-    code = "import sys, p2pft.train.checkpoint_index, p2pft.train.sampler, p2pft.train.schedule; " \
+    code = "import sys, p2pft.formats.checkpoint_index, p2pft.train.sampler, p2pft.train.schedule; " \
            "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
