@@ -251,7 +251,7 @@ class JobCoordinator:
             await self.manager.end_job(self.job_id, "failed", action.reason)
 
     def network_backoff(self) -> float:
-        """Seconds to wait before the next round when the last one failed for a network reason (2, 4, ... 60):
+        """Seconds to wait before the next round when the last ones failed for a network reason (0, 2, 4, ... 60):
         a firewall or a wrong interface does not fix itself in a second, and the user reads the message."""
         previous = self.record.current_round
         if previous is None or previous.round == self._backoff_round:
@@ -260,8 +260,11 @@ class JobCoordinator:
             return 0.0
         self._backoff_round = previous.round
         self.network_failures += 1
-        self._backoff_until = time.monotonic() + min(NETWORK_BACKOFF_MAX_S, 2.0 ** self.network_failures)
-        return self._backoff_until - time.monotonic()
+        # The first one retries at once: a crashed box also reads as "could not reach" until heartbeats call it
+        # lost, and crash recovery must not wait. Only a failure that repeats backs off (2, 4, ... 60 s).
+        delay = 0.0 if self.network_failures == 1 else min(NETWORK_BACKOFF_MAX_S, 2.0 ** (self.network_failures - 1))
+        self._backoff_until = time.monotonic() + delay
+        return delay
 
     async def start_round(self, action: Action) -> None:
         record = self.record
