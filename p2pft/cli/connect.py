@@ -7,7 +7,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from p2pft.cli.main import CliError
 
@@ -20,13 +20,9 @@ def state_dir_of(args: argparse.Namespace) -> Path:
     return resolve_state_dir(getattr(args, "state_dir", None))
 
 
-def call_daemon(args: argparse.Namespace, fn: Callable[..., Awaitable[T]]) -> T:
-    """Run `fn(client)` against the daemon chosen by --daemon / P2PFT_DAEMON / <state-dir>/daemon.addr."""
-    # grpc core prints failed TLS handshakes at INFO by default; the CLI says it in one line of its own instead.
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    import grpc
-
-    from p2pft.rpc.client import DaemonClient, describe_rpc_error, resolve_daemon_target
+def daemon_target(args: argparse.Namespace) -> tuple[str, Any]:
+    """(address of this box's daemon, this box's credentials), or a one-line CliError saying what to do."""
+    from p2pft.rpc.client import resolve_daemon_target
     from p2pft.security.credentials import CredentialsError, load_credentials
 
     state_dir = state_dir_of(args)
@@ -37,7 +33,20 @@ def call_daemon(args: argparse.Namespace, fn: Callable[..., Awaitable[T]]) -> T:
     target = resolve_daemon_target(getattr(args, "daemon", None), state_dir)
     if not target:
         raise CliError(f"no daemon address: {state_dir}/daemon.addr is missing (is p2pftd running with this state "
-                       "dir?); pass --daemon HOST:PORT or set P2PFT_DAEMON")
+                       "dir?); start it (sudo systemctl start p2pftd), or pass --daemon HOST:PORT or set "
+                       "P2PFT_DAEMON")
+    return target, credentials
+
+
+def call_daemon(args: argparse.Namespace, fn: Callable[..., Awaitable[T]]) -> T:
+    """Run `fn(client)` against the daemon chosen by --daemon / P2PFT_DAEMON / <state-dir>/daemon.addr."""
+    # grpc core prints failed TLS handshakes at INFO by default; the CLI says it in one line of its own instead.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    import grpc
+
+    from p2pft.rpc.client import DaemonClient, describe_rpc_error
+
+    target, credentials = daemon_target(args)
 
     async def run() -> T:
         async with DaemonClient(target, credentials) as client:

@@ -197,7 +197,7 @@ def handler(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
-    from p2pft.cli.connect import state_dir_of
+    from p2pft.cli.connect import daemon_target
     from p2pft.cli.main import CliError
 
     if not 0.5 <= args.timeout <= 60:
@@ -206,18 +206,9 @@ def handler(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     import grpc
 
-    from p2pft.rpc.client import describe_rpc_error, resolve_daemon_target
-    from p2pft.security.credentials import CredentialsError, load_credentials
+    from p2pft.rpc.client import describe_rpc_error
 
-    state_dir = state_dir_of(args)
-    try:
-        credentials = load_credentials(state_dir)
-    except CredentialsError as exc:
-        raise CliError(str(exc)) from None
-    target = resolve_daemon_target(getattr(args, "daemon", None), state_dir)
-    if not target:
-        raise CliError(f"no daemon address: {state_dir}/daemon.addr is missing (is p2pftd running with this state "
-                       "dir?); start it (sudo systemctl start p2pftd) or pass --daemon HOST:PORT")
+    target, credentials = daemon_target(args)
     try:
         survey = asyncio.run(gather(target, credentials, args.timeout))
     except grpc.RpcError as exc:
