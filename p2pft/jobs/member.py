@@ -14,15 +14,14 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import grpc
 
-from p2pft.formats.checkpoint_index import COMMIT_MARKER, committed_steps, read_manifest, step_dir, verify_committed
 from p2pft.jobs.addressing import RoundAddressing
 from p2pft.jobs.exit_report import failed_exit
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo, RoundOrder
 from p2pft.jobs.paths import JobPaths
+from p2pft.jobs.replication import CheckpointReplicator
 from p2pft.jobs.round_files import AGENT_LOG_TAIL_BYTES, LineCursor, NoRouteWatch
 from p2pft.jobs.submission import own_path
 from p2pft.launch.agent import AgentExit, AgentOutcome, AgentProcess
@@ -32,15 +31,12 @@ from p2pft.launch.round_spec import RoundLaunch
 from p2pft.launch.worker_error import read_worker_errors, root_error
 from p2pft.network.diagnosis import RoundAddresses, explain
 from p2pft.network.routes import NoReachableAddress, route_source
-from p2pft.transfer import BlobClient, BlobStore, Manifest, TransferPolicy
-from p2pft.transfer.tree import write_tree
+from p2pft.transfer import BlobStore, Manifest
 
 log = logging.getLogger("p2pft.jobs.member")
 POLL_S = 0.2
 OUTPUT_EXCLUDE = ("metrics.jsonl", "ledger.jsonl")
 STOP_REQUEST = STOP_REQUEST_FILE
-TRANSFER_POLICY = TransferPolicy(attempts=6, backoff_initial_s=0.1, backoff_max_s=1.0, call_timeout_s=5.0,
-                                 stall_timeout_s=10.0)
 
 ChannelsFor = Callable[[Sequence[str]], list[grpc.aio.Channel]]
 SendReport = Callable[[MemberReport], Awaitable[None]]
@@ -64,11 +60,10 @@ class JobMember:
         self.round: RoundInfo | None = None
         self.agent: AgentProcess | None = None
         self._task: asyncio.Task[None] | None = None
-        self._replicator: asyncio.Task[None] | None = None
         self.last_exit: AgentExit | None = None
         self.leaving_round: int | None = None   # the round this box stopped because it drains
-        self.replicated: set[int] = set()
-        self._ingested: set[tuple[int, str]] = set()
+        self.replication = CheckpointReplicator(node_id=node_id, state_dir=state_dir, store=store,
+                                                channels_for=channels_for, send=send_report)
 
     def paths(self, job_id: str) -> JobPaths:
         return JobPaths.of(self.state_dir, job_id)
@@ -84,8 +79,7 @@ class JobMember:
         self.record, self.round = order.record, order.round
         self._task = asyncio.create_task(self._run_round(order.record, order.round),
                                          name=f"job {order.record.job_id} round {order.round.round}")
-        if self._replicator is None or self._replicator.done():
-            self._replicator = asyncio.create_task(self._replicate_forever(), name="checkpoint replication")
+        self.replication.follow(order.record, order.round)
 
     def request_stop(self, *, leaving: bool = False) -> bool:
         """Graceful: the workers checkpoint at the next step boundary and exit 75.
@@ -116,10 +110,7 @@ class JobMember:
 
     async def close(self) -> None:
         await self.stop(graceful=False)
-        if self._replicator is not None:
-            self._replicator.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._replicator
+        await self.replication.close()
 
     async def wait_round(self) -> None:
         if self._task is not None:
@@ -222,7 +213,7 @@ class JobMember:
                                  stopped_by_us=result.stopped_by_us, leaving=self.leaving_round == info.round,
                                  detail=detail, cause=cause,
                                  outputs_manifest=outputs_manifest, outputs_dir=outputs_dir,
-                                 checkpoints=tuple(await asyncio.to_thread(self._complete_steps, paths))))
+                                 checkpoints=tuple(await asyncio.to_thread(self.replication.complete_steps, paths))))
 
     def _explain_failure(self, record: JobRecord, info: RoundInfo, agent_log: Path) -> str | None:
         if self.round_addresses is None:
@@ -272,15 +263,18 @@ class JobMember:
         dataset_dir = own_path(self.state_dir, record.job_id, "dataset_dir") or paths.data
         if not (self.node_id == record.submitter and dataset_dir != paths.data and dataset_dir.is_dir()):
             dataset_dir = paths.data
-            await self._fetch_tree(Manifest.from_dict(record.dataset_manifest), dataset_dir, paths.root, sources)
+            await self.replication.fetch_tree(Manifest.from_dict(record.dataset_manifest), dataset_dir, paths.root,
+                                              sources)
         spec["dataset_dir"] = str(dataset_dir)
         model = Path(spec["model_name_or_path"])
         if record.model_manifest is not None and not (model / "config.json").is_file():
-            await self._fetch_tree(Manifest.from_dict(record.model_manifest), paths.model, paths.root, sources)
+            await self.replication.fetch_tree(Manifest.from_dict(record.model_manifest), paths.model, paths.root,
+                                              sources)
             spec["model_name_or_path"] = str(paths.model)
         if info.resume_step is not None:
             sources = [n for n in (*info.holders, *info.members) if n != self.node_id]
-            await self._ensure_checkpoint(info.resume_step, paths, list(dict.fromkeys(sources)))
+            await self.replication.ensure_checkpoint(info.resume_step, paths, list(dict.fromkeys(sources)),
+                                                     info.resume_marker or None)
         run_dir = paths.round_dir(info.round)
         output = paths.round_output(info.round)
         output.mkdir(parents=True, exist_ok=True)
@@ -290,127 +284,6 @@ class JobMember:
         plan_file.write_text(json.dumps(info.plan, indent=1))
         (run_dir / STOP_REQUEST).unlink(missing_ok=True)
         return job_file, plan_file
-
-    async def _fetch_tree(self, manifest: Manifest, dest: Path, root: Path, sources: Sequence[str]) -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        dest.mkdir(parents=True, exist_ok=True)
-        channels = self.channels_for(list(dict.fromkeys(sources)))
-        if not channels:
-            if await asyncio.to_thread(lambda: all(self.store.has(d) for d in manifest.digests())):
-                await asyncio.to_thread(write_tree, self.store, manifest, dest, link=False)
-                return
-            raise RuntimeError(f"no live member to fetch {dest.name} from")
-        client = BlobClient(self.store, channels, TRANSFER_POLICY)
-        await client.fetch_tree(manifest, dest, root=root, link=False)
-
-    async def _ensure_checkpoint(self, step: int, paths: JobPaths, holders: Sequence[str]) -> None:
-        directory = step_dir(paths.checkpoints, step)
-        if await asyncio.to_thread(verify_committed, directory):
-            return
-        marker = await asyncio.to_thread(read_manifest, directory)
-        if marker is None:
-            marker = self.round.resume_marker if self.round is not None and self.round.resume_marker else None
-        if marker is None:
-            raise RuntimeError(f"checkpoint step-{step}: no commit marker here and none in the round order")
-        await self._complete_checkpoint(step, marker, paths, holders)
-
-    async def _complete_checkpoint(self, step: int, marker: dict[str, Any], paths: JobPaths,
-                                   sources: Sequence[str]) -> None:
-        directory = step_dir(paths.checkpoints, step)
-        manifest = Manifest.from_files_mapping(marker["files"])
-        missing = Manifest(tuple(e for e in manifest.files if not _file_ok(directory / e.path, e.size)))
-        if missing.files:
-            channels = self.channels_for(list(dict.fromkeys(sources)))
-            if not channels:
-                raise RuntimeError(f"checkpoint step-{step}: {len(missing.files)} files missing and no live holder")
-            client = BlobClient(self.store, channels, TRANSFER_POLICY)
-            directory.mkdir(parents=True, exist_ok=True)
-            await client.fetch_tree(missing, directory, root=paths.root, link=False)
-        if not (directory / COMMIT_MARKER).is_file():
-            await asyncio.to_thread(_write_marker, directory, marker)
-        if not await asyncio.to_thread(verify_committed, directory):
-            raise RuntimeError(f"checkpoint step-{step} does not verify after replication")
-        self.replicated.add(step)
-
-    # ---- replication --------------------------------------------------------------------------------------
-
-    def _complete_steps(self, paths: JobPaths) -> list[int]:
-        return committed_steps(paths.checkpoints, verify=True)
-
-    async def _replicate_forever(self) -> None:
-        """Offer this box's checkpoint files to the others and fetch theirs, so every member holds every
-        committed step complete (losing any one box never loses the newest committed step). Offering runs on
-        its own: a fetch waiting for a peer must never hold back what this box offers to that peer."""
-        offering = asyncio.create_task(self._offer_forever())
-        try:
-            while True:
-                await asyncio.sleep(0.1)
-                if self.record is None or self.round is None:
-                    continue
-                try:
-                    await self._replicate_once(self.record, self.round)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.debug("replication pass failed: %s", exc)
-        finally:
-            offering.cancel()
-
-    async def _offer_forever(self) -> None:
-        while True:
-            await asyncio.sleep(0.05)
-            if self.record is None:
-                continue
-            paths = self.paths(self.record.job_id)
-            try:
-                for step in await asyncio.to_thread(committed_steps, paths.checkpoints, verify=False):
-                    await asyncio.to_thread(self._ingest_local, paths, step)
-            except Exception as exc:
-                log.debug("offering checkpoint files failed: %s", exc)
-
-    async def _replicate_once(self, record: JobRecord, info: RoundInfo) -> None:
-        paths = self.paths(record.job_id)
-        steps = await asyncio.to_thread(committed_steps, paths.checkpoints, verify=False)
-        if not steps:
-            return
-        newest = steps[-1]
-        limit = record.elastic.get("replication")
-        if limit and self.node_id in info.members and info.members.index(self.node_id) >= int(limit):
-            return
-        if newest in self.replicated:
-            return
-        marker = await asyncio.to_thread(read_manifest, step_dir(paths.checkpoints, newest))
-        if marker is None:
-            return
-        peers = [n for n in info.members if n != self.node_id]
-        await self._complete_checkpoint(newest, marker, paths, peers)
-        log.info("job %s: checkpoint step-%d complete on this box", record.job_id, newest)
-        await self._send(MemberReport(job_id=record.job_id, node_id=self.node_id, round=info.round, term=record.term,
-                                      phase="progress", checkpoints=(newest,)))
-
-    def _ingest_local(self, paths: JobPaths, step: int) -> None:
-        directory = step_dir(paths.checkpoints, step)
-        if not directory.is_dir():
-            return
-        for child in sorted(directory.iterdir()):
-            key = (step, child.name)
-            if key in self._ingested or not child.is_file() or child.name.startswith(COMMIT_MARKER):
-                continue
-            self.store.add_file(child, link=True)
-            self._ingested.add(key)
-
-
-def _file_ok(path: Path, size: int) -> bool:
-    try:
-        return path.stat().st_size == size
-    except FileNotFoundError:
-        return False
-
-
-def _write_marker(directory: Path, marker: dict[str, Any]) -> None:
-    from p2pft.formats.checkpoint_index import write_commit_marker
-
-    write_commit_marker(directory, marker)
 
 
 def _has_model_files(output: Path) -> bool:

@@ -1,0 +1,187 @@
+"""Committed checkpoints travel between the members of a job: each box offers its own step files to the blob
+store and fetches the others', so losing any one box never loses the newest committed step.
+
+Torch-free (runs inside the daemon). One `CheckpointReplicator` per `JobMember`; the member tells it which
+record and round are current (`follow`), and it reports the steps it made complete here through `send`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from p2pft.formats.checkpoint_index import COMMIT_MARKER, committed_steps, read_manifest, step_dir, verify_committed
+from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo
+from p2pft.jobs.paths import JobPaths
+from p2pft.transfer import BlobClient, BlobStore, Manifest, TransferPolicy
+from p2pft.transfer.tree import write_tree
+
+log = logging.getLogger("p2pft.jobs.replication")
+TRANSFER_POLICY = TransferPolicy(attempts=6, backoff_initial_s=0.1, backoff_max_s=1.0, call_timeout_s=5.0,
+                                 stall_timeout_s=10.0)
+
+ChannelsFor = Callable[[Sequence[str]], list[grpc.aio.Channel]]
+SendReport = Callable[[MemberReport], Awaitable[None]]
+
+
+class CheckpointReplicator:
+    def __init__(self, *, node_id: str, state_dir: Path, store: BlobStore, channels_for: ChannelsFor,
+                 send: SendReport) -> None:
+        self.node_id = node_id
+        self.state_dir = state_dir
+        self.store = store
+        self.channels_for = channels_for
+        self.send = send
+        self.record: JobRecord | None = None
+        self.round: RoundInfo | None = None
+        self.replicated: set[int] = set()
+        self._ingested: set[tuple[int, str]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def follow(self, record: JobRecord, info: RoundInfo) -> None:
+        """The job's current record and round; starts replicating on the first call."""
+        self.record, self.round = record, info
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._replicate_forever(), name="checkpoint replication")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    def paths(self, job_id: str) -> JobPaths:
+        return JobPaths.of(self.state_dir, job_id)
+
+    # ---- what a round needs before it starts -------------------------------------------------------------
+
+    async def fetch_tree(self, manifest: Manifest, dest: Path, root: Path, sources: Sequence[str]) -> None:
+        """A shipped tree (dataset, model) from the peers, or from this box's own blob store when it has it all."""
+        root.mkdir(parents=True, exist_ok=True)
+        dest.mkdir(parents=True, exist_ok=True)
+        channels = self.channels_for(list(dict.fromkeys(sources)))
+        if not channels:
+            if await asyncio.to_thread(lambda: all(self.store.has(d) for d in manifest.digests())):
+                await asyncio.to_thread(write_tree, self.store, manifest, dest, link=False)
+                return
+            raise RuntimeError(f"no live member to fetch {dest.name} from")
+        client = BlobClient(self.store, channels, TRANSFER_POLICY)
+        await client.fetch_tree(manifest, dest, root=root, link=False)
+
+    async def ensure_checkpoint(self, step: int, paths: JobPaths, holders: Sequence[str],
+                                order_marker: dict[str, Any] | None) -> None:
+        """Step `step` complete and verified here (fetched from `holders` when missing); `order_marker` is the
+        commit marker the round order carries, for a box that never saw this step."""
+        directory = step_dir(paths.checkpoints, step)
+        if await asyncio.to_thread(verify_committed, directory):
+            return
+        marker = await asyncio.to_thread(read_manifest, directory) or order_marker
+        if marker is None:
+            raise RuntimeError(f"checkpoint step-{step}: no commit marker here and none in the round order")
+        await self._complete_checkpoint(step, marker, paths, holders)
+
+    def complete_steps(self, paths: JobPaths) -> list[int]:
+        return committed_steps(paths.checkpoints, verify=True)
+
+    async def _complete_checkpoint(self, step: int, marker: dict[str, Any], paths: JobPaths,
+                                   sources: Sequence[str]) -> None:
+        directory = step_dir(paths.checkpoints, step)
+        manifest = Manifest.from_files_mapping(marker["files"])
+        missing = Manifest(tuple(e for e in manifest.files if not _file_ok(directory / e.path, e.size)))
+        if missing.files:
+            channels = self.channels_for(list(dict.fromkeys(sources)))
+            if not channels:
+                raise RuntimeError(f"checkpoint step-{step}: {len(missing.files)} files missing and no live holder")
+            client = BlobClient(self.store, channels, TRANSFER_POLICY)
+            directory.mkdir(parents=True, exist_ok=True)
+            await client.fetch_tree(missing, directory, root=paths.root, link=False)
+        if not (directory / COMMIT_MARKER).is_file():
+            await asyncio.to_thread(_write_marker, directory, marker)
+        if not await asyncio.to_thread(verify_committed, directory):
+            raise RuntimeError(f"checkpoint step-{step} does not verify after replication")
+        self.replicated.add(step)
+
+    # ---- in the background ---------------------------------------------------------------------------------
+
+    async def _replicate_forever(self) -> None:
+        """Offering runs on its own: a fetch waiting for a peer must never hold back what this box offers to
+        that peer."""
+        offering = asyncio.create_task(self._offer_forever())
+        try:
+            while True:
+                await asyncio.sleep(0.1)
+                if self.record is None or self.round is None:
+                    continue
+                try:
+                    await self._replicate_once(self.record, self.round)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.debug("replication pass failed: %s", exc)
+        finally:
+            offering.cancel()
+
+    async def _offer_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            if self.record is None:
+                continue
+            paths = self.paths(self.record.job_id)
+            try:
+                for step in await asyncio.to_thread(committed_steps, paths.checkpoints, verify=False):
+                    await asyncio.to_thread(self._ingest_local, paths, step)
+            except Exception as exc:
+                log.debug("offering checkpoint files failed: %s", exc)
+
+    async def _replicate_once(self, record: JobRecord, info: RoundInfo) -> None:
+        paths = self.paths(record.job_id)
+        steps = await asyncio.to_thread(committed_steps, paths.checkpoints, verify=False)
+        if not steps:
+            return
+        newest = steps[-1]
+        limit = record.elastic.get("replication")
+        if limit and self.node_id in info.members and info.members.index(self.node_id) >= int(limit):
+            return
+        if newest in self.replicated:
+            return
+        marker = await asyncio.to_thread(read_manifest, step_dir(paths.checkpoints, newest))
+        if marker is None:
+            return
+        peers = [n for n in info.members if n != self.node_id]
+        await self._complete_checkpoint(newest, marker, paths, peers)
+        log.info("job %s: checkpoint step-%d complete on this box", record.job_id, newest)
+        try:
+            await self.send(MemberReport(job_id=record.job_id, node_id=self.node_id, round=info.round,
+                                         term=record.term, phase="progress", checkpoints=(newest,)))
+        except Exception:
+            log.exception("job %s: could not deliver a report", record.job_id)
+
+    def _ingest_local(self, paths: JobPaths, step: int) -> None:
+        directory = step_dir(paths.checkpoints, step)
+        if not directory.is_dir():
+            return
+        for child in sorted(directory.iterdir()):
+            key = (step, child.name)
+            if key in self._ingested or not child.is_file() or child.name.startswith(COMMIT_MARKER):
+                continue
+            self.store.add_file(child, link=True)
+            self._ingested.add(key)
+
+
+def _file_ok(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size == size
+    except FileNotFoundError:
+        return False
+
+
+def _write_marker(directory: Path, marker: dict[str, Any]) -> None:
+    from p2pft.formats.checkpoint_index import write_commit_marker
+
+    write_commit_marker(directory, marker)
