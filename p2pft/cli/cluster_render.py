@@ -45,7 +45,7 @@ def boxes_table(reply: Any, width: int, *, wide: bool = False) -> Any:
         note = node.incompatible_reason
         if node.is_self and node.rss_mb:
             note = (note + " " if note else "") + f"daemon RSS {node.rss_mb} MB"
-        if not node.is_self and node.state != "lost" and abs(node.clock_offset_s) > 1:
+        if not node.is_self and node.state not in ("lost", "left") and abs(node.clock_offset_s) > 1:
             note = (note + " " if note else "") + f"clock {node.clock_offset_s:+.1f}s"
         style = STATE_STYLE.get(node.state, "")
         cells = {"": marks, "NAME": name_of_node(node), "STATE": f"[{style}]{node.state}[/]" if style else node.state,
@@ -89,7 +89,7 @@ def membership_events(before: Any, after: Any) -> list[str]:
                 out.append(f"{name} joined ({node.state})")
         elif previous.state != node.state:
             out.append(f"{name}: {previous.state} -> {node.state}" + {
-                "lost": " (no heartbeat)", "draining": " (drains)"}.get(node.state, ""))
+                "lost": " (no heartbeat)", "left": " (stopped cleanly)", "draining": " (drains)"}.get(node.state, ""))
     return out
 
 

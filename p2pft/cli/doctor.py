@@ -126,7 +126,7 @@ async def _probe_peer(node: Any, me: BoxFacts, our_grpc: str, interfaces: Sequen
     from p2pft.rpc.client import DaemonClient, describe_rpc_error
     from p2pft.rpc.gen import daemon_pb2
 
-    address, lost = node.peer.address, node.state == "lost"
+    address, lost = node.peer.address, node.state in ("lost", "left")  # a box stopped cleanly blocks nothing either
     if not address:
         return PeerReport(facts_from_status(node), "", lost, rpc_error="its address is unknown to this daemon")
     host = host_of(address)

@@ -26,7 +26,7 @@ def peers_from_status(reply: Any) -> list[dict[str, Any]]:
             "is_coordinator": node.is_coordinator,
             "last_heartbeat_age_s": None if node.last_heartbeat_age_s < 0 else round(node.last_heartbeat_age_s, 3),
             "clock_offset_s": round(node.clock_offset_s, 4),
-            "compatible": not node.incompatible_reason or node.state == "lost",
+            "compatible": not node.incompatible_reason or node.state in ("lost", "left"),
             "note": node.incompatible_reason,
             "versions": {"p2pft": v.p2pft, "protocol": v.protocol, "python": v.python, "torch": v.torch,
                          "cuda": v.cuda},

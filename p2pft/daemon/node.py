@@ -27,7 +27,7 @@ from p2pft.daemon.settings import DaemonSettings, SettingsError, reloaded
 from p2pft.daemon.state_dir import remove_daemon_addr, write_daemon_addr
 from p2pft.daemon.systemd import sd_notify
 from p2pft.membership.cluster import Cluster
-from p2pft.membership.state import LocalStateChanged, initial_state
+from p2pft.membership.state import LocalStateChanged, MemberLeft, initial_state
 from p2pft.membership.versions import local_versions
 from p2pft.network import addresses
 from p2pft.rpc.gen import daemon_pb2_grpc
@@ -38,6 +38,7 @@ log = logging.getLogger("p2pft.daemon")
 DrainHook = Callable[[], Awaitable[None] | None]
 DRAIN_TIMEOUT_S = 120.0
 DEVICE_REFRESH_S = 5.0
+GOODBYE_TIMEOUT_S = 2.0  # a peer that does not take our goodbye in time finds out by silence, as after a crash
 
 
 class Component(Protocol):
@@ -152,8 +153,13 @@ class Node:
                 await self._stop.wait()
                 sd_notify("STOPPING=1")
                 await self._drain()
+                # From here on our PeerInfo says "left": the last heartbeats of the links and the replies to peers
+                # say goodbye too, so no peer takes a reply sent now for a sign of life.
+                self.cluster.apply(MemberLeft(self.node_id, time.monotonic()))
                 for task in tasks:
                     task.cancel()
+            # A clean stop shows as "left" on the other boxes at once, not as "lost" after the failure detector.
+            await self.links.say_goodbye(GOODBYE_TIMEOUT_S)
         finally:
             await server.stop(grace=1.0)
             remove_daemon_addr(state_dir, local)

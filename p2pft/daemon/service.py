@@ -102,7 +102,7 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
             is_self = member.node_id == state.self_id
             age = 0.0 if is_self else (now - member.last_heard if member.last_heard is not None else -1.0)
             nodes.append(daemon_pb2.NodeStatus(
-                peer=convert.peer_info_to_pb(member), state=member.state, is_self=is_self,
+                peer=convert.peer_info_to_pb(member), state=member.shown_state, is_self=is_self,
                 is_coordinator=member.node_id == coordinator, last_heartbeat_age_s=age,
                 clock_offset_s=member.clock_offset_s or 0.0,
                 incompatible_reason=member.incompatible_reason or member.lost_reason,

@@ -51,10 +51,14 @@ class Cluster:
             if before is None:
                 extra = f", incompatible: {member.incompatible_reason}" if member.incompatible_reason else ""
                 log.info("member joined: %s, state %s%s", label, member.state, extra)
-            elif before.state != member.state:
-                if member.state == "lost":
+            elif before.state != member.state or before.left != member.left:
+                if member.state == "lost" and member.left:
+                    log.info("member left: %s: %s", label, member.lost_reason)  # a clean stop: no warning
+                elif member.state == "lost":
                     self.counters["members_lost"] += 1
                     log.warning("member lost: %s: %s", label, member.lost_reason)
+                elif node_id == new.self_id and member.left:
+                    log.info("saying goodbye to the peers")
                 elif before.state == "lost":
                     log.info("member back: %s, state %s", label, member.state)
                 else:

@@ -17,6 +17,13 @@ from p2pft.membership.versions import VersionInfo, incompatibility
 NodeState = Literal["idle", "busy", "draining", "lost"]
 NODE_STATES: tuple[str, ...] = ("idle", "busy", "draining", "lost")
 ANNOUNCED_STATES: tuple[str, ...] = ("idle", "busy", "draining")  # what a live node can say of itself
+WireState = Literal["idle", "busy", "draining", "left"]  # what a peer's Hello or heartbeat may say
+# A stopping daemon's last word to its peers (its final heartbeats carry it). It is not a NodeState: a member that
+# left is `lost` (not alive) to everything that schedules work, exactly as if it had crashed, and `Member.left`
+# keeps what people want to know apart: it said goodbye (`p2pft status` shows "left"), it did not vanish.
+GOODBYE_STATE = "left"
+WIRE_STATES: tuple[str, ...] = (*ANNOUNCED_STATES, GOODBYE_STATE)  # what a PeerInfo may carry
+LEFT_REASON = "stopped cleanly (said goodbye)"
 CLOCK_OFFSET_SMOOTHING = 0.3  # weight of a new clock-offset sample (EWMA): one noisy sample moves it little
 
 
@@ -43,10 +50,16 @@ class Member:
     clock_offset_s: float | None = None    # their wall clock minus ours
     incompatible_reason: str = ""
     lost_reason: str = ""
+    left: bool = False                     # said goodbye (state "lost"); for this node: it is saying goodbye now
 
     @property
     def alive(self) -> bool:
         return self.state != "lost"
+
+    @property
+    def shown_state(self) -> str:
+        """What people see: "left" for a peer that stopped cleanly, else the state."""
+        return GOODBYE_STATE if self.left and self.state == "lost" else self.state
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,7 @@ class MemberJoined:
     name: str = ""
     address: str = ""
     versions: VersionInfo | None = None
-    state: NodeState = "idle"
+    state: WireState = "idle"
     devices: tuple[DeviceInfo, ...] = ()
 
 
@@ -93,7 +106,7 @@ class HeartbeatReceived:
 
     node_id: str
     at: float
-    state: NodeState = "idle"
+    state: WireState = "idle"
     name: str = ""
     address: str = ""
     versions: VersionInfo | None = None
@@ -106,6 +119,15 @@ class MemberLost:
     node_id: str
     at: float
     reason: str
+
+
+@dataclass(frozen=True)
+class MemberLeft:
+    """A node said goodbye: a peer's final heartbeat (state "left"), or this node starting its own goodbye."""
+
+    node_id: str
+    at: float
+    reason: str = LEFT_REASON
 
 
 @dataclass(frozen=True)
@@ -124,7 +146,7 @@ class LocalStateChanged:
     address: str | None = None
 
 
-MembershipEvent = MemberJoined | HeartbeatReceived | MemberLost | MemberDraining | LocalStateChanged
+MembershipEvent = MemberJoined | HeartbeatReceived | MemberLost | MemberLeft | MemberDraining | LocalStateChanged
 
 
 # ---- reducer ------------------------------------------------------------------------------------------------
@@ -140,6 +162,8 @@ def apply(event: MembershipEvent, state: ClusterState) -> ClusterState:
         if current.last_heard is not None and current.last_heard > event.at:
             return state  # heard again after the verdict was taken: the verdict is stale
         return state.with_member(replace(current, state="lost", lost_reason=event.reason))
+    if isinstance(event, MemberLeft):
+        return _left(event, state)
     if isinstance(event, MemberDraining):
         current = state.members.get(event.node_id)
         if current is None or not current.alive:
@@ -160,14 +184,35 @@ def apply(event: MembershipEvent, state: ClusterState) -> ClusterState:
     raise TypeError(f"unknown membership event {type(event).__name__}")
 
 
+def _left(event: MemberLeft, state: ClusterState) -> ClusterState:
+    current = state.members.get(event.node_id)
+    if event.node_id == state.self_id:
+        # Our own goodbye: the state stays as it is (draining) for this node's parts; what we send says "left".
+        return state.with_member(replace(state.me, left=True)) if not state.me.left else state
+    if current is None:
+        return state  # a node we never knew: nothing to show
+    if current.last_heard is not None and current.last_heard > event.at:
+        return state  # it spoke again after this goodbye (a restart): the goodbye is stale
+    if current.left and current.state == "lost":
+        return state
+    # Lost from now on (nothing schedules on it; the failure detector ignores it), but known to have left.
+    return state.with_member(replace(current, state="lost", left=True, lost_reason=event.reason, last_heard=event.at))
+
+
 def _heard(event: MemberJoined | HeartbeatReceived, state: ClusterState) -> ClusterState:
     if event.node_id == state.self_id:
         return state  # our own gossip echoed back
+    if event.state == GOODBYE_STATE:  # a stopping daemon's final heartbeat (or its reply to ours)
+        return _left(MemberLeft(event.node_id, event.at), state)
     if event.state not in ANNOUNCED_STATES:
         raise ValueError(f"peer {event.node_id} announced state {event.state!r}; expected one of {ANNOUNCED_STATES}")
     current = state.members.get(event.node_id) or Member(node_id=event.node_id)
     if current.last_heard is not None and event.at < current.last_heard:
         return state  # an older message overtaken by a newer one
+    if current.left and current.state == "lost" and event.state == "draining":
+        # Draining comes before the goodbye, never after it: a reply sent before the goodbye that arrived after it
+        # (another connection). A restarted daemon announces idle or busy.
+        return state
     versions = event.versions if event.versions is not None else current.versions
     offset = current.clock_offset_s
     if isinstance(event, HeartbeatReceived) and event.clock_offset_s is not None:
@@ -185,6 +230,7 @@ def _heard(event: MemberJoined | HeartbeatReceived, state: ClusterState) -> Clus
         clock_offset_s=offset,
         incompatible_reason=incompatibility(state.self_versions, versions),
         lost_reason="",
+        left=False,  # heard alive again: a restarted daemon (same node id) is back
     ))
 
 

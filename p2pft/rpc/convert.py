@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from p2pft.membership.state import ANNOUNCED_STATES, DeviceInfo, Member, NodeState
+from p2pft.membership.state import GOODBYE_STATE, WIRE_STATES, DeviceInfo, Member, WireState
 from p2pft.membership.versions import VersionInfo
 from p2pft.rpc.gen import common_pb2, daemon_pb2
 
@@ -44,8 +44,10 @@ def device_from_inventory(device: Any) -> DeviceInfo:
 
 
 def peer_info_to_pb(member: Member) -> daemon_pb2.PeerInfo:
+    # `left` on this node's own entry: its final heartbeats (and replies) say goodbye.
+    state = GOODBYE_STATE if member.left else member.state
     pb = daemon_pb2.PeerInfo(node_id=member.node_id, name=member.name, address=member.address,
-                             state=member.state, devices=[device_to_pb(d) for d in member.devices])
+                             state=state, devices=[device_to_pb(d) for d in member.devices])
     if member.versions is not None:
         pb.versions.CopyFrom(versions_to_pb(member.versions))
     return pb
@@ -60,9 +62,9 @@ def peer_fields_from_pb(pb: daemon_pb2.PeerInfo) -> dict[str, Any]:
     if not pb.node_id:
         raise MalformedPeerInfo("peer.node_id is empty")
     state = pb.state or "idle"
-    if state not in ANNOUNCED_STATES:
-        raise MalformedPeerInfo(f"peer.state {state!r} is not one of {', '.join(ANNOUNCED_STATES)}")
-    node_state: NodeState = state  # type: ignore[assignment]
+    if state not in WIRE_STATES:
+        raise MalformedPeerInfo(f"peer.state {state!r} is not one of {', '.join(WIRE_STATES)}")
+    node_state: WireState = state  # type: ignore[assignment]
     return {
         "node_id": pb.node_id,
         "name": pb.name,

@@ -14,6 +14,7 @@ from p2pft.membership.state import (
     LocalStateChanged,
     MemberDraining,
     MemberJoined,
+    MemberLeft,
     MemberLost,
     apply,
     apply_all,
@@ -191,3 +192,52 @@ def test_silent_members_uses_strict_timeout_and_skips_self_lost_and_unheard() ->
     assert [e.node_id for e in silent_members(s, 100.0, 3.0)] == ["a", "b"]
     after = apply_all(list(silent_members(s, 100.0, 3.0)), s)
     assert {n: m.state for n, m in after.members.items()} == {"m": "idle", "a": "lost", "b": "lost", "c": "lost"}
+
+
+# ---- a clean stop: "left", distinct from "lost" for people, the same as "lost" for scheduling ------------------
+
+
+def test_goodbye_heartbeat_marks_member_left_not_alive_and_not_silent() -> None:
+    s = apply(HeartbeatReceived("p", 20.0, state="left"), joined(base()))
+    p = s.members["p"]
+    assert p.left and p.state == "lost" and not p.alive  # jobs, placement and the coordinator treat it as gone
+    assert p.shown_state == "left" and "stopped cleanly" in p.lost_reason
+    assert silent_members(s, 1000.0, 3.0) == ()  # the failure detector has nothing more to say about it
+    assert apply(MemberLost("p", 30.0, "no heartbeat"), s) is s  # ... and cannot turn it into "lost"
+    assert "p" not in {m.node_id for m in s.members.values() if m.alive}
+
+
+def test_crash_is_lost_and_shown_lost() -> None:
+    s = apply(MemberLost("p", 20.0, "no heartbeat for 3.1s"), joined(base()))
+    assert not s.members["p"].left and s.members["p"].shown_state == "lost"
+
+
+def test_left_member_restarting_is_back_and_no_longer_left() -> None:
+    s = apply(MemberLeft("p", 20.0), joined(base()))
+    s = apply(MemberJoined("p", 30.0, address="10.0.0.2:5555", versions=V1), s)
+    p = s.members["p"]
+    assert (p.state, p.left, p.shown_state, p.lost_reason) == ("idle", False, "idle", "")
+
+
+def test_a_draining_reply_overtaken_by_the_goodbye_does_not_revive_it() -> None:
+    s = apply(HeartbeatReceived("p", 20.0, state="left"), joined(base()))
+    assert apply(HeartbeatReceived("p", 20.5, state="draining"), s) is s
+    assert apply(HeartbeatReceived("p", 19.0, state="idle"), s) is s  # older than the goodbye
+
+
+def test_goodbye_from_an_unknown_node_or_a_stale_one_changes_nothing() -> None:
+    s = joined(base(), at=25.0)
+    assert apply(MemberLeft("zz", 30.0), s) is s
+    assert apply(MemberLeft("p", 20.0), s) is s  # heard at 25 after a goodbye taken at 20: it restarted
+
+
+def test_lost_member_that_then_says_goodbye_shows_left() -> None:
+    s = apply(MemberLost("p", 20.0, "no heartbeat"), joined(base()))
+    s = apply(MemberLeft("p", 21.0), s)
+    assert s.members["p"].shown_state == "left"
+
+
+def test_own_goodbye_keeps_this_nodes_state_for_its_parts() -> None:
+    s = apply(LocalStateChanged(state="draining"), base())
+    s = apply(MemberLeft("m", 5.0), s)
+    assert s.me.left and s.me.state == "draining" and s.me.alive
