@@ -72,9 +72,43 @@ def render_status(reply: Any, width: int = 80, *, wide: bool = False) -> Any:
                             f"[bold]{coordinator_name(reply)}[/]  up {reply.uptime_s:.0f}s  "
                             f"heartbeat {reply.heartbeat_interval_s:g}s", overflow="ellipsis")
     head.no_wrap = True
-    counters = ", ".join(f"{k}={v}" for k, v in sorted(reply.error_counters.items())) or "none"
-    return Group(head, boxes_table(reply, width, wide=wide),
-                 Text(f"errors: {counters}   (* mesh coordinator, < this box)", overflow="ellipsis", no_wrap=True))
+    lines = [Text(line, overflow="ellipsis", no_wrap=True) for line in errors_lines(reply, wide=wide)]
+    lines[0].append("   (* mesh coordinator, < this box)")
+    return Group(head, boxes_table(reply, width, wide=wide), *lines)
+
+
+def duration(seconds: float) -> str:
+    """45s, 12m, 2h03m, 3d04h: how long ago the daemon started, in words that fit a status line."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _counts(counters: Any) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(counters.items()) if v)
+
+
+def errors_lines(reply: Any, *, wide: bool = False) -> list[str]:
+    """What went wrong lately, first: a hiccup hours ago is not a problem now. Totals since the daemon started
+    are a count on the same line when nothing happened lately, and a line of their own with --wide."""
+    totals, since = _counts(reply.error_counters), f"since the start, {duration(reply.uptime_s)} ago"
+    if not reply.recent_window_s:  # a daemon from before the recent window: totals are all it says
+        return [f"errors {since}: {totals}" if totals else "errors: none"]
+    window = f"last {reply.recent_window_s / 60:g} min"
+    recent = _counts(reply.recent_error_counters)
+    if not totals:
+        return ["errors: none"]
+    if recent:
+        first = f"errors in the {window}: {recent}"
+    else:
+        earlier = sum(v for v in reply.error_counters.values())
+        first = f"errors in the {window}: none ({earlier} {since}" + (")" if wide else "; --wide lists them)")
+    return [first, f"errors {since}: {totals}"] if wide else [first]
 
 
 def membership_events(before: Any, after: Any) -> list[str]:

@@ -12,11 +12,11 @@ import inspect
 import logging
 import signal
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from p2pft.daemon.counters import RecentCounter
 from p2pft.daemon.devices import cuda_version, read_devices, summary
 from p2pft.daemon.discovery_link import MdnsLink
 from p2pft.daemon.heartbeat import FailureDetector, PeerLinks, Timing
@@ -55,7 +55,7 @@ class Node:
         self.node_id = credentials.node_id
         self.cluster_id = credentials.cluster_id
         self.reload_settings = reload_settings
-        self.counters: Counter[str] = Counter()
+        self.counters: RecentCounter = RecentCounter()  # totals, and what was counted in the last minutes
         self.port = 0
         self.versions = local_versions(cuda=cuda_version())
         self.cluster = Cluster(initial_state(self.node_id, self.versions, name=settings.name), self.counters)

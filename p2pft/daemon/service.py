@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from p2pft.daemon.counters import RecentCounter
 from p2pft.daemon.heartbeat import PeerLinks
 from p2pft.daemon.probe import ProbeBusy, Prober, ProbeRefused
 from p2pft.membership.cluster import Cluster
@@ -108,10 +109,14 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
                 incompatible_reason=member.incompatible_reason or member.lost_reason,
                 rss_mb=_rss_mb() if is_self else 0,
             ))
+        counters = self.cluster.counters
+        recent = counters.recent() if isinstance(counters, RecentCounter) else {}
         return daemon_pb2.StatusReply(
             node_id=state.self_id, cluster_id=self.cluster_id, coordinator_id=coordinator, nodes=nodes,
-            error_counters={k: v for k, v in self.cluster.counters.items() if v},
+            error_counters={k: v for k, v in counters.items() if v},
             uptime_s=self.cluster.uptime_s(), heartbeat_interval_s=self.heartbeat_interval_s,
+            recent_error_counters=recent,
+            recent_window_s=counters.window_s if isinstance(counters, RecentCounter) else 0.0,
         )
 
     async def Status(

@@ -75,6 +75,11 @@ def test_sigterm_shows_left_and_kill_shows_lost(tmp_path: Path, pool: DaemonPool
     b2.kill()
     wait_until(lambda: a.view().get(b_id) == "lost", LOST_AFTER_S + 3, interval=0.05, what="a to see b lost")
     assert time.monotonic() - killed_at > LOST_AFTER_S - 0.5  # found out by silence, not told
-    lost = _node(json.loads(_cli("--state-dir", str(a.state_dir), "status", "--json").stdout), b_id)
+    reply = json.loads(_cli("--state-dir", str(a.state_dir), "status", "--json").stdout)
+    lost = _node(reply, b_id)
     assert lost["state"] == "lost" and "no heartbeat" in str(lost["incompatible_reason"])
-    assert a.status().error_counters.get("heartbeat_failed", 0) > 0
+    # A crash is an error, and a recent one: `status` leads with the last 10 minutes, the totals stay in --json.
+    assert int(reply["recent_error_counters"]["heartbeat_failed"]) > 0 and reply["recent_window_s"] == 600
+    assert int(reply["error_counters"]["members_lost"]) == 1
+    table = _cli("--state-dir", str(a.state_dir), "status").stdout
+    assert "errors in the last 10 min: heartbeat_failed=" in table, table

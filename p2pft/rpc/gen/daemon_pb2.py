@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x64\x61\x65mon.proto\x12\x08p2pft.v1\x1a\x0c\x63ommon.proto\"\x92\x01\n\x08PeerInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12$\n\x08versions\x18\x04 \x01(\x0b\x32\x12.p2pft.v1.Versions\x12\r\n\x05state\x18\x05 \x01(\t\x12!\n\x07\x64\x65vices\x18\x06 \x03(\x0b\x32\x10.p2pft.v1.Device\"{\n\x0cHelloRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12$\n\x08versions\x18\x02 \x01(\x0b\x32\x12.p2pft.v1.Versions\x12 \n\x04peer\x18\x03 \x01(\x0b\x32\x12.p2pft.v1.PeerInfo\x12\x12\n\ncluster_id\x18\x04 \x01(\t\"y\n\nHelloReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12$\n\x08versions\x18\x02 \x01(\x0b\x32\x12.p2pft.v1.Versions\x12 \n\x04peer\x18\x03 \x01(\x0b\x32\x12.p2pft.v1.PeerInfo\x12\x12\n\ncluster_id\x18\x04 \x01(\t\"1\n\rMemberAddress\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"q\n\x10HeartbeatRequest\x12 \n\x04peer\x18\x01 \x01(\x0b\x32\x12.p2pft.v1.PeerInfo\x12\x13\n\x0bsent_unix_s\x18\x02 \x01(\x01\x12&\n\x05known\x18\x03 \x03(\x0b\x32\x17.p2pft.v1.MemberAddress\"r\n\x0eHeartbeatReply\x12 \n\x04peer\x18\x01 \x01(\x0b\x32\x12.p2pft.v1.PeerInfo\x12\x16\n\x0ereplied_unix_s\x18\x02 \x01(\x01\x12&\n\x05known\x18\x03 \x03(\x0b\x32\x17.p2pft.v1.MemberAddress\"\x10\n\x0eMembersRequest\"8\n\x0cMembersReply\x12(\n\x07members\x18\x01 \x03(\x0b\x32\x17.p2pft.v1.MemberAddress\"\x0f\n\rStatusRequest\"\xc9\x01\n\nNodeStatus\x12 \n\x04peer\x18\x01 \x01(\x0b\x32\x12.p2pft.v1.PeerInfo\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07is_self\x18\x03 \x01(\x08\x12\x16\n\x0eis_coordinator\x18\x04 \x01(\x08\x12\x1c\n\x14last_heartbeat_age_s\x18\x05 \x01(\x01\x12\x16\n\x0e\x63lock_offset_s\x18\x06 \x01(\x01\x12\x1b\n\x13incompatible_reason\x18\x07 \x01(\t\x12\x0e\n\x06rss_mb\x18\x08 \x01(\x04\"\x97\x02\n\x0bStatusReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63oordinator_id\x18\x03 \x01(\t\x12#\n\x05nodes\x18\x04 \x03(\x0b\x32\x14.p2pft.v1.NodeStatus\x12@\n\x0e\x65rror_counters\x18\x05 \x03(\x0b\x32(.p2pft.v1.StatusReply.ErrorCountersEntry\x12\x10\n\x08uptime_s\x18\x06 \x01(\x01\x12\x1c\n\x14heartbeat_interval_s\x18\x07 \x01(\x01\x1a\x34\n\x12\x45rrorCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\"\n\x0cWatchRequest\x12\x12\n\ninterval_s\x18\x01 \x01(\x01\"\x0e\n\x0c\x44\x65\x62ugRequest\"1\n\nDebugReply\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x16\n\x0eloaded_modules\x18\x02 \x03(\t\".\n\x0cProbeRequest\x12\x10\n\x08listen_s\x18\x01 \x01(\x01\x12\x0c\n\x04\x64ial\x18\x02 \x03(\t\"p\n\x10\x43ollectiveChoice\x12\x0f\n\x07setting\x18\x01 \x01(\t\x12\x0b\n\x03\x65nv\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x11\n\tinterface\x18\x04 \x01(\t\x12\x0b\n\x03how\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"7\n\nDialResult\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xde\x03\n\nProbeReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x08versions\x18\x03 \x01(\x0b\x32\x12.p2pft.v1.Versions\x12!\n\x07\x64\x65vices\x18\x04 \x03(\x0b\x32\x10.p2pft.v1.Device\x12\x18\n\x10received_unix_ns\x18\x05 \x01(\x03\x12\x17\n\x0freplied_unix_ns\x18\x06 \x01(\x03\x12\x11\n\tstate_dir\x18\x07 \x01(\t\x12\x1c\n\x14state_dir_free_bytes\x18\x08 \x01(\x04\x12\x0c\n\x04mdns\x18\t \x01(\x08\x12\x14\n\x0cstatic_peers\x18\n \x03(\t\x12\x13\n\x0b\x63\x61ller_host\x18\x0b \x01(\t\x12.\n\ncollective\x18\x0c \x01(\x0b\x32\x1a.p2pft.v1.CollectiveChoice\x12\x17\n\x0f\x63ollective_port\x18\r \x01(\r\x12\x12\n\nstore_port\x18\x0e \x01(\r\x12\x16\n\x0estore_port_low\x18\x0f \x01(\r\x12\x17\n\x0fstore_port_high\x18\x10 \x01(\r\x12\x16\n\x0elistener_error\x18\x11 \x01(\t\x12%\n\x07\x64ialled\x18\x12 \x03(\x0b\x32\x14.p2pft.v1.DialResult2\xa1\x03\n\x06\x44\x61\x65mon\x12\x35\n\x05Hello\x12\x16.p2pft.v1.HelloRequest\x1a\x14.p2pft.v1.HelloReply\x12\x41\n\tHeartbeat\x12\x1a.p2pft.v1.HeartbeatRequest\x1a\x18.p2pft.v1.HeartbeatReply\x12;\n\x07Members\x12\x18.p2pft.v1.MembersRequest\x1a\x16.p2pft.v1.MembersReply\x12\x38\n\x06Status\x12\x17.p2pft.v1.StatusRequest\x1a\x15.p2pft.v1.StatusReply\x12\x38\n\x05Watch\x12\x16.p2pft.v1.WatchRequest\x1a\x15.p2pft.v1.StatusReply0\x01\x12\x35\n\x05\x44\x65\x62ug\x12\x16.p2pft.v1.DebugRequest\x1a\x14.p2pft.v1.DebugReply\x12\x35\n\x05Probe\x12\x16.p2pft.v1.ProbeRequest\x1a\x14.p2pft.v1.ProbeReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x64\x61\x65mon.proto\x12\x08p2pft.v1\x1a\x0c\x63ommon.proto\"\x92\x01\n\x08PeerInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12$\n\x08versions\x18\x04 \x01(\x0b\x32\x12.p2pft.v1.Versions\x12\r\n\x05state\x18\x05 \x01(\t\x12!\n\x07\x64\x65vices\x18\x06 \x03(\x0b\x32\x10.p2pft.v1.Device\"{\n\x0cHelloRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12$\n\x08versions\x18\x02 \x01(\x0b\x32\x12.p2pft.v1.Versions\x12 \n\x04peer\x18\x03 \x01(\x0b\x32\x12.p2pft.v1.PeerInfo\x12\x12\n\ncluster_id\x18\x04 \x01(\t\"y\n\nHelloReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12$\n\x08versions\x18\x02 \x01(\x0b\x32\x12.p2pft.v1.Versions\x12 \n\x04peer\x18\x03 \x01(\x0b\x32\x12.p2pft.v1.PeerInfo\x12\x12\n\ncluster_id\x18\x04 \x01(\t\"1\n\rMemberAddress\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"q\n\x10HeartbeatRequest\x12 \n\x04peer\x18\x01 \x01(\x0b\x32\x12.p2pft.v1.PeerInfo\x12\x13\n\x0bsent_unix_s\x18\x02 \x01(\x01\x12&\n\x05known\x18\x03 \x03(\x0b\x32\x17.p2pft.v1.MemberAddress\"r\n\x0eHeartbeatReply\x12 \n\x04peer\x18\x01 \x01(\x0b\x32\x12.p2pft.v1.PeerInfo\x12\x16\n\x0ereplied_unix_s\x18\x02 \x01(\x01\x12&\n\x05known\x18\x03 \x03(\x0b\x32\x17.p2pft.v1.MemberAddress\"\x10\n\x0eMembersRequest\"8\n\x0cMembersReply\x12(\n\x07members\x18\x01 \x03(\x0b\x32\x17.p2pft.v1.MemberAddress\"\x0f\n\rStatusRequest\"\xc9\x01\n\nNodeStatus\x12 \n\x04peer\x18\x01 \x01(\x0b\x32\x12.p2pft.v1.PeerInfo\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07is_self\x18\x03 \x01(\x08\x12\x16\n\x0eis_coordinator\x18\x04 \x01(\x08\x12\x1c\n\x14last_heartbeat_age_s\x18\x05 \x01(\x01\x12\x16\n\x0e\x63lock_offset_s\x18\x06 \x01(\x01\x12\x1b\n\x13incompatible_reason\x18\x07 \x01(\t\x12\x0e\n\x06rss_mb\x18\x08 \x01(\x04\"\xbb\x03\n\x0bStatusReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63oordinator_id\x18\x03 \x01(\t\x12#\n\x05nodes\x18\x04 \x03(\x0b\x32\x14.p2pft.v1.NodeStatus\x12@\n\x0e\x65rror_counters\x18\x05 \x03(\x0b\x32(.p2pft.v1.StatusReply.ErrorCountersEntry\x12\x10\n\x08uptime_s\x18\x06 \x01(\x01\x12\x1c\n\x14heartbeat_interval_s\x18\x07 \x01(\x01\x12M\n\x15recent_error_counters\x18\x08 \x03(\x0b\x32..p2pft.v1.StatusReply.RecentErrorCountersEntry\x12\x17\n\x0frecent_window_s\x18\t \x01(\x01\x1a\x34\n\x12\x45rrorCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a:\n\x18RecentErrorCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\"\n\x0cWatchRequest\x12\x12\n\ninterval_s\x18\x01 \x01(\x01\"\x0e\n\x0c\x44\x65\x62ugRequest\"1\n\nDebugReply\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x16\n\x0eloaded_modules\x18\x02 \x03(\t\".\n\x0cProbeRequest\x12\x10\n\x08listen_s\x18\x01 \x01(\x01\x12\x0c\n\x04\x64ial\x18\x02 \x03(\t\"p\n\x10\x43ollectiveChoice\x12\x0f\n\x07setting\x18\x01 \x01(\t\x12\x0b\n\x03\x65nv\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x11\n\tinterface\x18\x04 \x01(\t\x12\x0b\n\x03how\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"7\n\nDialResult\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xde\x03\n\nProbeReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x08versions\x18\x03 \x01(\x0b\x32\x12.p2pft.v1.Versions\x12!\n\x07\x64\x65vices\x18\x04 \x03(\x0b\x32\x10.p2pft.v1.Device\x12\x18\n\x10received_unix_ns\x18\x05 \x01(\x03\x12\x17\n\x0freplied_unix_ns\x18\x06 \x01(\x03\x12\x11\n\tstate_dir\x18\x07 \x01(\t\x12\x1c\n\x14state_dir_free_bytes\x18\x08 \x01(\x04\x12\x0c\n\x04mdns\x18\t \x01(\x08\x12\x14\n\x0cstatic_peers\x18\n \x03(\t\x12\x13\n\x0b\x63\x61ller_host\x18\x0b \x01(\t\x12.\n\ncollective\x18\x0c \x01(\x0b\x32\x1a.p2pft.v1.CollectiveChoice\x12\x17\n\x0f\x63ollective_port\x18\r \x01(\r\x12\x12\n\nstore_port\x18\x0e \x01(\r\x12\x16\n\x0estore_port_low\x18\x0f \x01(\r\x12\x17\n\x0fstore_port_high\x18\x10 \x01(\r\x12\x16\n\x0elistener_error\x18\x11 \x01(\t\x12%\n\x07\x64ialled\x18\x12 \x03(\x0b\x32\x14.p2pft.v1.DialResult2\xa1\x03\n\x06\x44\x61\x65mon\x12\x35\n\x05Hello\x12\x16.p2pft.v1.HelloRequest\x1a\x14.p2pft.v1.HelloReply\x12\x41\n\tHeartbeat\x12\x1a.p2pft.v1.HeartbeatRequest\x1a\x18.p2pft.v1.HeartbeatReply\x12;\n\x07Members\x12\x18.p2pft.v1.MembersRequest\x1a\x16.p2pft.v1.MembersReply\x12\x38\n\x06Status\x12\x17.p2pft.v1.StatusRequest\x1a\x15.p2pft.v1.StatusReply\x12\x38\n\x05Watch\x12\x16.p2pft.v1.WatchRequest\x1a\x15.p2pft.v1.StatusReply0\x01\x12\x35\n\x05\x44\x65\x62ug\x12\x16.p2pft.v1.DebugRequest\x1a\x14.p2pft.v1.DebugReply\x12\x35\n\x05Probe\x12\x16.p2pft.v1.ProbeRequest\x1a\x14.p2pft.v1.ProbeReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STATUSREPLY_ERRORCOUNTERSENTRY']._loaded_options = None
   _globals['_STATUSREPLY_ERRORCOUNTERSENTRY']._serialized_options = b'8\001'
+  _globals['_STATUSREPLY_RECENTERRORCOUNTERSENTRY']._loaded_options = None
+  _globals['_STATUSREPLY_RECENTERRORCOUNTERSENTRY']._serialized_options = b'8\001'
   _globals['_PEERINFO']._serialized_start=41
   _globals['_PEERINFO']._serialized_end=187
   _globals['_HELLOREQUEST']._serialized_start=189
@@ -55,23 +57,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODESTATUS']._serialized_start=813
   _globals['_NODESTATUS']._serialized_end=1014
   _globals['_STATUSREPLY']._serialized_start=1017
-  _globals['_STATUSREPLY']._serialized_end=1296
-  _globals['_STATUSREPLY_ERRORCOUNTERSENTRY']._serialized_start=1244
-  _globals['_STATUSREPLY_ERRORCOUNTERSENTRY']._serialized_end=1296
-  _globals['_WATCHREQUEST']._serialized_start=1298
-  _globals['_WATCHREQUEST']._serialized_end=1332
-  _globals['_DEBUGREQUEST']._serialized_start=1334
-  _globals['_DEBUGREQUEST']._serialized_end=1348
-  _globals['_DEBUGREPLY']._serialized_start=1350
-  _globals['_DEBUGREPLY']._serialized_end=1399
-  _globals['_PROBEREQUEST']._serialized_start=1401
-  _globals['_PROBEREQUEST']._serialized_end=1447
-  _globals['_COLLECTIVECHOICE']._serialized_start=1449
-  _globals['_COLLECTIVECHOICE']._serialized_end=1561
-  _globals['_DIALRESULT']._serialized_start=1563
-  _globals['_DIALRESULT']._serialized_end=1618
-  _globals['_PROBEREPLY']._serialized_start=1621
-  _globals['_PROBEREPLY']._serialized_end=2099
-  _globals['_DAEMON']._serialized_start=2102
-  _globals['_DAEMON']._serialized_end=2519
+  _globals['_STATUSREPLY']._serialized_end=1460
+  _globals['_STATUSREPLY_ERRORCOUNTERSENTRY']._serialized_start=1348
+  _globals['_STATUSREPLY_ERRORCOUNTERSENTRY']._serialized_end=1400
+  _globals['_STATUSREPLY_RECENTERRORCOUNTERSENTRY']._serialized_start=1402
+  _globals['_STATUSREPLY_RECENTERRORCOUNTERSENTRY']._serialized_end=1460
+  _globals['_WATCHREQUEST']._serialized_start=1462
+  _globals['_WATCHREQUEST']._serialized_end=1496
+  _globals['_DEBUGREQUEST']._serialized_start=1498
+  _globals['_DEBUGREQUEST']._serialized_end=1512
+  _globals['_DEBUGREPLY']._serialized_start=1514
+  _globals['_DEBUGREPLY']._serialized_end=1563
+  _globals['_PROBEREQUEST']._serialized_start=1565
+  _globals['_PROBEREQUEST']._serialized_end=1611
+  _globals['_COLLECTIVECHOICE']._serialized_start=1613
+  _globals['_COLLECTIVECHOICE']._serialized_end=1725
+  _globals['_DIALRESULT']._serialized_start=1727
+  _globals['_DIALRESULT']._serialized_end=1782
+  _globals['_PROBEREPLY']._serialized_start=1785
+  _globals['_PROBEREPLY']._serialized_end=2263
+  _globals['_DAEMON']._serialized_start=2266
+  _globals['_DAEMON']._serialized_end=2683
 # @@protoc_insertion_point(module_scope)

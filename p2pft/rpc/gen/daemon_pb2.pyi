@@ -110,8 +110,15 @@ class NodeStatus(_message.Message):
     def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., state: _Optional[str] = ..., is_self: _Optional[bool] = ..., is_coordinator: _Optional[bool] = ..., last_heartbeat_age_s: _Optional[float] = ..., clock_offset_s: _Optional[float] = ..., incompatible_reason: _Optional[str] = ..., rss_mb: _Optional[int] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("node_id", "cluster_id", "coordinator_id", "nodes", "error_counters", "uptime_s", "heartbeat_interval_s")
+    __slots__ = ("node_id", "cluster_id", "coordinator_id", "nodes", "error_counters", "uptime_s", "heartbeat_interval_s", "recent_error_counters", "recent_window_s")
     class ErrorCountersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class RecentErrorCountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +132,8 @@ class StatusReply(_message.Message):
     ERROR_COUNTERS_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    RECENT_ERROR_COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     cluster_id: str
     coordinator_id: str
@@ -132,7 +141,9 @@ class StatusReply(_message.Message):
     error_counters: _containers.ScalarMap[str, int]
     uptime_s: float
     heartbeat_interval_s: float
-    def __init__(self, node_id: _Optional[str] = ..., cluster_id: _Optional[str] = ..., coordinator_id: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., error_counters: _Optional[_Mapping[str, int]] = ..., uptime_s: _Optional[float] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
+    recent_error_counters: _containers.ScalarMap[str, int]
+    recent_window_s: float
+    def __init__(self, node_id: _Optional[str] = ..., cluster_id: _Optional[str] = ..., coordinator_id: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., error_counters: _Optional[_Mapping[str, int]] = ..., uptime_s: _Optional[float] = ..., heartbeat_interval_s: _Optional[float] = ..., recent_error_counters: _Optional[_Mapping[str, int]] = ..., recent_window_s: _Optional[float] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("interval_s",)
