@@ -27,6 +27,7 @@ from p2pft.transfer.retry import (
     IncompleteStreamError,
     TransferError,
     TransferPolicy,
+    attempt_log_level,
     backoff_delay,
     describe,
     is_retryable,
@@ -236,7 +237,8 @@ class BlobClient:
             except Exception as exc:
                 self.counters["attempts_failed"] += 1
                 retry = attempt + 1 < attempts and is_retryable(exc, other_sources=len(self._stubs) > 1)
-                log.warning("%s: attempt %d/%d failed: %s", what, attempt + 1, attempts, describe(exc))
+                log.log(attempt_log_level(exc, will_retry=retry), "%s: attempt %d/%d failed: %s", what, attempt + 1,
+                        attempts, describe(exc))
                 if not retry:
                     tries = f" after {attempt + 1} attempts" if attempt else ""
                     raise TransferError(f"{what}: failed{tries}: {describe(exc)}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import grpc
@@ -71,6 +72,16 @@ def is_retryable(exc: BaseException, *, other_sources: bool = False) -> bool:
     return isinstance(
         exc, (DigestMismatchError, IncompleteStreamError, BlobBusyError, asyncio.TimeoutError, TimeoutError)
     )
+
+
+def attempt_log_level(exc: BaseException, *, will_retry: bool) -> int:
+    """How loud a failed attempt is. A peer that does not hold a blob YET is how replication looks while it is in
+    flight (a holder is named as soon as it commits, before the others copied it): with another source to try,
+    that is DEBUG; when it ends the transfer, INFO, since the caller gets the TransferError and decides whether
+    it is a problem. Everything else (a peer gone mid-stream, a stall, wrong bytes) is a WARNING."""
+    if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.NOT_FOUND:
+        return logging.DEBUG if will_retry else logging.INFO
+    return logging.WARNING
 
 
 def describe(exc: BaseException) -> str:
