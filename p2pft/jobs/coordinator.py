@@ -9,20 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo
 from p2pft.jobs.paths import JobPaths
 from p2pft.jobs.quorum import quorum
-from p2pft.jobs.state import Action, View, choose_resume, decide, network_failure
+from p2pft.jobs.state import Action, View, decide, network_failure
+from p2pft.jobs.store_process import StoreProcess
 from p2pft.jobs.submission import output_target
 from p2pft.network.routes import NoReachableAddress
-from p2pft.planning.batch_plan import RankCapacity, plan_batch, plan_to_json
+from p2pft.planning.batch_plan import plan_to_json
 from p2pft.planning.placement import Candidate, CandidateDevice, Placed, PlacementNeeds, place
 
 if TYPE_CHECKING:
@@ -30,69 +28,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("p2pft.jobs.coordinator")
 TICK_S = 0.1
-STORE_START_TIMEOUT_S = 60.0
-REPLICATION_WAIT_S = 15.0
 NETWORK_BACKOFF_MAX_S = 60.0
 
 
-class StoreProcess:
-    """`python -m p2pft.launch.store` as a child of the daemon: the job's rendezvous outlives every agent."""
-
-    def __init__(self, host: str, directory: Path, ports: tuple[int, int] = (0, 0)) -> None:
-        self.host = host            # where the store's own client dials; the server listens on every interface
-        self.directory = directory
-        self.ports = ports          # (0, 0): any free port
-        self.process: asyncio.subprocess.Process | None = None
-        self.endpoint = ""
-
-    async def start(self) -> str:
-        from p2pft.launch.store import read_ready_file
-
-        self.directory.mkdir(parents=True, exist_ok=True)
-        ready = self.directory / f"ready-{os.getpid()}.json"
-        ready.unlink(missing_ok=True)
-        log_file = (self.directory / "store.log").open("ab")
-        try:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "p2pft.launch.store", "--host", self.host, *self._port_args(),
-                "--ready-file", str(ready), stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "OMP_NUM_THREADS": "1"})
-        finally:
-            log_file.close()
-        deadline = time.monotonic() + STORE_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            found = read_ready_file(ready)
-            if found is not None:
-                self.endpoint = f"{found[0]}:{found[1]}"
-                return self.endpoint
-            if self.process.returncode is not None:
-                break
-            await asyncio.sleep(0.05)
-        raise RuntimeError(f"the rendezvous store did not start (see {self.directory / 'store.log'})")
-
-    def _port_args(self) -> list[str]:
-        low, high = self.ports
-        return ["--port", "0"] if (low, high) == (0, 0) else ["--ports", f"{low}-{high}"]
-
-    @property
-    def port(self) -> int:
-        return int(self.endpoint.rpartition(":")[2]) if self.endpoint else 0
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), timeout=5.0)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
-                await self.process.wait()
-
-
 class JobCoordinator:
-    def __init__(self, manager: JobsManager, job_id: str) -> None:
+    def __init__(self, manager: JobsManager, job_id: str, *, takeover_reason: str = "",
+                 cause_unix: float = 0.0) -> None:
         self.manager = manager
         self.job_id = job_id
         self.store: StoreProcess | None = None
@@ -102,12 +43,13 @@ class JobCoordinator:
         self.cooldown: dict[str, float] = {}        # node -> monotonic time until which it is left out
         self._poke = asyncio.Event()
         self.closed = False
-        self.pending_action: Action | None = None   # a takeover starts a round on the new store at once
+        self.takeover = (takeover_reason, cause_unix)   # a takeover starts a round on the new store at once
         self.network_failures = 0                   # rounds in a row that failed for a network reason
         self._backoff_round = -1
         self._backoff_until = 0.0
         self._first_failure: dict[int, float] = {}  # round -> when its first failed exit report was seen
         self._partitioned = False                   # paused without quorum: refresh the record before going on
+        self._stopped_since: float | None = None    # when every member of the round had stopped on request
 
     @property
     def record(self) -> JobRecord:
@@ -130,7 +72,7 @@ class JobCoordinator:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._poke.wait(), timeout=TICK_S)
                     continue
-                action, self.pending_action = self.pending_action or decide(self.view()), None
+                action = decide(self.view())
                 if action.kind != "nothing":
                     await self.act(action)
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -160,7 +102,7 @@ class JobCoordinator:
                 if current is not None:
                     await self.manager.send_stop(record, current, graceful=False, reason=verdict.message)
                 self.manager.update_record(replace(self.record, status="paused", message=verdict.message))
-            self.pending_action = None
+            self.takeover = ("", 0.0)
             self._partitioned = True
             return False
         if self._partitioned:
@@ -188,15 +130,33 @@ class JobCoordinator:
         placed = self.placement()
         current = record.current_round
         reports = self.manager.round_reports(self.job_id, current.round) if current else {}
-        failure_age = self._failure_age(current.round if current else -1, reports)
+        takeover, cause = self.takeover
         return View(
             record=record,
             available=placed.node_ids if isinstance(placed, Placed) else (),
             waiting_message="" if isinstance(placed, Placed) else placed.message,
             lost=lost, draining=draining, reports=reports, stop_requested=self.stop_requested,
-            failure_age_s=failure_age,
+            failure_age_s=self._failure_age(current.round if current else -1, reports),
             fruitless_rounds=self.fruitless_rounds, now_unix=now_unix,
+            nodes=placed.nodes if isinstance(placed, Placed) else (),
+            holdings=self.manager.holdings(self.job_id),
+            alive=frozenset(n for n, m in state.members.items() if m.alive),
+            speeds=self.speeds(), takeover=takeover, takeover_cause_unix=cause,
+            backoff_s=self.network_backoff(), all_stopped_s=self._all_stopped_age(current, reports),
         )
+
+    def speeds(self) -> dict[str, float]:
+        """Measured samples/s per rank of each box (empty until the workers report them)."""
+        return {}
+
+    def _all_stopped_age(self, current: RoundInfo | None, reports: dict[str, MemberReport]) -> float | None:
+        if current is None or not reports or not all(
+                reports.get(n) is not None and reports[n].outcome == "stopped_on_request" for n in current.members):
+            self._stopped_since = None
+            return None
+        if self._stopped_since is None:
+            self._stopped_since = time.monotonic()
+        return time.monotonic() - self._stopped_since
 
     def _failure_age(self, round_number: int, reports: dict[str, MemberReport]) -> float:
         failed = any(r.outcome == "failed" and not r.stopped_by_us for r in reports.values())
@@ -231,6 +191,11 @@ class JobCoordinator:
     async def act(self, action: Action) -> None:
         if action.kind == "start_round":
             await self.start_round(action)
+        elif action.kind == "hold":
+            record = self.record
+            if record.message != action.reason and not record.message.startswith(action.reason.split(";")[0]):
+                log.warning("job %s: %s", self.job_id, action.reason)
+                self.manager.update_record(replace(record, message=action.reason))
         elif action.kind == "request_stop":
             self.stop_requested = action.reason
             current = self.record.current_round
@@ -267,15 +232,13 @@ class JobCoordinator:
         return delay
 
     async def start_round(self, action: Action) -> None:
+        """Carry out a decided round (`action.round`): nothing about it is chosen here."""
+        planned = action.round
+        if planned is None:
+            return
+        self.takeover = ("", 0.0)
         record = self.record
         previous = record.current_round
-        backoff = self.network_backoff()
-        if backoff > 0:
-            message = f"{action.reason}; next round in {backoff:.0f} s"
-            if record.message != message and not record.message.startswith(action.reason):
-                log.warning("job %s: %s", self.job_id, message)
-                self.manager.update_record(replace(record, message=message))
-            return
         network_failed = previous is not None and network_failure(
             self.manager.round_reports(self.job_id, previous.round))
         if previous is not None and previous.first_step_unix is None and record.status == "running":
@@ -285,29 +248,8 @@ class JobCoordinator:
             self.fruitless_rounds = 0
             self.network_failures = 0
         state = self.manager.cluster.state
-        placed = self.placement()
-        if not isinstance(placed, Placed):
-            return
-        # The decision may know more than placement does (a drainer's exit report beats its heartbeat): keep
-        # only the nodes it chose.
-        nodes = [node for node in placed.nodes if not action.members or node.node_id in action.members]
-        if not nodes:
-            return
-        members = tuple(node.node_id for node in nodes)
-        ranks = []
-        for node in nodes:
-            nproc = 1 if node.device_kind == "cpu" else node.nproc
-            micro = int(record.elastic.get("micro_batch_size") or record.spec.get("per_device_train_batch_size") or 1)
-            ranks += [RankCapacity(node.node_id, local_rank, 1.0, micro) for local_rank in range(nproc)]
-        number = previous.round + 1 if previous is not None else 0
-        stopped = self.manager.round_reports(self.job_id, previous.round) if previous is not None else {}
-        if previous is not None and stopped and all(
-                stopped.get(n) is not None and stopped[n].outcome == "stopped_on_request" for n in previous.members):
-            await self._await_replication(previous, record)
-            record = self.record
-        plan = plan_batch(int(record.elastic["global_batch_size"]), ranks, "uniform", number)
-        alive = frozenset(n for n, m in state.members.items() if m.alive)
-        resume, holders = choose_resume(self.manager.holdings(self.job_id), alive)
+        members, number, resume, holders = planned.members, planned.number, planned.resume_step, planned.holders
+        plan = planned.plan
         marker = self.manager.checkpoint_marker(self.job_id, resume) if resume is not None else None
         addresses = {n: state.members[n].address for n in members if n in state.members}
         try:
@@ -344,20 +286,6 @@ class JobCoordinator:
                                                 phase="prepare_failed", outcome="failed",
                                                 detail="did not take the round order"))
 
-    async def _await_replication(self, previous: RoundInfo, record: JobRecord) -> None:
-        """After a graceful stop every box of the round is still up: give the daemons a moment to make the newest
-        committed step complete somewhere, so the next round resumes exactly where this one stopped."""
-        if not record.checkpoints:
-            return
-        newest = max(record.checkpoints)
-        deadline = time.monotonic() + REPLICATION_WAIT_S
-        while time.monotonic() < deadline:
-            if any(newest in steps for steps in self.manager.holdings(self.job_id).values()):
-                return
-            await asyncio.sleep(0.05)
-        log.warning("job %s: step %d is not complete on any box after %.0fs; resuming from an older one",
-                    self.job_id, newest, REPLICATION_WAIT_S)
-
     async def finish(self) -> None:
         record = self.record
         current = record.current_round
@@ -366,5 +294,5 @@ class JobCoordinator:
         # The submitting box gets them where its own user's job file said (p2pft.jobs.submission, never the
         # record's paths); another box keeps them in its state dir.
         output_dir = output_target(self.manager.state_dir, self.job_id)
-        await self.manager.collect_outputs(record, holder, output_dir)
+        await self.manager.collect_outputs(holder, output_dir)
         await self.manager.end_job(self.job_id, "succeeded", "finished", output_dir=output_dir)

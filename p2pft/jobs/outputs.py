@@ -157,13 +157,19 @@ def write_jsonl(path: Path, lines: Iterable[Mapping[str, Any]]) -> None:
 
 
 def write_outputs(output_dir: Path, record: JobRecord, book: LineBook) -> None:
-    """metrics.jsonl (one line per step), ledger.jsonl when asked, summary.json."""
+    """metrics.jsonl (one line per step), ledger.jsonl when asked, summary.json, LLaMA-Factory's files."""
     output_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(output_dir / "metrics.jsonl", sorted(book.merged_metrics() + book.merged_evals(),
                                                       key=lambda line: (line["step"], line.get("kind") == "eval")))
     if record.elastic.get("sample_ledger"):
         write_jsonl(output_dir / "ledger.jsonl", book.merged_ledger())
     write_summary(output_dir, record, book)
+    # LLaMA-Factory's trainer_state.json, *_results.json, trainer_log.jsonl (training_loss.png): rank 0's worker
+    # wrote them from its own round's lines only; rebuilt here from every round's (torch-free module).
+    from p2pft.train.lf_outputs import write_lf_outputs
+
+    write_lf_outputs(output_dir, book.merged_metrics() + book.merged_evals(), record.spec,
+                     {info.round: info.first_step for info in record.rounds if info.first_step is not None})
 
 
 def write_summary(output_dir: Path, record: JobRecord, book: LineBook) -> Path:

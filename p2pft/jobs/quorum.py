@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from p2pft.jobs.model import JobRecord
+from p2pft.jobs.records import freshness as freshness  # the one rule lives in p2pft.jobs.records
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,3 @@ def may_take_over(record: JobRecord, alive: Iterable[str], me: str, *, coordinat
     if not coordinator_known and uptime_s < grace_s:
         return False
     return quorum(record, alive, me).holds
-
-
-def freshness(record: JobRecord) -> tuple[int, bool, int]:
-    """The one "which copy of a record is newer" rule: the higher term first (a copy of an older term, even one
-    that says the job ended, comes from a coordinator that has since been replaced), then ended over running,
-    then more rounds."""
-    return record.term, record.terminal, len(record.rounds)

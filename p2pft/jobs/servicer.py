@@ -14,7 +14,7 @@ import grpc
 
 from p2pft.jobs.access import JobAccess
 from p2pft.jobs.boxes import AmbiguousError, newest_round_of, resolve_box, resolve_job_id
-from p2pft.jobs.manager import JobsManager, job_view
+from p2pft.jobs.manager import JobsManager
 from p2pft.jobs.model import (
     JobRecord,
     RecordError,
@@ -24,6 +24,7 @@ from p2pft.jobs.model import (
     report_from_json,
 )
 from p2pft.jobs.paths import JobPaths
+from p2pft.jobs.transport import StopOrder
 from p2pft.jobs.views import (
     metrics_sentence,
     progress_of,
@@ -263,7 +264,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def StopRound(self, request: jobs_pb2.StopRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.Ack:
         await self.access.stop(request.job_id, context)
         # Runs in the background: a hard stop waits for the agent to die, the caller need not.
-        self.manager.background(self.manager.on_stop(request.job_id, request.round, request.graceful, request.reason))
+        stop = StopOrder(job_id=request.job_id, round=request.round, term=request.term, graceful=request.graceful,
+                         reason=request.reason)
+        self.manager.background(self.manager.on_stop(stop))
         return jobs_pb2.Ack(accepted=True)
 
     async def Report(self, request: jobs_pb2.ReportMessage, context: grpc.aio.ServicerContext) -> jobs_pb2.Ack:
@@ -290,6 +293,17 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
                         context: grpc.aio.ServicerContext) -> jobs_pb2.RecordMessage:
         record = self.manager.records.get(request.job_id)
         return jobs_pb2.RecordMessage(record_json=record_to_json(record) if record is not None else "")
+
+
+def job_view(record: JobRecord) -> jobs_pb2.JobView:
+    current = record.current_round
+    return jobs_pb2.JobView(
+        job_id=record.job_id, status=record.status, message=record.message, coordinator=record.coordinator,
+        round=current.round if current else 0, world_size=current.world_size if current else 0,
+        members=list(current.members) if current else [], step=record.last_step,
+        total_steps=record.max_steps or 0, loss=record.last_loss or 0.0, output_dir=record.spec.get("output_dir", ""),
+        outputs_node=record.outputs_node, record_json=json.dumps(json.loads(record_to_json(record)), indent=None),
+    )
 
 
 def _read_from(path: Path, offset: int, limit: int = 1 << 20) -> bytes:

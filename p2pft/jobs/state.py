@@ -14,16 +14,23 @@ from types import MappingProxyType
 from typing import Literal
 
 from p2pft.jobs.model import JobRecord, MemberReport
-from p2pft.launch.rounds import newest_usable_step
+from p2pft.jobs.round_plan import RoundPlan, choose_resume, plan_round
 from p2pft.membership.coordinator import choose_coordinator
 from p2pft.membership.state import ClusterState
+from p2pft.planning.batch_plan import BatchPlanError
+from p2pft.planning.placement import NodePlacement
 
 MAX_FRUITLESS_ROUNDS = 5  # rounds in a row that failed before any step completed -> the job fails
 # After a member reports a network failure that does not name the unreachable address (its store waited for
 # clients in vain), wait this long for the member that could not connect: its report says what to fix.
 ROOT_CAUSE_GRACE_S = 5.0
+# After a graceful stop every box of the round is still up: give the daemons this long to make the newest
+# committed step complete somewhere, so the next round resumes exactly where this one stopped.
+REPLICATION_WAIT_S = 15.0
 
-ActionKind = Literal["nothing", "wait", "start_round", "request_stop", "finish", "fail"]
+ActionKind = Literal["nothing", "wait", "hold", "start_round", "request_stop", "finish", "fail"]
+
+__all__ = ["Action", "View", "choose_resume", "decide", "job_coordinator", "network_failure", "root_cause"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,14 @@ class View:
     failure_age_s: float = 0.0               # since this round's first failed exit report
     fruitless_rounds: int = 0
     now_unix: float = 0.0
+    nodes: tuple[NodePlacement, ...] = ()    # placement's pick in detail (devices); default: one CPU rank each
+    holdings: Mapping[str, tuple[int, ...]] = field(default_factory=lambda: MappingProxyType({}))  # verified steps
+    alive: frozenset[str] = frozenset()
+    speeds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # samples/s per rank, by node
+    takeover: str = ""                       # this box just took the job over: start a round at once, why
+    takeover_cause_unix: float = 0.0
+    backoff_s: float = 0.0                   # rounds failed for a network reason: no new round before this
+    all_stopped_s: float | None = None       # since every member stopped on request (None: they did not)
 
 
 @dataclass(frozen=True)
@@ -46,12 +61,15 @@ class Action:
     reason: str = ""
     members: tuple[str, ...] = ()
     cause_unix: float = 0.0
+    round: RoundPlan | None = None           # start_round: everything about the round, decided here
 
 
 def decide(view: View) -> Action:
     record = view.record
     if record.terminal:
         return Action("nothing")
+    if view.takeover:
+        return _start_or_wait(view, view.takeover, view.takeover_cause_unix or view.now_unix)
     current = record.current_round
     if current is None or record.status in ("waiting", "paused"):
         reason = record.message if current is not None and record.message else "job submitted"
@@ -93,7 +111,7 @@ def decide(view: View) -> Action:
             if len(staying) < min_nodes:
                 return Action("wait", f"waiting: {len(staying)} of {min_nodes} min_nodes after {reason}",
                               cause_unix=view.now_unix)
-            return Action("start_round", reason, staying, view.now_unix)
+            return _start(view, reason, staying, view.now_unix)
         return _start_or_wait(view, reason, view.now_unix)
     if view.stop_requested:
         return Action("nothing")
@@ -130,16 +148,34 @@ def network_failure(reports: Mapping[str, MemberReport]) -> bool:
 
 def _start_or_wait(view: View, reason: str, cause_unix: float) -> Action:
     if view.available:
-        return Action("start_round", reason, view.available, cause_unix)
+        return _start(view, reason, view.available, cause_unix)
     return Action("wait", view.waiting_message or "waiting for members", cause_unix=cause_unix)
 
 
-def choose_resume(holdings: Mapping[str, tuple[int, ...]], alive: frozenset[str]) -> tuple[int | None, tuple[str, ...]]:
-    """The newest step some live box holds complete (LAUNCH's rule), and every live box that holds it."""
-    best = newest_usable_step({n: frozenset(s) for n, s in holdings.items()}, set(alive))
-    if best is None:
-        return None, ()
-    return best, tuple(sorted(n for n, steps in holdings.items() if n in alive and best in steps))
+def _start(view: View, reason: str, members: tuple[str, ...], cause_unix: float) -> Action:
+    """A round with `members` (in placement's order), planned completely; or why not yet."""
+    if view.backoff_s > 0:
+        return Action("hold", f"{reason}; next round in {view.backoff_s:.0f} s")
+    if _replication_pending(view):
+        return Action("nothing")
+    placed = {n.node_id: n for n in view.nodes}
+    nodes = [placed.get(n) or NodePlacement(n, "cpu", (0,)) for n in members]
+    try:
+        plan = plan_round(view.record, nodes, holdings=view.holdings, alive=view.alive or frozenset(members),
+                          speeds=view.speeds)
+    except BatchPlanError as exc:
+        return Action("wait", f"waiting: {exc}", cause_unix=cause_unix)
+    return Action("start_round", reason, plan.members, cause_unix, round=plan)
+
+
+def _replication_pending(view: View) -> bool:
+    """Wait (a bounded while) for the newest committed step to be complete on some box before resuming."""
+    if view.all_stopped_s is None or not view.record.checkpoints:
+        return False
+    newest = max(view.record.checkpoints)
+    if any(newest in steps for steps in view.holdings.values()):
+        return False
+    return view.all_stopped_s < REPLICATION_WAIT_S
 
 
 def job_coordinator(record: JobRecord, cluster: ClusterState) -> str | None:

@@ -160,16 +160,18 @@ class RoundOrderMessage(_message.Message):
     def __init__(self, order_json: _Optional[str] = ...) -> None: ...
 
 class StopRequest(_message.Message):
-    __slots__ = ("job_id", "round", "graceful", "reason")
+    __slots__ = ("job_id", "round", "graceful", "reason", "term")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     GRACEFUL_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     round: int
     graceful: bool
     reason: str
-    def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., graceful: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    term: int
+    def __init__(self, job_id: _Optional[str] = ..., round: _Optional[int] = ..., graceful: _Optional[bool] = ..., reason: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
 
 class ReportMessage(_message.Message):
     __slots__ = ("report_json",)

@@ -1,0 +1,69 @@
+"""The job's rendezvous store, `python -m p2pft.launch.store`, as a child of the coordinating daemon: it outlives
+every agent, so a round restarts on it without a new rendezvous endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+STORE_START_TIMEOUT_S = 60.0
+
+
+class StoreProcess:
+    """`python -m p2pft.launch.store` as a child of the daemon: the job's rendezvous outlives every agent."""
+
+    def __init__(self, host: str, directory: Path, ports: tuple[int, int] = (0, 0)) -> None:
+        self.host = host            # where the store's own client dials; the server listens on every interface
+        self.directory = directory
+        self.ports = ports          # (0, 0): any free port
+        self.process: asyncio.subprocess.Process | None = None
+        self.endpoint = ""
+
+    async def start(self) -> str:
+        from p2pft.launch.store import read_ready_file
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        ready = self.directory / f"ready-{os.getpid()}.json"
+        ready.unlink(missing_ok=True)
+        log_file = (self.directory / "store.log").open("ab")
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "p2pft.launch.store", "--host", self.host, *self._port_args(),
+                "--ready-file", str(ready), stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        finally:
+            log_file.close()
+        deadline = time.monotonic() + STORE_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            found = read_ready_file(ready)
+            if found is not None:
+                self.endpoint = f"{found[0]}:{found[1]}"
+                return self.endpoint
+            if self.process.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"the rendezvous store did not start (see {self.directory / 'store.log'})")
+
+    def _port_args(self) -> list[str]:
+        low, high = self.ports
+        return ["--port", "0"] if (low, high) == (0, 0) else ["--ports", f"{low}-{high}"]
+
+    @property
+    def port(self) -> int:
+        return int(self.endpoint.rpartition(":")[2]) if self.endpoint else 0
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout=5.0)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
