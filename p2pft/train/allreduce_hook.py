@@ -7,6 +7,7 @@ gradient all-reduce that DDP makes anyway costs nothing extra.
 """
 
 # no `from __future__ import annotations`: DDP checks the hook's annotations at registration time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -20,6 +21,8 @@ class ReportingAllReduce:
     def __init__(self) -> None:
         self.extras: torch.Tensor | None = None  # 1-D, summed over ranks along with the gradients
         self.result: torch.Tensor | None = None  # the summed extras, once the backward finished
+        # Called when this rank's last bucket is ready: its backward is done, the rest is waiting (speed.py).
+        self.on_last_bucket: Callable[[], None] | None = None
 
     def arm(self, extras: torch.Tensor) -> None:
         self.extras = extras
@@ -29,6 +32,8 @@ class ReportingAllReduce:
         ddp.register_comm_hook(self, reporting_allreduce_hook)
 
     def reduce(self, bucket: dist.GradBucket) -> torch.futures.Future:
+        if self.on_last_bucket is not None and bucket.is_last():
+            self.on_last_bucket()
         buffer = bucket.buffer()
         world = dist.get_world_size()
         extras = self.extras

@@ -73,6 +73,7 @@ class StepResult:
     loss: float  # mean token loss of the whole global batch (every rank gets the same value)
     stop_requested: bool  # some rank saw a stop request before this step's all-reduce
     grad_norm: torch.Tensor
+    extras: tuple[float, ...] = ()  # `extra_report` summed over ranks (speed.py's per-rank speeds)
 
 
 def _sync_contexts(model: nn.Module, count: int) -> Iterator[contextlib.AbstractContextManager[None]]:
@@ -84,10 +85,11 @@ def _sync_contexts(model: nn.Module, count: int) -> Iterator[contextlib.Abstract
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches: Sequence[dict[str, torch.Tensor]],
                global_label_tokens: int, world_size: int, max_grad_norm: float, precision: Precision,
-               hook: ReportingAllReduce, stop_requested_here: bool) -> StepResult:
+               hook: ReportingAllReduce, stop_requested_here: bool, extra_report: Sequence[float] = ()) -> StepResult:
     """Forward/backward every micro-batch (one all-reduce in all), clip the full gradient, update.
 
-    The loss sum and this rank's stop flag ride along in the gradient all-reduce (see allreduce_hook).
+    The loss sum, this rank's stop flag and `extra_report` (same length on every rank) ride along in the
+    gradient all-reduce (see allreduce_hook).
     """
     if not micro_batches:
         raise ValueError("a rank must run at least one micro-batch per step")
@@ -102,7 +104,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
             if index == len(micro_batches) - 1:  # the synchronised backward: arm the report values
                 flag = torch.ones((), device=loss_sum.device) if stop_requested_here else torch.zeros(
                     (), device=loss_sum.device)
-                hook.arm(torch.stack([torch.stack(sums).sum().float(), flag]))
+                hook.arm(torch.cat([torch.stack([torch.stack(sums).sum().float(), flag]),
+                                    _extras_tensor(extra_report, flag.device)]))
             loss = loss_sum * scale
             if precision.scaler is not None:
                 loss = precision.scaler.scale(loss)
@@ -110,7 +113,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
     reported = hook.result
     if reported is None:  # no hook ran (e.g. a module without DDP): reduce explicitly
         total = torch.stack(sums).sum().float()
-        reported = torch.stack([total, torch.tensor(float(stop_requested_here), device=total.device)])
+        reported = torch.cat([torch.stack([total, torch.tensor(float(stop_requested_here), device=total.device)]),
+                              _extras_tensor(extra_report, total.device)])
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(reported)
     if precision.scaler is not None:
@@ -124,9 +128,19 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    loss_total, stops = reported.tolist()
+    loss_total, stops, *extras = reported.tolist()
     return StepResult(loss=loss_total / max(1, global_label_tokens), stop_requested=stops > 0,
-                      grad_norm=grad_norm.detach())
+                      grad_norm=grad_norm.detach(), extras=tuple(extras))
+
+
+def _extras_tensor(values: Sequence[float], device: torch.device) -> torch.Tensor:
+    """The values on `device` without a host-to-device copy (which would stall the CUDA queue mid-step): zeros
+    plus a scalar fill per non-zero value (speed.py's vectors hold two)."""
+    out = torch.zeros(len(values), dtype=torch.float32, device=device)
+    for index, value in enumerate(values):
+        if value:
+            out[index] = value
+    return out
 
 
 def _norm(params: list[torch.Tensor]) -> torch.Tensor:

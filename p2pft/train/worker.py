@@ -44,6 +44,7 @@ from p2pft.train.model import build_trainable_model, check_vocabulary, load_toke
 from p2pft.train.optim import build_optimizer, set_learning_rate
 from p2pft.train.sampler import GlobalSampler, rank_micro_batches, total_steps
 from p2pft.train.schedule import learning_rate, warmup_steps_for
+from p2pft.train.speed import RankSpeed, speeds_by_entry
 from p2pft.train.step import choose_precision, label_token_count, train_step
 
 EXIT_FINISHED = 0
@@ -110,6 +111,9 @@ class Worker:
                  f"plan {[e.samples for e in self.plan.entries]}")
         wait_for_everyone("loaded", STARTUP_TIMEOUT_S, self.launch_token)
         ddp_model = self._wrap(model)
+        speed = RankSpeed(self.device, env.rank, env.world_size)  # compute time without the all-reduce wait
+        if not self.sharded:
+            speed.attach(self.report_hook)
         optimizer = build_optimizer(ddp_model, spec)
 
         sampler = GlobalSampler(len(data.train), spec.p2pft.global_batch_size, spec.seed)
@@ -125,6 +129,7 @@ class Worker:
         try:
             for step in range(start, steps):
                 started, cpu_started = time.monotonic(), time.process_time()
+                speed.begin()
                 batch_ids = sampler.global_batch(step)
                 global_tokens = sum(label_counts[i] for i in batch_ids)
                 if self.sharded:  # FSDP: every rank runs the same number of micro-batches (zero-loss fillers)
@@ -143,7 +148,8 @@ class Worker:
                 set_learning_rate(optimizer, lr)
                 stop_here = (self.args.run_dir / STOP_REQUEST_FILE).exists()
                 result = train_step(ddp_model, optimizer, micro_batches, global_tokens, env.world_size,
-                                    spec.max_grad_norm, self.precision, self.report_hook, stop_here)
+                                    spec.max_grad_norm, self.precision, self.report_hook, stop_here, speed.values())
+                speed.end(sum(map(len, my_micro_ids)), sum(lengths[i] for ids in my_micro_ids for i in ids))
                 loss = result.loss
                 stop = result.stop_requested and step + 1 < steps  # at the last step, just finish
                 done = step + 1
@@ -155,6 +161,7 @@ class Worker:
                     "world_size": env.world_size, "plan": plan_to_json(self.plan)["entries"],
                     "plan_round": self.plan.round, "tokens_per_s": sum(lengths[i] for i in batch_ids) / elapsed,
                     "step_time_s": elapsed, "cpu_time_s": time.process_time() - cpu_started, "time": time.time(),
+                    "speeds": speeds_by_entry(speed.gathered(result.extras), self.plan.entries, entry_of_rank),
                 })
                 self._maybe_record_ledger(recorder, done, [i for ids in my_micro_ids for i in ids], entry_of_rank)
                 self.events.emit("step_completed", step=done, loss=loss)
