@@ -20,17 +20,41 @@ def state_dir_of(args: argparse.Namespace) -> Path:
     return resolve_state_dir(getattr(args, "state_dir", None))
 
 
+def client_state_dir(args: argparse.Namespace) -> Path:
+    """The state dir whose daemon the CLI talks to. As `state_dir_of`, except that a user without credentials of
+    their own on a box whose daemon runs as the service (`install-service`) gets the service's state dir: the
+    everyday `p2pft status` of a developer on such a box needs no flag."""
+    from p2pft.cli.shared_access import SERVICE_STATE_DIR
+    from p2pft.daemon.state_dir import DAEMON_ADDR_FILE, STATE_DIR_ENV
+    from p2pft.security.credentials import has_credentials
+
+    state_dir = state_dir_of(args)
+    if getattr(args, "state_dir", None) or os.environ.get(STATE_DIR_ENV) or state_dir == SERVICE_STATE_DIR:
+        return state_dir
+    try:
+        if not has_credentials(state_dir) and (SERVICE_STATE_DIR / DAEMON_ADDR_FILE).exists():
+            return SERVICE_STATE_DIR
+    except PermissionError:  # the service's dir exists but is closed to us: daemon_target says how to get in
+        return SERVICE_STATE_DIR
+    return state_dir
+
+
 def daemon_target(args: argparse.Namespace) -> tuple[str, Any]:
     """(address of this box's daemon, this box's credentials), or a one-line CliError saying what to do."""
+    from p2pft.cli.shared_access import no_access_hint
     from p2pft.rpc.client import resolve_daemon_target
     from p2pft.security.credentials import CredentialsError, load_credentials
 
-    state_dir = state_dir_of(args)
+    state_dir = client_state_dir(args)
     try:
         credentials = load_credentials(state_dir)
+        target = resolve_daemon_target(getattr(args, "daemon", None), state_dir)
+    except PermissionError:
+        raise CliError(no_access_hint(state_dir)) from None
     except CredentialsError as exc:
+        if "Permission denied" in str(exc):
+            raise CliError(no_access_hint(state_dir)) from None
         raise CliError(str(exc)) from None
-    target = resolve_daemon_target(getattr(args, "daemon", None), state_dir)
     if not target:
         raise CliError(f"no daemon address: {state_dir}/daemon.addr is missing (is p2pftd running with this state "
                        "dir?); start it (sudo systemctl start p2pftd), or pass --daemon HOST:PORT or set "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from p2pft.cli.main import CliError
 
@@ -19,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def init_handler(args: argparse.Namespace) -> int:
     from p2pft.cli.connect import state_dir_of
+    from p2pft.cli.shared_access import share_cli_credentials
     from p2pft.daemon.state_dir import create_state_dir, load_or_create_node_id
     from p2pft.security.credentials import CredentialsError, create_cluster, join_cluster
     from p2pft.security.token import TokenError
@@ -33,11 +35,15 @@ def init_handler(args: argparse.Namespace) -> int:
         else:
             creds = create_cluster(state_dir, node_id, force=args.force)
             verb = "created"
+        # A service's state dir (0750, install-service) is shared with its group: so are the CLI's credentials.
+        group = share_cli_credentials(state_dir)
     except (CredentialsError, TokenError) as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"--state-dir {state_dir}: {exc.strerror}; pick a writable directory") from None
     print(f"{verb} cluster {creds.cluster_id}; node {creds.node_id}; credentials in {state_dir}/tls")
+    if group is not None:
+        print(f"members of group {group} can use the p2pft CLI on this box (add one: sudo usermod -aG {group} NAME)")
     if not args.token:
         print("other boxes join with: p2pft init --token \"$(p2pft join-token)\"  (token from this box)")
     return 0
@@ -47,11 +53,25 @@ def join_token_handler(args: argparse.Namespace) -> int:
     from p2pft.cli.connect import state_dir_of
     from p2pft.security.credentials import CredentialsError, make_join_token
 
+    state_dir = state_dir_of(args)
     try:
-        token = make_join_token(state_dir_of(args))
+        token = make_join_token(state_dir)
     except CredentialsError as exc:
         raise CliError(str(exc)) from None
+    except PermissionError as exc:  # the CA key is the owner's alone, also where the group may use the CLI
+        owner = _owner_of(Path(exc.filename)) if exc.filename else "its owner"
+        raise CliError(f"cannot read {exc.filename or state_dir} (permission denied): the cluster CA key is its "
+                       f"owner's alone; run: sudo -u {owner} p2pft --state-dir {state_dir} join-token") from None
     print("warning: this token holds the cluster CA key; whoever has it can join boxes. Share it privately.",
           file=sys.stderr)
     print(token)
     return 0
+
+
+def _owner_of(path: Path) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(path.stat().st_uid).pw_name
+    except (OSError, KeyError):
+        return "its owner"

@@ -1,9 +1,10 @@
 """`p2pft install-service`: run p2pftd under systemd as its own system user.
 
-Steps (as root): create the system user/group if missing, create the state dir (owner-only, 0700), write
-/etc/systemd/system/p2pftd.service, then print the systemctl commands to run. `--dry-run` prints the same
-steps without doing anything. The unit text is generated here (`render_unit`) and systemd/p2pftd.service in
-the repository is its default rendering (a test keeps them identical).
+Steps (as root): create the system user/group if missing, create the state dir (0750: the owner, and the
+group's members for the CLI, see cli/shared_access.py), write /etc/systemd/system/p2pftd.service, then print
+the commands to run, including the one that lets a developer use the CLI (`usermod -aG p2pft NAME`).
+`--dry-run` prints the same steps without doing anything. The unit text is generated here (`render_unit`)
+and systemd/p2pftd.service in the repository is its default rendering (a test keeps them identical).
 """
 
 from __future__ import annotations
@@ -20,11 +21,15 @@ from pathlib import Path
 from typing import Literal
 
 from p2pft.cli.main import CliError
+from p2pft.cli.shared_access import share_cli_credentials
 
 DEFAULT_USER = "p2pft"
 DEFAULT_STATE_DIR = "/var/lib/p2pft"
 DEFAULT_P2PFTD = "/usr/local/bin/p2pftd"
 DEFAULT_UNIT_DIR = "/etc/systemd/system"
+# The group may enter the state dir (daemon.addr, the CLI's credentials); what the daemon writes itself stays
+# 0600/0700 under the unit's UMask=0077. systemd applies StateDirectoryMode at every start, so both say 0750.
+STATE_DIR_MODE = 0o750
 UNIT_NAME = "p2pftd.service"
 _USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9._/+-]*")  # no spaces or % specifiers: used verbatim in the unit
@@ -94,7 +99,7 @@ def render_unit(*, p2pftd: str = DEFAULT_P2PFTD, user: str = DEFAULT_USER, state
     _check_path(state_dir, "--state-dir")
     relative = os.path.relpath(state_dir, "/var/lib")
     if state_dir.startswith("/var/lib/") and not relative.startswith(".."):
-        state_lines = f"StateDirectory={relative}\nStateDirectoryMode=0700"
+        state_lines = f"StateDirectory={relative}\nStateDirectoryMode={STATE_DIR_MODE:04o}"
     else:
         state_lines = f"ReadWritePaths={state_dir}"
     return UNIT_TEMPLATE.format(p2pftd=p2pftd, state_dir=state_dir, user=user, state_lines=state_lines)
@@ -115,18 +120,24 @@ def plan_install(*, user: str, state_dir: str, unit_path: Path, user_exists: boo
         useradd = ("useradd", "--system", "--user-group", "--home-dir", state_dir, "--no-create-home",
                    "--shell", "/usr/sbin/nologin", user)  # fmt: skip
         steps.append(Step("create_user", f"create system user and group {user!r}", useradd))
-    steps.append(Step("state_dir", f"create {state_dir} owned by {user}, mode 0700"))
+    steps.append(Step("state_dir", f"create {state_dir} owned by {user}, mode {STATE_DIR_MODE:04o} (group {user}: "
+                                   "the CLI)"))
     steps.append(Step("unit", f"write {unit_path}"))
     return steps
 
 
-def next_steps(user: str, state_dir: str) -> list[str]:
+def next_steps(user: str, state_dir: str, developer: str | None = None) -> list[str]:
+    """What to run after the install. `developer`: who ran sudo (SUDO_USER), named in the usermod line."""
+    member = developer if developer and developer != "root" else "NAME"
     return [
         "systemctl daemon-reload",
         "systemctl enable --now p2pftd",
         f"sudo -u {user} p2pft --state-dir {state_dir} init     # first box: create the cluster credentials",
         f"sudo -u {user} p2pft --state-dir {state_dir} init --token TOKEN     # other boxes: join with a token",
+        f"usermod -aG {user} {member}     # each developer who uses the p2pft CLI here (then log in again)",
         "journalctl -u p2pftd -f     # follow its log",
+        f"# the daemon runs as {user}: job files' models, datasets and output_dir must be readable/writable by it, "
+        f"e.g. in: install -d -o {user} -g {user} -m 2775 /srv/p2pft",
     ]
 
 
@@ -150,7 +161,9 @@ def make_state_dir(state_dir: Path, user: str) -> None:
     entry = pwd.getpwnam(user)
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chown(state_dir, entry.pw_uid, entry.pw_gid)
-    state_dir.chmod(0o700)
+    state_dir.chmod(STATE_DIR_MODE)
+    # A box initialised before (tls/ owner-only): its group gets the CLI's credentials now.
+    share_cli_credentials(state_dir)
 
 
 def write_unit(unit_path: Path, text: str) -> None:
@@ -185,7 +198,7 @@ def handler(args: argparse.Namespace) -> int:
         for number, step in enumerate(steps, 1):
             print(f"  {number}. {step.description}" + (f": {' '.join(step.command)}" if step.command else ""))
         print(f"--- {unit_path} ---\n{unit}--- then run ---")
-        print("\n".join(f"  {line}" for line in next_steps(args.user, state_dir)))
+        print("\n".join(f"  {line}" for line in next_steps(args.user, state_dir, os.environ.get("SUDO_USER"))))
         return 0
     if os.geteuid() != 0:
         raise CliError("install-service needs root: run it with sudo, or add --dry-run to see the steps")
@@ -201,7 +214,8 @@ def handler(args: argparse.Namespace) -> int:
         elif step.kind == "unit":
             write_unit(unit_path, unit)
         print(f"done: {step.description}")
-    print("now run:\n" + "\n".join(f"  {line}" for line in next_steps(args.user, state_dir)))
+    print("now run:\n" + "\n".join(f"  {line}" for line in next_steps(args.user, state_dir,
+                                                                      os.environ.get("SUDO_USER"))))
     return 0
 
 

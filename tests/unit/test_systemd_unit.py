@@ -49,7 +49,9 @@ def test_unit_has_the_required_keys() -> None:
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["Restart"] == "on-failure" and int(service["RestartSec"]) > 0
     assert service["User"] == "p2pft" and service["Group"] == "p2pft"
-    assert service["StateDirectory"] == "p2pft" and service["StateDirectoryMode"] == "0700"
+    # 0750: the group's members use the CLI (daemon.addr, the CLI's credentials); the daemon's own files are 0600
+    assert service["StateDirectory"] == "p2pft" and service["StateDirectoryMode"] == "0750"
+    assert service["UMask"] == "0077"
     assert service["KillSignal"] == "SIGTERM" and service["KillMode"] == "mixed"
     assert int(service["TimeoutStopSec"]) >= 60  # a drain writes a checkpoint first
     assert "PrivateDevices" not in service and "DevicePolicy" not in service  # GPUs stay visible
@@ -133,7 +135,7 @@ def test_install_as_root_for_an_existing_user(tmp_path: Path, capsys: pytest.Cap
     code = main(["install-service", "--user", "root", "--state-dir", str(state), "--p2pftd", "/bin/true",
                  "--unit-dir", str(units)])  # fmt: skip
     assert code == 0, capsys.readouterr()
-    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE(state.stat().st_mode) == 0o750
     unit = units / "p2pftd.service"
     assert unit.read_text() == render_unit(p2pftd="/bin/true", user="root", state_dir=str(state))
     assert stat.S_IMODE(unit.stat().st_mode) == 0o644
