@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "undrain",
     "fetch",
     "plot",
+    "export",
     "install_service",
 )
 

@@ -136,6 +136,9 @@ class JobSpec(BaseModel):
     eval_steps: int | None = Field(default=None, gt=0)
     output_dir: str = Field(min_length=1)
     report_to: list[str] = Field(default_factory=list)
+    plot_loss: bool = False  # training_loss.png in output_dir at the end (p2pft.train.lf_outputs)
+    # a p2pft checkpoint a fresh run starts from (p2pft.train.resume_from); its own checkpoints win once it has any
+    resume_from_checkpoint: str | None = Field(default=None, min_length=1)
     seed: int = Field(default=42, ge=0)
     dataloader_num_workers: int = Field(default=0, ge=0)
     p2pft: ElasticConfig
@@ -307,6 +310,8 @@ def _resolve_paths(data: dict[str, Any], base_dir: Path) -> None:
         data["model_name_or_path"] = resolve_model(data["model_name_or_path"], base_dir=base_dir)
     if isinstance(data.get("output_dir"), str) and data["output_dir"]:
         data["output_dir"] = resolve_output_dir(data["output_dir"])
+    if isinstance(data.get("resume_from_checkpoint"), str) and data["resume_from_checkpoint"]:
+        data["resume_from_checkpoint"] = resolve_output_dir(data["resume_from_checkpoint"])  # against the cwd
 
 
 def _advice(spec: JobSpec) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 MAY_CHANGE_ON_RESUME = frozenset({
     "max_steps", "num_train_epochs", "save_steps", "save_total_limit", "logging_steps", "eval_steps",
     "per_device_eval_batch_size", "output_dir", "report_to", "p2pft", "overwrite_output_dir", "plot_loss",
+    "resume_from_checkpoint",  # only a fresh run starts from it: a resumed run continues its own checkpoints
 })
 
 

@@ -109,4 +109,17 @@ def model_errors(model_name_or_path: str) -> list[str]:
 
 def check_job_resources(spec: JobSpec) -> list[str]:
     """One-line errors for what this box lacks: datasets (names, files) and the model. Empty when all is there."""
-    return dataset_errors(spec.dataset, Path(spec.dataset_dir)) + model_errors(spec.model_name_or_path)
+    return (dataset_errors(spec.dataset, Path(spec.dataset_dir)) + model_errors(spec.model_name_or_path)
+            + resume_errors(spec.resume_from_checkpoint))
+
+
+def resume_errors(path: str | None) -> list[str]:
+    from p2pft.train.resume_from import ResumeFromError, resume_step_dir  # torch-free
+
+    if path is None:
+        return []
+    try:
+        resume_step_dir(path)
+    except ResumeFromError as exc:
+        return [str(exc)]
+    return []

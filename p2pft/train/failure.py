@@ -20,7 +20,7 @@ from p2pft.launch.worker_error import WorkerError, write_worker_error
 # batch-plan or rank-mapping error depends on the round (another world or checkpoint may work): not listed.
 DETERMINISTIC_TYPES = frozenset({
     "DataError", "TemplateError", "JobSpecError", "ModelLoadError", "FsdpConfigError", "OptimizerError",
-    "SamplerError", "EvaluationError",
+    "SamplerError", "EvaluationError", "ResumeFromError",
 })
 
 

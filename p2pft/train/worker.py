@@ -158,6 +158,7 @@ class Worker:
                 recorder.step({
                     "step": done, "total_steps": steps, "loss": loss, "lr": lr, "grad_norm": float(result.grad_norm),
                     "samples_consumed": progress.samples_consumed, "epoch": progress.epoch,
+                    "epoch_float": done / sampler.steps_per_epoch,
                     "world_size": env.world_size, "plan": plan_to_json(self.plan)["entries"],
                     "plan_round": self.plan.round, "tokens_per_s": sum(lengths[i] for i in batch_ids) / elapsed,
                     "step_time_s": elapsed, "cpu_time_s": time.process_time() - cpu_started, "time": time.time(),
@@ -204,11 +205,17 @@ class Worker:
 
     def _maybe_resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
         step = agree_on_resume_step(self.checkpoint_dir, local_rank=self.env.local_rank, node_id=self.env.node_id)
-        if step is None:
+        directory = step_dir(self.checkpoint_dir, step) if step is not None else None
+        if directory is None and self.spec.resume_from_checkpoint:  # only a run with no checkpoint of its own
+            from p2pft.train.resume_from import agree_on_resume_from
+
+            directory = agree_on_resume_from(self.spec.resume_from_checkpoint, self.env.node_id, _all_gather)
+            self.log(f"resume_from_checkpoint: starting from {directory}")
+        if directory is None:
             self.log("no committed checkpoint: starting at step 0")
             return 0
-        check_data_order(step_dir(self.checkpoint_dir, step), self.data_order)
-        progress = load_checkpoint(step_dir(self.checkpoint_dir, step), model, optimizer)
+        check_data_order(directory, self.data_order)
+        progress = load_checkpoint(directory, model, optimizer)
         self.log(f"resuming from step {progress.step} (samples consumed {progress.samples_consumed}, "
                  f"world {self.env.world_size})")
         return progress.step
@@ -266,6 +273,11 @@ class Worker:
                 model.merge_and_unload().save_pretrained(str(merged_dir))
                 tokenizer.save_pretrained(str(merged_dir))
             self.log(f"saved {'adapter' if self.spec.finetuning_type == 'lora' else 'model'} to {self.output_dir}")
+            # trainer_state.json, *_results.json, trainer_log.jsonl, training_loss.png: from metrics.jsonl, which
+            # covers every restart of this run (its lines are flushed as written)
+            from p2pft.train.lf_outputs import read_metric_lines, write_lf_outputs
+
+            write_lf_outputs(self.output_dir, read_metric_lines(self.output_dir / METRICS_FILE), job_to_dict(self.spec))
         dist.barrier()  # nobody reports "finished" before the outputs exist
 
 
@@ -273,6 +285,12 @@ def no_forward_buffer_sync() -> dict[str, bool]:
     """torch >= 2.13 renamed DDP's broadcast_buffers to forward_sync_buffers (the old name warns)."""
     parameters = inspect.signature(DistributedDataParallel.__init__).parameters
     return {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}
+
+
+def _all_gather(value: object) -> list[object]:
+    gathered: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def _maybe_exit_after_commit(step: int) -> None:

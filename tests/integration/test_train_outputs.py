@@ -26,6 +26,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     out = work / "out"
     job = write_job(work / "job.yaml", model, out, max_steps=MAX_STEPS, val_size=12, eval_steps=20,
                     save_steps=8, save_total_limit=2, report_to="tensorboard", per_device_eval_batch_size=4,
+                    plot_loss=True, logging_steps=5,
                     p2pft={"save_merged_model": True, "sample_ledger": False})
     first_log = work / "first.log"
     process = start_run(job, nproc=2, max_micro_batch=4, log=first_log)
@@ -78,6 +79,26 @@ def test_metrics_eval_and_pruning(finished_run: dict) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["steps"] == MAX_STEPS
     assert summary["checkpoint_steps"] == [48, 56]
+
+
+def test_llamafactory_files_cover_the_whole_run_across_the_stop(finished_run: dict) -> None:
+    from transformers.trainer_callback import TrainerState
+
+    out: Path = finished_run["out"]
+    state = TrainerState.load_from_json(str(out / "trainer_state.json"))
+    assert state.global_step == state.max_steps == MAX_STEPS and state.logging_steps == 5
+    assert [e["step"] for e in state.log_history if "loss" in e] == list(range(5, MAX_STEPS + 1, 5))
+    assert [e["step"] for e in state.log_history if "eval_loss" in e] == [20, 40, 60]
+    losses = {r["step"]: r["loss"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r}
+    assert state.log_history[0]["loss"] == pytest.approx(sum(losses[s] for s in range(1, 6)) / 5)
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["epoch"] == pytest.approx(MAX_STEPS / 5)   # 84 train samples / 16 = 5 steps per epoch
+    assert results["train_runtime"] > 0 and results["eval_loss"] == state.log_history[-2]["eval_loss"]
+    log = read_jsonl(out / "trainer_log.jsonl")
+    assert log[0]["current_steps"] == 5 and log[-1]["percentage"] == 100
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out / "training_loss.png").shape[0] > 200
 
 
 def test_adapter_and_merged_weights_load_and_agree(finished_run: dict) -> None:

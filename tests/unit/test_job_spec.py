@@ -115,12 +115,12 @@ def test_bad_values_name_the_key(workspace: Path, overrides: dict[str, Any], exp
 
 def test_ignored_keys_warn_and_eval_without_val_split_warns(workspace: Path) -> None:
     loaded = parse_job(
-        job(plot_loss=True, flash_attn="auto", eval_steps=50, trust_remote_code=True, p2pft={"global_batch_size": 2}),
+        job(do_train=True, flash_attn="auto", eval_steps=50, trust_remote_code=True, p2pft={"global_batch_size": 2}),
         base_dir=workspace,
     )
     keys = [w.split(":")[0] for w in loaded.warnings]
-    assert keys == ["plot_loss", "flash_attn", "eval_steps", "trust_remote_code"]
-    assert loaded.warnings[0].startswith("plot_loss: ignored by p2pft (")
+    assert keys == ["do_train", "flash_attn", "eval_steps", "trust_remote_code"]
+    assert loaded.warnings[0].startswith("do_train: ignored by p2pft (")
     assert loaded.spec.trust_remote_code is True
 
 
