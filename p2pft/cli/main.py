@@ -94,7 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(handler(args) or 0)
+        code = int(handler(args) or 0)
+        # Flush here, not at exit: a reader gone by then (`p2pft jobs | head`) would be an "Exception ignored" at
+        # shutdown, out of reach of the BrokenPipeError below.
+        sys.stdout.flush()
+        return code
     except CliError as exc:
         print(f"p2pft: error: {exc}", file=sys.stderr)
         return exc.code
