@@ -31,6 +31,9 @@ TRAINER_LOG_FILE = "trainer_log.jsonl"
 LOSS_PNG = "training_loss.png"
 EVAL_LOSS_PNG = "training_eval_loss.png"
 EVAL_KEYS = ("eval_loss", "eval_perplexity", "eval_token_accuracy")
+# every file write_lf_outputs may leave (a fresh start removes them with metrics.jsonl)
+OUTPUT_FILES = (TRAINER_STATE_FILE, TRAIN_RESULTS_FILE, EVAL_RESULTS_FILE, ALL_RESULTS_FILE, TRAINER_LOG_FILE, LOSS_PNG,
+                EVAL_LOSS_PNG)
 
 
 @dataclass(frozen=True)

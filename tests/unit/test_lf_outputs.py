@@ -111,3 +111,15 @@ def test_state_up_to_a_checkpoint_stops_there_without_final_metrics() -> None:
     assert state is not None
     assert state["global_step"] == 8 and [e["step"] for e in state["log_history"]] == [4, 6, 8]
     assert all("train_runtime" not in e for e in state["log_history"])
+
+
+def test_overwrite_output_dir_removes_the_old_runs_llamafactory_files(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from p2pft.cli.run import _apply_rerun_policy
+
+    write_lf_outputs(tmp_path, metric_lines(), {"plot_loss": True})
+    (tmp_path / "adapter_config.json").write_text("{}")
+    spec = SimpleNamespace(overwrite_output_dir=True, output_dir=str(tmp_path))
+    _apply_rerun_policy(spec, None, {}, tmp_path / "checkpoints")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json"]   # a failed rerun leaves no stale log
