@@ -25,6 +25,7 @@ import psutil
 
 from p2pft.launch.contract import EXIT_STOPPED_ON_REQUEST
 from p2pft.launch.events import read_events
+from p2pft.launch.lifetime import preexec_die_with_parent
 from p2pft.launch.round_spec import RoundLaunch, build_agent_command
 
 AGENT_TOKEN_ENV = "P2PFT_AGENT_TOKEN"  # inherited by torchrun's workers: finds them even as orphans
@@ -117,6 +118,9 @@ class AgentProcess:
             cwd=self.cwd,
             env=self.env,
             start_new_session=True,  # own process group: one killpg reaches agent + workers
+            # ...which also means a kill of the daemon's group never reaches the agent: it dies with the daemon
+            # by the parent-death signal instead, and each worker with its agent (p2pft.train, warm_shim).
+            preexec_fn=preexec_die_with_parent,
         )
 
     async def wait(self) -> AgentExit:

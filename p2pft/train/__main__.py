@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ EXIT_USER_ERROR = 2
 
 
 def main(argv: list[str] | None = None) -> int:
+    _die_with_agent()
     # Training never downloads: models and tokenizers come from local directories or the local HF cache.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -39,6 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the traceback still goes to agent.log; the daemon reads the one-line record
         record_failure(args.run_dir, exc, worker.failure_context if worker is not None else None)
         raise
+
+
+def _die_with_agent() -> None:
+    """torchrun starts each worker in a session of its own: if the agent is killed (with its daemon), the
+    worker would train on as an orphan. A warm worker (forked by the zygote) dies with its shim instead."""
+    from p2pft.launch.lifetime import die_with_parent
+    from p2pft.train.zygote import WORKER_MARK_ENV
+
+    if WORKER_MARK_ENV not in os.environ and not die_with_parent(signal.SIGKILL):
+        sys.exit(1)  # the agent died before the signal was armed
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

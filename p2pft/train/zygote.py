@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import select
@@ -33,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from p2pft.launch.lifetime import die_with_parent
+
 PREWARM_MODULES = (
     "torch", "torch.distributed", "torch.distributed.checkpoint", "torch.nn.parallel", "transformers", "peft",
     "p2pft.train.__main__", "p2pft.train.worker",
@@ -40,7 +41,6 @@ PREWARM_MODULES = (
 MAX_REQUEST_BYTES = 4 << 20
 HEADER = struct.Struct(">I")
 WORKER_MARK_ENV = "P2PFT_WARM_ZYGOTE_PID"  # set in each forked worker: tests and logs can tell warm from cold
-PR_SET_PDEATHSIG = 1
 
 
 class ZygoteRequestError(ValueError):
@@ -248,11 +248,16 @@ class Zygote:
         self.bound_inode = self.socket_path.stat().st_ino
         return server
 
-    def serve(self, server: socket.socket) -> None:
+    def serve(self, server: socket.socket, parent_pid: int | None = None) -> None:
+        """Until SIGTERM/SIGINT (the handler sets `stopping`; the 0.2 s select timeout is what makes the loop
+        read it) or until the daemon that started us is gone (a second net under the parent-death signal)."""
         while not self.stopping:
             readable, _, _ = select.select([server], [], [], 0.2)
             self.reap()
-            if readable:
+            if parent_pid is not None and os.getppid() != parent_pid:
+                print("[p2pft zygote] the daemon that started it is gone: stopping", flush=True)
+                return
+            if readable and not self.stopping:
                 conn, _ = server.accept()
                 self.handle(conn, server)
 
@@ -308,19 +313,14 @@ def _same_user(conn: socket.socket) -> bool:
     return uid == os.getuid()
 
 
-def _die_with_parent() -> None:
-    """The daemon that started us owns us: when it dies, so does the zygote (running workers stay)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m p2pft.train.zygote", description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True, type=Path, help="Unix socket path (created with mode 0600)")
     parser.add_argument("--parent-pid", type=int, default=None, help="exit at once if this pid is gone")
     args = parser.parse_args(argv)
-    _die_with_parent()
-    if args.parent_pid is not None and os.getppid() != args.parent_pid:
+    # The daemon that started us owns us: when it dies, so does the zygote (running workers stay: each one
+    # dies with its own shim). SIGTERM, so that the socket is removed on the way out.
+    if not die_with_parent(signal.SIGTERM, args.parent_pid):
         return 0  # the parent died before the death signal was armed
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -338,12 +338,21 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     print(f"[p2pft zygote] pid {os.getpid()} ready on {args.socket} after {seconds:.1f} s of imports", flush=True)
     try:
-        zygote.serve(server)
+        zygote.serve(server, args.parent_pid)
     finally:
         zygote.close()
         server.close()
     return 0
 
 
+def exit_now(code: int) -> None:
+    """Leave without the interpreter's finalisation: tearing down torch, transformers and peft took seconds on
+    a busy box, and a stop (daemon shutdown, parent death) must be prompt. Nothing is left to flush but stdio."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
