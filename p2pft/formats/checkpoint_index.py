@@ -38,12 +38,48 @@ def list_steps(checkpoint_dir: str | Path) -> list[int]:
     return sorted(steps)
 
 
+# sha256 of each file version seen, so a step is hashed once (at its commit) and not at every check after:
+# verify_committed runs at every save (prune), every replication pass and every round start. A version is the
+# file's (device, inode, size, mtime_ns, ctime_ns): any write to the file, even one that restores its size and
+# mtime, changes ctime, so a stale digest is never reused for new content.
+_DIGESTS: dict[tuple[str, int, int, int, int, int], str] = {}
+_DIGESTS_MAX = 4096
+
+
+def _version(path: Path, st: os.stat_result) -> tuple[str, int, int, int, int, int]:
+    return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def file_digest(path: Path) -> dict[str, Any]:
-    sha = hashlib.sha256()
+    """{size, sha256} of a file; hashed once per file version (see _DIGESTS)."""
+    path = Path(path)
     with path.open("rb") as handle:
+        before = os.fstat(handle.fileno())
+        key = _version(path, before)
+        known = _DIGESTS.get(key)
+        if known is not None:
+            return {"size": before.st_size, "sha256": known}
+        sha = hashlib.sha256()
+        size = 0
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             sha.update(chunk)
-    return {"size": path.stat().st_size, "sha256": sha.hexdigest()}
+            size += len(chunk)
+        after = os.fstat(handle.fileno())
+    if _version(path, after) == key and size == before.st_size:  # not written while we read: cacheable
+        if len(_DIGESTS) >= _DIGESTS_MAX:
+            _DIGESTS.clear()
+        _DIGESTS[key] = sha.hexdigest()
+    return {"size": size, "sha256": sha.hexdigest()}
+
+
+def file_matches(path: Path, size: int, sha256: str) -> bool:
+    """True when `path` is a regular file with exactly this size and content (False when it is missing)."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size != size:
+            return False
+        return file_digest(path)["sha256"] == sha256
+    except FileNotFoundError:
+        return False
 
 
 def describe_files(directory: str | Path) -> dict[str, dict[str, Any]]:
@@ -86,12 +122,7 @@ def verify_committed(directory: str | Path) -> bool:
     if manifest is None or not manifest["files"]:
         return False
     for name, expected in manifest["files"].items():
-        path = root / name
-        if "/" in name or not path.is_file():
-            return False
-        if path.stat().st_size != expected.get("size"):
-            return False
-        if file_digest(path)["sha256"] != expected.get("sha256"):
+        if "/" in name or not file_matches(root / name, expected.get("size"), expected.get("sha256")):
             return False
     return True
 
@@ -119,7 +150,10 @@ def newest_committed(checkpoint_dir: str | Path, *, verify: bool = True) -> int 
 def prune(checkpoint_dir: str | Path, keep: int | None) -> list[int]:
     """Keep the `keep` newest committed checkpoints; also remove torn ones older than the newest committed.
 
-    Torn directories newer than the newest committed one are left alone: a save may be in progress there.
+    A marker is not a complete step: on a multi-box job each box's marker lists every box's files, and the
+    others' arrive by replication later. So a committed step is only removed when a newer step is verified
+    complete here (every file present with its sha256): the newest complete step always stays, whatever `keep`
+    says. Torn directories newer than the newest committed one are left alone: a save may be in progress there.
     Returns the removed steps.
     """
     committed = committed_steps(checkpoint_dir, verify=False)
@@ -127,8 +161,9 @@ def prune(checkpoint_dir: str | Path, keep: int | None) -> list[int]:
         return []
     newest = committed[-1]
     doomed = [s for s in list_steps(checkpoint_dir) if s < newest and s not in committed]
-    if keep is not None and keep > 0:
-        doomed += committed[:-keep]
+    if keep is not None and keep > 0 and len(committed) > keep:
+        complete = newest_committed(checkpoint_dir, verify=True)
+        doomed += [s for s in committed[:-keep] if complete is not None and s < complete]
     for step in sorted(doomed):
         directory = step_dir(checkpoint_dir, step)
         # the marker goes first so that a crash midway never leaves a committed-looking partial directory
