@@ -15,6 +15,7 @@ from tests.integration.train_harness import (
     REPO_ROOT,
     adapter_weights,
     max_weight_diff,
+    read_jsonl,
     run,
     step_losses,
     write_job,
@@ -99,6 +100,21 @@ def test_resume_from_checkpoint_starts_a_fresh_run_at_that_step(lora_run: Path, 
                                                                     resume_from_checkpoint=str(hf_folder)))],
                              capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert refused.returncode == 1 and "is a Hugging Face/LLaMA-Factory checkpoint folder" in refused.stderr
+
+
+def test_a_daemon_job_exports_by_job_id_prefix(lora_run: Path, tmp_path: Path) -> None:
+    """A daemon's job dir: checkpoints/, each round's JOB.json, every round's metric lines in lines.jsonl."""
+    job_dir = tmp_path / "state" / "jobs" / "job-7f3a"
+    shutil.copytree(lora_run / "checkpoints", job_dir / "checkpoints")
+    (job_dir / "rounds" / "1").mkdir(parents=True)
+    shutil.copy(lora_run / "run" / "JOB.json", job_dir / "rounds" / "1" / "JOB.json")
+    lines = [{"kind": "metrics", "round": 0, "line": line} for line in read_jsonl(lora_run / "metrics.jsonl")]
+    (job_dir / "lines.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    done = export("job-7f", "--state-dir", str(tmp_path / "state"), "--to", str(tmp_path / "exported"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "exported" / "trainer_state.json").read_text())["global_step"] == 8
+    exported, final = adapter_weights(tmp_path / "exported"), adapter_weights(lora_run)
+    assert max(float((exported[k] - final[k]).abs().max()) for k in final) == 0.0
 
 
 def test_full_finetuning_step_exports_a_from_pretrained_model(tiny_model: Path, tmp_path: Path) -> None:
