@@ -110,7 +110,7 @@ class JobEnding:
         manager.see_record(best)
         return manager.records[job_id]
 
-    async def pull_outputs_after_restart(self, job_id: str) -> None:
+    async def pull_outputs(self, job_id: str) -> None:
         try:
             target, files, node = await self.fetch_outputs(job_id)
             log.info("job %s: pulled %d output files from %s into %s", job_id, files, node, target)

@@ -163,9 +163,15 @@ class JobsManager:
 
     def see_record(self, record: JobRecord) -> None:
         """A peer's copy of a record: kept only as far as the one freshness rule says it is newer."""
-        merged = apply(self.records.get(record.job_id), RecordSeen(record))
-        if merged is not None:
-            self.update_record(merged)
+        known = self.records.get(record.job_id)
+        merged = apply(known, RecordSeen(record))
+        if merged is None or merged == known:
+            return
+        self.update_record(merged)
+        if merged.status == "succeeded" and (known is None or known.status != "succeeded") \
+                and merged.submitter == self.node_id and merged.outputs_node not in ("", self.node_id):
+            # Our user's job ended elsewhere (a takeover): bring the outputs to the output_dir they asked for.
+            self.background(self.ending.pull_outputs(record.job_id))
 
     def _persist(self, record: JobRecord) -> None:
         paths = JobPaths.of(self.state_dir, record.job_id)
@@ -372,8 +378,8 @@ class JobsManager:
 
     async def run(self) -> None:
         self.supervision.started = time.monotonic()
+        self.supervision.load()   # first: an order may arrive while the orphans are looked for (a second or so)
         await asyncio.to_thread(kill_orphan_agents, self.state_dir)
-        self.supervision.load()
         try:
             while True:
                 await asyncio.sleep(TICK_S)

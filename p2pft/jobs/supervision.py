@@ -63,7 +63,7 @@ class Supervision:
         heard = old.last_heard if old is not None and old.last_heard is not None else now_mono
         cause = time.time() - max(0.0, now_mono - heard)
         previous = record.coordinator
-        gone = "lost" if old is None or not old.alive else "left"
+        gone = "left" if old is not None and old.left else "lost"
         log.warning("job %s: taking over as coordinator (%s %s)", record.job_id, previous, gone)
         manager.update_record(replace(record, coordinator=manager.node_id, term=record.term + 1))
         manager.start_coordinator(record.job_id, f"coordinator {previous} {gone}", cause)
@@ -110,6 +110,8 @@ class Supervision:
             except (OSError, ValueError) as exc:
                 log.warning("skipping %s: %s", record_file, exc)
                 continue
+            if record.job_id in manager.records:
+                continue   # a peer's order or share since this start already brought a fresher copy
             manager.records[record.job_id] = record
             if not record.terminal or (record.submitter == manager.node_id and record.outputs_node != manager.node_id):
                 self.unsynced.add(record.job_id)
@@ -119,6 +121,7 @@ class Supervision:
         """Take the freshest record the others have before acting on this job again (a new coordinator may have
         taken over meanwhile); rejoin the job, or pull its outputs when it ended."""
         manager = self.manager
+        ended_before = manager.records[job_id].status == "succeeded"   # else seeing it succeed pulls them
         try:
             deadline = time.monotonic() + RESYNC_WAIT_S
             while time.monotonic() < deadline and len(manager.cluster.state.members) < 2:
@@ -132,9 +135,9 @@ class Supervision:
             self.unsynced.discard(job_id)
         current = record.current_round
         if record.terminal:
-            if record.status == "succeeded" and record.submitter == manager.node_id and record.outputs_node \
-                    and record.outputs_node != manager.node_id:
-                await manager.ending.pull_outputs_after_restart(job_id)
+            if ended_before and record.status == "succeeded" and record.submitter == manager.node_id \
+                    and record.outputs_node not in ("", manager.node_id):
+                await manager.ending.pull_outputs(job_id)
             return
         if current is not None and manager.node_id in current.members and record.coordinator != manager.node_id:
             log.info("job %s: rejoining after a restart (was in round %d)", job_id, current.round)
