@@ -115,6 +115,14 @@ def read_manifest(directory: str | Path) -> dict[str, Any] | None:
     return data
 
 
+def marker_fingerprint(marker: Mapping[str, Any]) -> str:
+    """What identifies one save of a step: every file's size and sha256. A step saved again after a fall-back
+    has the same number and other bytes; two boxes must never mix (or load) different saves of one step."""
+    files = {name: [int(entry.get("size", -1)), str(entry.get("sha256", ""))]
+             for name, entry in marker.get("files", {}).items()}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
 def verify_committed(directory: str | Path) -> bool:
     """True when the marker exists and every listed file is present with the listed size and sha256."""
     root = Path(directory)

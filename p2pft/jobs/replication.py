@@ -16,7 +16,15 @@ from typing import Any
 
 import grpc
 
-from p2pft.formats.checkpoint_index import COMMIT_MARKER, committed_steps, read_manifest, step_dir, verify_committed
+from p2pft.formats.checkpoint_index import (
+    COMMIT_MARKER,
+    committed_steps,
+    file_matches,
+    marker_fingerprint,
+    read_manifest,
+    step_dir,
+    verify_committed,
+)
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo
 from p2pft.jobs.paths import JobPaths
 from p2pft.transfer import BlobClient, BlobStore, Manifest, TransferPolicy
@@ -40,8 +48,12 @@ class CheckpointReplicator:
         self.send = send
         self.record: JobRecord | None = None
         self.round: RoundInfo | None = None
-        self.replicated: set[int] = set()
-        self._ingested: set[tuple[int, str]] = set()
+        # step -> fingerprint of the marker it was completed for: a step saved again (after a fall-back) has a
+        # new marker, so it is completed again, not skipped as "done".
+        self.replicated: dict[int, str] = {}
+        # (step, name, version of the file) offered to the store: a file rewritten in place is a new version,
+        # offered again (keyed by (step, name) alone, re-saved files were never offered).
+        self._ingested: set[tuple[int, str, tuple[int, int, int, int]]] = set()
         self._task: asyncio.Task[None] | None = None
 
     def follow(self, record: JobRecord, info: RoundInfo) -> None:
@@ -79,9 +91,17 @@ class CheckpointReplicator:
         """Step `step` complete and verified here (fetched from `holders` when missing); `order_marker` is the
         commit marker the round order carries, for a box that never saw this step."""
         directory = step_dir(paths.checkpoints, step)
-        if await asyncio.to_thread(verify_committed, directory):
+        local = await asyncio.to_thread(read_manifest, directory)
+        if order_marker is not None and local is not None and marker_fingerprint(local) != marker_fingerprint(
+                order_marker):
+            # This box holds another save of the step (from before a fall-back) than the one the coordinator
+            # resumes from: every member must load the same bytes, so the coordinator's wins.
+            log.warning("checkpoint step-%d here is another save than the round's: replacing it", step)
+            (directory / COMMIT_MARKER).unlink(missing_ok=True)
+            local = None
+        elif local is not None and await asyncio.to_thread(verify_committed, directory):
             return
-        marker = await asyncio.to_thread(read_manifest, directory) or order_marker
+        marker = local or order_marker
         if marker is None:
             raise RuntimeError(f"checkpoint step-{step}: no commit marker here and none in the round order")
         await self._complete_checkpoint(step, marker, paths, holders)
@@ -93,7 +113,11 @@ class CheckpointReplicator:
                                    sources: Sequence[str]) -> None:
         directory = step_dir(paths.checkpoints, step)
         manifest = Manifest.from_files_mapping(marker["files"])
-        missing = Manifest(tuple(e for e in manifest.files if not _file_ok(directory / e.path, e.size)))
+        # By content, not size: a file of an earlier save of this step may have the same size and other bytes,
+        # and must be fetched again (hashed once per file version, so a pass over a complete step is cheap).
+        missing = Manifest(await asyncio.to_thread(
+            lambda: tuple(e for e in manifest.files if not file_matches(directory / e.path, e.size, e.sha256))))
+        _check_same_save(directory, step, marker)
         if missing.files:
             channels = self.channels_for(list(dict.fromkeys(sources)))
             if not channels:
@@ -101,11 +125,12 @@ class CheckpointReplicator:
             client = BlobClient(self.store, channels, TRANSFER_POLICY)
             directory.mkdir(parents=True, exist_ok=True)
             await client.fetch_tree(missing, directory, root=paths.root, link=False)
+        _check_same_save(directory, step, marker)
         if not (directory / COMMIT_MARKER).is_file():
             await asyncio.to_thread(_write_marker, directory, marker)
         if not await asyncio.to_thread(verify_committed, directory):
             raise RuntimeError(f"checkpoint step-{step} does not verify after replication")
-        self.replicated.add(step)
+        self.replicated[step] = marker_fingerprint(marker)
 
     # ---- in the background ---------------------------------------------------------------------------------
 
@@ -148,10 +173,8 @@ class CheckpointReplicator:
         limit = record.elastic.get("replication")
         if limit and self.node_id in info.members and info.members.index(self.node_id) >= int(limit):
             return
-        if newest in self.replicated:
-            return
         marker = await asyncio.to_thread(read_manifest, step_dir(paths.checkpoints, newest))
-        if marker is None:
+        if marker is None or self.replicated.get(newest) == marker_fingerprint(marker):
             return
         peers = [n for n in info.members if n != self.node_id]
         await self._complete_checkpoint(newest, marker, paths, peers)
@@ -167,18 +190,28 @@ class CheckpointReplicator:
         if not directory.is_dir():
             return
         for child in sorted(directory.iterdir()):
-            key = (step, child.name)
-            if key in self._ingested or not child.is_file() or child.name.startswith(COMMIT_MARKER):
+            if child.name.startswith(COMMIT_MARKER) or child.is_symlink() or not child.is_file():
                 continue
+            try:
+                st = child.stat()
+            except FileNotFoundError:
+                continue
+            key = (step, child.name, (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+            if key in self._ingested:
+                continue
+            # A clone or a copy, never a hard link: the worker may rewrite this file when it saves the step again.
             self.store.add_file(child, link=True)
             self._ingested.add(key)
 
 
-def _file_ok(path: Path, size: int) -> bool:
-    try:
-        return path.stat().st_size == size
-    except FileNotFoundError:
-        return False
+def _check_same_save(directory: Path, step: int, marker: dict[str, Any]) -> None:
+    """A worker that saves this step again (after a fall-back) removes its marker, then writes a new one: a
+    replication pass begun for the earlier save must then stop, never put that save's marker or files back."""
+    here = read_manifest(directory)
+    if here is not None and marker_fingerprint(here) != marker_fingerprint(marker):
+        raise RuntimeError(f"checkpoint step-{step} was saved again here meanwhile: this pass is stale")
+
+
 
 
 def _write_marker(directory: Path, marker: dict[str, Any]) -> None:

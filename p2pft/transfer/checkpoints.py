@@ -1,8 +1,9 @@
 """Committed checkpoints as blobs: one digest (that of the step's COMMITTED marker) names a whole checkpoint.
 
-The holder publishes a step dir (its files join the store as hard links, after they are checked against the
-marker); a peer that learns the marker's digest fetches the marker, reads the file list from it, fetches the
-files and writes the marker last, so a replica is either complete and committed or not committed at all.
+The holder publishes a step dir (its files join the store as copies, or copy-on-write clones: never hard links,
+since a worker may save the step again into the same files; each is checked against the marker); a peer that
+learns the marker's digest fetches the marker, reads the file list from it, fetches the files and writes the
+marker last, so a replica is either complete and committed or not committed at all.
 """
 
 from __future__ import annotations
@@ -60,4 +61,5 @@ async def replicate_checkpoint(
     marker_path = await client.fetch(marker_digest, marker_size)
     raw = await asyncio.to_thread(marker_path.read_bytes)
     manifest = manifest_from_marker(raw)
-    return await client.sync_tree(manifest, dest_step_dir, root=root, marker=(COMMIT_MARKER, raw))
+    # Copies, not links to the blobs: a worker that saves this step again writes into these files in place.
+    return await client.sync_tree(manifest, dest_step_dir, root=root, marker=(COMMIT_MARKER, raw), link=False)

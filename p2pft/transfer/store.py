@@ -26,6 +26,7 @@ DIGEST_PATTERN = re.compile(r"[0-9a-f]{64}")
 HASH_BLOCK_BYTES = 4 * 1024 * 1024  # large reads keep hashlib (which drops the GIL) busy and syscalls few
 WRITEBACK_BYTES = 16 * 1024 * 1024  # start writing received data to disk every this many bytes
 PARTIAL_SUFFIX = ".partial"
+FICLONE = 0x40049409  # linux/fs.h _IOW(0x94, 9, int): share extents copy-on-write (reflink)
 
 
 class InvalidDigestError(ValueError):
@@ -73,6 +74,7 @@ class BlobStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).resolve()
         self._tmp = self.root / "tmp"
+        self._verified: dict[str, tuple[int, int, int, int]] = {}  # digest -> (ino, size, mtime_ns, ctime_ns)
 
     @classmethod
     def for_state_dir(cls, state_dir: Path | str) -> BlobStore:
@@ -114,8 +116,47 @@ class BlobStore:
                         yield entry.name
 
     def open_blob(self, digest: str) -> BinaryIO:
-        """Open a complete blob for reading; FileNotFoundError when absent."""
-        return open(self.blob_path(digest), "rb")
+        """Open a complete blob for reading; FileNotFoundError when absent, or when its bytes no longer hash to
+        its name (then it is removed: the next offer of that content adds it again).
+
+        A blob with other hard links (stores before issue 10 linked checkpoint files in; `write_tree(link=True)`
+        links blobs out into trees) may have been edited through one of them: it is re-hashed, once per file
+        version, before it is read. A blob with no other name is only ever written by this store."""
+        f = open(self.blob_path(digest), "rb")  # noqa: SIM115 - handed to the caller
+        try:
+            if os.fstat(f.fileno()).st_nlink > 1 and not self._intact_open(digest, f):
+                raise FileNotFoundError(f"blob {digest} changed on disk since it was stored: removed")
+        except BaseException:
+            f.close()
+            raise
+        f.seek(0)
+        return f
+
+    def intact(self, digest: str) -> bool:
+        """True when the blob exists and its bytes hash to its name (hashed once per file version)."""
+        try:
+            with open(self.blob_path(digest), "rb") as f:
+                return self._intact_open(digest, f)
+        except FileNotFoundError:
+            return False
+
+    def _intact_open(self, digest: str, f: BinaryIO) -> bool:
+        st = os.fstat(f.fileno())
+        version = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if self._verified.get(digest) == version:
+            return True
+        f.seek(0)
+        hasher = hashlib.sha256()
+        while block := f.read(HASH_BLOCK_BYTES):
+            hasher.update(block)
+        if hasher.hexdigest() != digest:
+            self._verified.pop(digest, None)
+            self.blob_path(digest).unlink(missing_ok=True)
+            return False
+        st = os.fstat(f.fileno())
+        if (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == version:  # unchanged while hashed
+            self._verified[digest] = version
+        return True
 
     # ---- whole-file writes -------------------------------------------------------------------------------
     def add_bytes(self, data: bytes) -> str:
@@ -127,24 +168,34 @@ class BlobStore:
         return digest
 
     def add_file(self, source: Path | str, *, link: bool = False) -> tuple[str, int]:
-        """Add a file's content; returns (digest, size).
+        """Add a file's content; returns (digest, size). The blob never shares its bytes with `source`.
 
-        `link=True` hard-links when the source is on the same file system (for write-once files such as committed
-        checkpoints: no second copy on disk); the file is hashed first, and a copy is made when linking fails.
+        A blob is never a hard link to the source: torch rewrites a checkpoint file in place when a step is saved
+        again (after a fall-back), which would silently change a blob other boxes were told to trust. `link=True`
+        asks for a copy-on-write clone (reflink: no second copy on disk, yet later writes to the source leave
+        the blob alone) where the file system has them (btrfs, XFS), and a plain copy elsewhere. Either way the
+        digest is that of the private copy, so a source being rewritten meanwhile can never mislabel a blob.
         """
         source = Path(source)
         if source.is_symlink() or not source.is_file():
             raise FileNotFoundError(f"{source} is not a regular file: only regular files can be added to the store")
         if link:
-            digest, size = sha256_file(source)
-            if self.has(digest):
-                return digest, size
-            target = self.blob_path(digest)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(OSError):
-                os.link(source, target)
-                return digest, size
+            cloned = self._clone_in(source)
+            if cloned is not None:
+                return cloned
         return self._copy_in(source)
+
+    def _clone_in(self, source: Path) -> tuple[str, int] | None:
+        """A reflink of `source` hashed after the clone; None where the file system cannot clone."""
+        with self._temp_file() as (tmp_path, out), open(source, "rb") as src:
+            try:
+                fcntl.ioctl(out.fileno(), FICLONE, src.fileno())
+            except OSError:
+                return None
+            digest, size = sha256_file(tmp_path)
+            if not self.has(digest):
+                self._commit_temp(tmp_path, out, digest)
+        return digest, size
 
     def _copy_in(self, source: Path) -> tuple[str, int]:
         hasher = hashlib.sha256()
@@ -188,6 +239,7 @@ class BlobStore:
         self.partial_path(digest).unlink(missing_ok=True)
 
     def remove(self, digest: str) -> None:
+        self._verified.pop(digest, None)
         self.blob_path(digest).unlink(missing_ok=True)
         self.discard_partial(digest)
 
@@ -198,6 +250,7 @@ class BlobStore:
         except FileNotFoundError:
             return False
         if actual != digest:
+            self._verified.pop(digest, None)
             self.blob_path(digest).unlink(missing_ok=True)
             return False
         return True

@@ -54,7 +54,9 @@ def target_path(dest_real: Path, rel: str) -> Path:
 
 
 def file_matches(store: BlobStore, entry: FileEntry, target: Path) -> bool:
-    """True when `target` already holds `entry`'s content (a hard link to the blob is recognised without hashing)."""
+    """True when `target` already holds `entry`'s content. A hard link to the blob is the blob itself: its bytes
+    are checked once per file version (`store.intact`), never trusted by the inode alone, since an in-place
+    write through either name changes both."""
     try:
         st = target.lstat()
     except FileNotFoundError:
@@ -64,7 +66,7 @@ def file_matches(store: BlobStore, entry: FileEntry, target: Path) -> bool:
     with contextlib.suppress(FileNotFoundError):
         blob_st = store.blob_path(entry.sha256).stat()
         if (blob_st.st_dev, blob_st.st_ino) == (st.st_dev, st.st_ino):
-            return True
+            return store.intact(entry.sha256)
     return sha256_file(target)[0] == entry.sha256
 
 
@@ -107,7 +109,8 @@ def write_tree(store: BlobStore, manifest: Manifest, dest_real: Path, *, link: b
 def ingest_tree(store: BlobStore, root: Path | str, *, link: bool = False, exclude: tuple[str, ...] = ()) -> Manifest:
     """Add every file under `root` to the store and return the tree's manifest.
 
-    `link=True` suits write-once trees (committed checkpoints): blobs share the files' inodes instead of copying.
+    `link=True` asks for copy-on-write clones where the file system has them (see `BlobStore.add_file`); a blob
+    never shares an inode with a file of the tree, so rewriting the tree later cannot change a blob.
     """
     root = Path(root)
     entries = []

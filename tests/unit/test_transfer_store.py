@@ -50,13 +50,15 @@ def test_add_bytes_and_file_are_content_addressed_and_read_only(tmp_path: Path) 
     assert not any((tmp_path / "blobs" / "tmp").iterdir())  # temp files renamed or removed
 
 
-def test_add_file_with_link_shares_the_inode(tmp_path: Path) -> None:
+def test_add_file_with_link_never_shares_the_inode(tmp_path: Path) -> None:
+    """Issue 10: a hard link let torch's in-place rewrite of a checkpoint file change the blob; link=True is a
+    copy-on-write clone where the file system has them, else a copy."""
     store = BlobStore(tmp_path / "blobs")
     src = tmp_path / "ckpt.distcp"
     src.write_bytes(os.urandom(1000))
     digest, size = store.add_file(src, link=True)
     assert size == 1000
-    assert store.blob_path(digest).stat().st_ino == src.stat().st_ino
+    assert store.blob_path(digest).stat().st_ino != src.stat().st_ino
 
 
 def test_add_file_refuses_symlinks(tmp_path: Path) -> None:
@@ -122,9 +124,10 @@ def test_second_writer_of_the_same_blob_is_refused(tmp_path: Path) -> None:
 def test_verify_removes_a_blob_whose_bytes_changed(tmp_path: Path) -> None:
     store = BlobStore(tmp_path / "blobs")
     src = tmp_path / "ckpt.distcp"
-    src.write_bytes(b"original")
-    digest, _ = store.add_file(src, link=True)
+    digest = store.add_bytes(b"original")
+    os.link(store.blob_path(digest), src)  # as stores made before issue 10 hard-linked checkpoint files
     assert store.verify(digest)
+    os.chmod(src, 0o644)
     src.write_bytes(b"edited in place")  # the hard-linked blob changes with it
     assert not store.verify(digest) and not store.has(digest)
 
