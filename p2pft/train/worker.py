@@ -215,7 +215,7 @@ class Worker:
             self.log("no committed checkpoint: starting at step 0")
             return 0
         check_data_order(directory, self.data_order)
-        progress = load_checkpoint(directory, model, optimizer)
+        progress = load_checkpoint(directory, model, optimizer, self.precision.scaler)  # fp16's loss scale too
         self.log(f"resuming from step {progress.step} (samples consumed {progress.samples_consumed}, "
                  f"world {self.env.world_size})")
         return progress.step
@@ -238,7 +238,8 @@ class Worker:
 
     def _save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: Progress) -> None:
         seconds = save_checkpoint(self.checkpoint_dir, model, optimizer, progress, node_id=self.env.node_id,
-                                  local_rank=self.env.local_rank, data_order=self.data_order)
+                                  local_rank=self.env.local_rank, data_order=self.data_order,
+                                  scaler=self.precision.scaler)
         if self.env.local_rank == 0:
             prune(self.checkpoint_dir, self.spec.save_total_limit)
         self.events.emit("checkpoint_committed", step=progress.step)

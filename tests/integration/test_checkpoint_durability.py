@@ -1,0 +1,102 @@
+"""Issue 10, the worker's side of durable checkpoints (a real gloo world of one, real DCP files):
+fp16's GradScaler state is saved and loaded with the step; a step saved again keeps nothing of the earlier
+save; a save that would not fit on the disk fails before writing, with one deterministic line naming the box
+and its free space."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from p2pft.formats.checkpoint_index import COMMIT_MARKER, read_manifest, step_dir, verify_committed, write_commit_marker
+from p2pft.train.checkpoint import (
+    CheckpointSpaceError,
+    Progress,
+    load_checkpoint,
+    save_checkpoint,
+)
+from p2pft.train.failure import classify
+
+
+@pytest.fixture()
+def world_of_one(tmp_path: Path) -> Iterator[None]:
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "pg-store"), 1), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _trained() -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = nn.Linear(8, 4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    model(torch.randn(2, 8)).sum().backward()
+    optimizer.step()
+    return model, optimizer
+
+
+def test_the_grad_scaler_state_travels_with_the_step(world_of_one: None, tmp_path: Path) -> None:
+    model, optimizer = _trained()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16, growth_interval=2000)
+    # What training leaves: a scale that backed off after overflows, and progress towards the next growth.
+    scaler.load_state_dict({**scaler.state_dict(), "scale": 1024.0, "_growth_tracker": 37})
+    save_checkpoint(tmp_path, model, optimizer, Progress(5, 80, 0), node_id="n1", local_rank=0, scaler=scaler)
+    resumed_model, resumed_optimizer = _trained()
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16, growth_interval=2000)
+    progress = load_checkpoint(step_dir(tmp_path, 5), resumed_model, resumed_optimizer, fresh)
+    assert progress == Progress(5, 80, 0)
+    assert fresh.get_scale() == 1024.0
+    assert fresh.state_dict()["_growth_tracker"] == 37
+    assert fresh.state_dict() == scaler.state_dict()
+
+
+def test_a_checkpoint_without_scaler_state_loads_with_a_scaler(world_of_one: None, tmp_path: Path) -> None:
+    model, optimizer = _trained()
+    save_checkpoint(tmp_path, model, optimizer, Progress(2, 32, 0), node_id="n1", local_rank=0)
+    fresh = torch.amp.GradScaler("cpu", init_scale=512.0)
+    load_checkpoint(step_dir(tmp_path, 2), *_trained(), fresh)
+    assert fresh.get_scale() == 512.0   # start values: nothing stored to restore
+
+
+def test_a_step_saved_again_keeps_nothing_of_the_earlier_save(world_of_one: None, tmp_path: Path) -> None:
+    model, optimizer = _trained()
+    save_checkpoint(tmp_path, model, optimizer, Progress(3, 48, 0), node_id="n1", local_rank=0)
+    directory = step_dir(tmp_path, 3)
+    # Another node's shard of the earlier save, replicated here, and a marker still claiming the old files.
+    (directory / "__1_0.distcp").write_bytes(os.urandom(512))
+    stale = read_manifest(directory)
+    assert stale is not None
+    write_commit_marker(directory, {**stale, "files": {**stale["files"], "__1_0.distcp": {"size": 512,
+                                                                                           "sha256": "0" * 64}}})
+    model(torch.randn(2, 8)).sum().backward()
+    optimizer.step()   # trained on after a fall-back: the new save differs
+    save_checkpoint(tmp_path, model, optimizer, Progress(3, 48, 0), node_id="n1", local_rank=0)
+    marker = read_manifest(directory)
+    assert marker is not None and "__1_0.distcp" not in marker["files"]
+    assert not (directory / "__1_0.distcp").exists()
+    assert verify_committed(directory)
+
+
+def test_a_save_that_does_not_fit_fails_before_writing(world_of_one: None, tmp_path: Path) -> None:
+    model, optimizer = _trained()
+    previous = step_dir(tmp_path, 1)
+    previous.mkdir(parents=True)
+    with (previous / "__0_0.distcp").open("wb") as handle:   # sparse: a step bigger than the disk, no disk used
+        handle.truncate(shutil.disk_usage(tmp_path).free + (1 << 30))
+    write_commit_marker(previous, {"step": 1, "files": {}})
+    with pytest.raises(CheckpointSpaceError) as raised:
+        save_checkpoint(tmp_path, model, optimizer, Progress(2, 32, 0), node_id="n1", local_rank=0)
+    message = str(raised.value)
+    assert "(node n1)" in message and " free in " in message and "\n" not in message
+    assert not (step_dir(tmp_path, 2) / COMMIT_MARKER).exists()
+    assert not [p for p in step_dir(tmp_path, 2).iterdir() if p.suffix == ".distcp"]
+    error = classify(raised.value, rank=0, node_id="n1", context={"step": 2})
+    assert error.deterministic and error.type == "CheckpointSpaceError"
