@@ -15,7 +15,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from p2pft.formats.checkpoint_index import COMMIT_MARKER, read_manifest, step_dir, verify_committed, write_commit_marker
+from p2pft.formats.checkpoint_index import (
+    COMMIT_MARKER,
+    describe_files,
+    read_manifest,
+    step_dir,
+    verify_committed,
+    write_commit_marker,
+)
 from p2pft.train.checkpoint import (
     CheckpointSpaceError,
     Progress,
@@ -100,3 +107,34 @@ def test_a_save_that_does_not_fit_fails_before_writing(world_of_one: None, tmp_p
     assert not [p for p in step_dir(tmp_path, 2).iterdir() if p.suffix == ".distcp"]
     error = classify(raised.value, rank=0, node_id="n1", context={"step": 2})
     assert error.deterministic and error.type == "CheckpointSpaceError"
+
+
+AGREE_CODE = """
+import sys
+from pathlib import Path
+import torch.distributed as dist
+from p2pft.train.checkpoint import agree_on_resume_step
+store, rank, root = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+dist.init_process_group("gloo", store=dist.FileStore(store, 2), rank=rank, world_size=2)
+print(agree_on_resume_step(root, local_rank=0, node_id=f"node-{rank}"))
+dist.destroy_process_group()
+"""
+
+
+def test_nodes_holding_different_saves_of_a_step_do_not_resume_from_it(tmp_path: Path) -> None:
+    """After a fall-back, step 4 was saved again on one node only: both hold a complete step 4, of different
+    saves. Two real ranks, each with its own checkpoint dir, must agree on step 2, the newest same save."""
+    import subprocess
+    import sys
+
+    roots = [tmp_path / "node-0", tmp_path / "node-1"]
+    for index, root in enumerate(roots):
+        for step, data in ((2, b"same save"), (4, b"save of node %d" % index)):
+            directory = step_dir(root, step)
+            directory.mkdir(parents=True)
+            (directory / "__0_0.distcp").write_bytes(data)
+            write_commit_marker(directory, {"step": step, "files": describe_files(directory)})
+    ranks = [subprocess.Popen([sys.executable, "-c", AGREE_CODE, str(tmp_path / "pg"), str(rank), str(root)],
+                              stdout=subprocess.PIPE, text=True) for rank, root in enumerate(roots)]
+    answers = [process.communicate(timeout=120)[0].strip() for process in ranks]
+    assert answers == ["2", "2"]
