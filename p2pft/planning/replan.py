@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping
 
+from p2pft.planning.batch_plan import BatchPlan, BatchPlanError, RankCapacity, plan_batch, plan_step_time
+
 DEFAULT_REPLAN_THRESHOLD = 0.25  # a quarter of each step lost: a 1:2:4 set whose fast box halves loses 43 %
 
 
@@ -40,3 +42,26 @@ def needs_replan(plan_speeds: Mapping[Hashable, float], measured_speeds: Mapping
 
 def _usable(speed: float) -> bool:
     return speed > 0 and math.isfinite(speed)
+
+
+def plan_excess(plan: BatchPlan, measured_speeds: Mapping[tuple[str, int], float], *,
+                max_micro_batches: int | None = None) -> float:
+    """Like `replan_excess`, on the running plan's real integer shares (any mode, uniform included): how much
+    longer its step is under `measured_speeds` than the step of the plan `plan_batch` would make from them.
+    0.0 while some rank has no measurement. Integer shares are compared with integer shares, so a small batch's
+    rounding never reads as drift.
+
+    Why measured shares converge even where a step has a fixed cost besides its samples (launch overheads: a
+    rank with a small share then looks slower per sample than it is): a plan in proportion to measured
+    samples/s moves every rank's step time towards the others', and equal step times are its fixed point,
+    which is the optimum; the rule stops re-planning once the gain left is below the threshold."""
+    keys = [(e.node_id, e.local_rank) for e in plan.entries]
+    if not all(_usable(measured_speeds.get(k, 0.0)) for k in keys):
+        return 0.0
+    bounds = {(e.node_id, e.local_rank): e.max_micro_batch or e.micro_batch_size for e in plan.entries}
+    ranks = [RankCapacity(n, r, measured_speeds[(n, r)], bounds[(n, r)]) for n, r in keys]
+    try:
+        best = plan_batch(plan.global_batch_size, ranks, "auto", max_micro_batches=max_micro_batches)
+    except BatchPlanError:
+        return 0.0  # the caps no longer hold the batch: a question for placement, not for drift
+    return max(0.0, plan_step_time(plan, measured_speeds) / plan_step_time(best, measured_speeds) - 1.0)
