@@ -277,7 +277,17 @@ class JobCoordinator:
         for node in left:
             await self.manager.send_stop(record, previous, graceful=False, reason="left out of the next round",
                                          only=node)
+            # ... and the new membership: a box left out must not count the job's old membership as current.
+            self.manager.background(self.manager.transport.share(node, record))
         refused = await self.manager.send_orders(record, info)
+        if any(answer.term > record.term for answer in refused.values()):
+            # A member knows a newer term: another box took the job over while this one was cut off or asleep.
+            newer = max(answer.term for answer in refused.values())
+            log.warning("job %s: a member knows term %d (ours %d); stepping down", self.job_id, newer, record.term)
+            self.closed = True
+            await self.manager.send_stop(record, info, graceful=False, reason="stale coordinator")
+            await self.manager.refresh_record(self.job_id)
+            return
         for node in refused:
             # Unreachable (a box that died a moment ago, before heartbeats say so): leave it out for a while and
             # let the round fail at once instead of waiting for the rendezvous to time out.

@@ -31,7 +31,7 @@ from p2pft.jobs.standby import StandbyStores
 from p2pft.jobs.store_process import StoreProcess
 from p2pft.jobs.submission import record_submission
 from p2pft.jobs.supervision import Supervision
-from p2pft.jobs.transport import GrpcTransport, StopOrder, Transport
+from p2pft.jobs.transport import GrpcTransport, OrderAnswer, StopOrder, Transport
 from p2pft.membership.cluster import Cluster
 from p2pft.membership.state import LocalStateChanged
 from p2pft.network.diagnosis import RoundAddresses
@@ -223,9 +223,10 @@ class JobsManager:
 
     # ---- messages from peers (and from this box's own member) -----------------------------------------------
 
-    async def on_order(self, order: RoundOrder) -> bool:
-        if stale_order(order.record, self.records.get(order.record.job_id)) or self.draining:
-            return False
+    async def on_order(self, order: RoundOrder) -> OrderAnswer:
+        known = self.records.get(order.record.job_id)
+        if stale_order(order.record, known) or self.draining:
+            return OrderAnswer(False, known.term if known is not None else 0)
         self.see_record(order.record)
         member = self.members.get(order.record.job_id)
         if member is None:
@@ -235,7 +236,7 @@ class JobsManager:
         await member.start_round(order)
         self.standby.maybe_start(order.record, self.cluster.state,
                                  JobPaths.of(self.state_dir, order.record.job_id).root / "standby-store")
-        return True
+        return OrderAnswer(True, order.record.term)
 
     async def on_stop(self, stop: StopOrder) -> bool:
         known = self.records.get(stop.job_id)
@@ -299,17 +300,17 @@ class JobsManager:
         peers.discard(self.node_id)
         await asyncio.gather(*(self.outbox.deliver(peer, report) for peer in sorted(peers)))
 
-    async def send_orders(self, record: JobRecord, info: RoundInfo) -> list[str]:
-        """Order every member of the round to start it; returns the members that could not be reached."""
+    async def send_orders(self, record: JobRecord, info: RoundInfo) -> dict[str, OrderAnswer]:
+        """Order every member of the round to start it; returns the members that did not take it, and why."""
         order = RoundOrder(record=record, round=info)
 
-        async def one(node: str) -> str | None:
+        async def one(node: str) -> OrderAnswer:
             if node == self.node_id:
-                return None if await self.on_order(order) else node
-            return None if await self.transport.start_round(node, order) else node
+                return await self.on_order(order)
+            return await self.transport.start_round(node, order)
 
-        results = await asyncio.gather(*(one(n) for n in info.members))
-        return [n for n in results if n is not None]
+        answers = await asyncio.gather(*(one(n) for n in info.members))
+        return {n: a for n, a in zip(info.members, answers, strict=True) if not a.accepted}
 
     async def send_stop(self, record: JobRecord, info: RoundInfo, *, graceful: bool, reason: str,
                         only: str | None = None) -> None:

@@ -1,10 +1,15 @@
 """Who may make progress on a job while the network is cut: the side that reaches a majority of the job's
-membership (its newest round's members), or, on an exact half, the side that holds the job's coordinator.
+membership, or, on an exact half, the side that holds the job's coordinator.
 
 Pure. A coordinator starts a round, and a box takes over a job, only while this holds in its own view; a box
-whose view loses it stops its agents and shows the job as paused until it reaches the others again. So at most
-one side of any cut trains: a majority exists on one side only, and an exact half without the coordinator waits
-(a two-box job keeps going on the coordinator's box; its other box waits, even when the coordinator really died).
+whose view loses it stops its agents and shows the job as paused until it reaches the others again.
+
+The membership is that of the newest round AND of the one before it (both must hold): a box's copy of the
+record may lag one round behind (an order lost in the cut that caused the change), and a majority of the older
+membership on one side must not meet a majority of the newer one on the other. Counting both makes every
+quorum overlap every other one that either view allows, so at most one side of any cut trains. The price: in the
+first round after the membership shrank, the exact-half rule needs the older membership too (a three-box job
+that lost one box and is then cut in two waits until the next round or the heal).
 """
 
 from __future__ import annotations
@@ -29,19 +34,28 @@ class Quorum:
 
 def job_membership(record: JobRecord) -> tuple[str, ...]:
     """The newest round's members; before any round, the submitting box alone."""
-    current = record.current_round
-    return tuple(current.members) if current is not None and current.members else (record.submitter,)
+    return job_memberships(record)[0]
+
+
+def job_memberships(record: JobRecord) -> tuple[tuple[str, ...], ...]:
+    """The newest round's members, then the previous round's (when there is one)."""
+    found = tuple(tuple(info.members) for info in reversed(record.rounds[-2:]) if info.members)
+    return found or ((record.submitter,),)
+
+
+def _holds(members: tuple[str, ...], live: set[str], holder: str) -> bool:
+    doubled = 2 * sum(1 for m in members if m in live)
+    return doubled > len(members) or (doubled == len(members) and holder in live and holder in members)
 
 
 def quorum(record: JobRecord, alive: Iterable[str], me: str, *, coordinator: str | None = None) -> Quorum:
     """`coordinator`: the box whose side wins an exact half (default: the record's coordinator)."""
-    members = job_membership(record)
+    memberships = job_memberships(record)
     live = set(alive) | {me}
-    reachable = tuple(m for m in members if m in live)
     holder = record.coordinator if coordinator is None else coordinator
-    doubled = 2 * len(reachable)
-    holds = doubled > len(members) or (doubled == len(members) and holder in reachable)
-    return Quorum(members, reachable, holds)
+    failing = [m for m in memberships if not _holds(m, live, holder)]
+    members = failing[0] if failing else memberships[0]   # the message names the membership that is missing
+    return Quorum(members, tuple(m for m in members if m in live), not failing)
 
 
 def may_take_over(record: JobRecord, alive: Iterable[str], me: str, *, coordinator_known: bool,

@@ -258,8 +258,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise AssertionError("unreachable") from None
         await self.access.order(order, context)
-        accepted = await self.manager.on_order(order)
-        return jobs_pb2.Ack(accepted=accepted, message="" if accepted else "refused (draining or stale order)")
+        answer = await self.manager.on_order(order)
+        return jobs_pb2.Ack(accepted=answer.accepted, term=answer.term,
+                            message="" if answer.accepted else "refused (draining or stale order)")
 
     async def StopRound(self, request: jobs_pb2.StopRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.Ack:
         await self.access.stop(request.job_id, context)

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("p2pft.jobs")
 RESYNC_WAIT_S = 10.0
 UNKNOWN_COORDINATOR_GRACE_S = 10.0   # after a start, peers answer within a few heartbeats (mDNS, static, gossip)
+# A box that is not the job's coordinator asks it for its copy of the record this often: messages get lost (the
+# final record shared while this box was cut off or asleep), and only asking again brings the news.
+RECORD_SYNC_S = 5.0
 
 
 class Supervision:
@@ -29,6 +32,7 @@ class Supervision:
         self.manager = manager
         self.unsynced: set[str] = set()      # loaded after a restart, not yet compared with the others' copies
         self._refreshing: set[str] = set()   # paused jobs whose record is being refreshed after a heal
+        self._synced: dict[str, float] = {}  # job -> when we last asked its coordinator for the record
         self.started = time.monotonic()
 
     def tick(self) -> None:
@@ -47,6 +51,7 @@ class Supervision:
                 manager.coordinators[job_id][0].closed = True
             if record.coordinator != manager.node_id:
                 self._pause_if_cut_off(record, alive)
+                self._maybe_sync(record)
             chosen = job_coordinator(record, state)
             if chosen == manager.node_id and not mine and not draining:
                 if record.coordinator == manager.node_id:
@@ -55,6 +60,21 @@ class Supervision:
                     self._take_over(record)
             elif chosen != manager.node_id and mine and draining:
                 manager.coordinators[job_id][0].closed = True
+
+    def _maybe_sync(self, record: JobRecord) -> None:
+        now = time.monotonic()
+        if now - self._synced.get(record.job_id, 0.0) < RECORD_SYNC_S:
+            return
+        self._synced[record.job_id] = now
+        if self.manager.transport.reachable(record.coordinator):
+            self.manager.background(self._sync(record.job_id, record.coordinator))
+
+    async def _sync(self, job_id: str, coordinator: str) -> None:
+        fresh = await self.manager.transport.get_record(coordinator, job_id)
+        if fresh is not None:
+            self.manager.see_record(fresh)
+            if self.manager.records[job_id].terminal:
+                await self.manager.forget_member(job_id)
 
     def _take_over(self, record: JobRecord) -> None:
         manager = self.manager

@@ -36,6 +36,12 @@ RPC_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
+class OrderAnswer:
+    accepted: bool
+    term: int = 0      # the receiver's term for the job (a refusal from a newer term: the sender is stale)
+
+
+@dataclass(frozen=True)
 class StopOrder:
     job_id: str
     round: int
@@ -48,8 +54,8 @@ class Transport(Protocol):
     def reachable(self, node: str) -> bool:
         """A live member with an address this box can dial (no message is sent)."""
 
-    async def start_round(self, node: str, order: RoundOrder) -> bool:
-        """True when `node` took the order."""
+    async def start_round(self, node: str, order: RoundOrder) -> OrderAnswer:
+        """Whether `node` took the order (unreachable: not accepted, term 0)."""
 
     async def stop_round(self, node: str, stop: StopOrder) -> None: ...
 
@@ -100,17 +106,17 @@ class GrpcTransport:
         member = self.cluster.state.members.get(node)
         return member is not None and member.alive and bool(member.address)
 
-    async def start_round(self, node: str, order: RoundOrder) -> bool:
+    async def start_round(self, node: str, order: RoundOrder) -> OrderAnswer:
         stub = self.stub(node)
         if stub is None:
-            return False
+            return OrderAnswer(False)
         try:
             reply = await stub.StartRound(jobs_pb2.RoundOrderMessage(order_json=order_to_json(order)),
                                           timeout=RPC_TIMEOUT_S)
         except grpc.RpcError as exc:
             log.warning("job %s: %s did not take the round order: %s", order.record.job_id, node, exc.code())
-            return False
-        return bool(reply.accepted)
+            return OrderAnswer(False)
+        return OrderAnswer(bool(reply.accepted), int(reply.term))
 
     async def stop_round(self, node: str, stop: StopOrder) -> None:
         stub = self.stub(node)

@@ -28,7 +28,7 @@ from p2pft.jobs.model import (
     report_from_json,
     report_to_json,
 )
-from p2pft.jobs.transport import StopOrder
+from p2pft.jobs.transport import OrderAnswer, StopOrder
 from p2pft.membership.cluster import Cluster
 from p2pft.membership.state import HeartbeatReceived, MemberJoined, MemberLost, initial_state
 from p2pft.membership.versions import VersionInfo
@@ -64,11 +64,14 @@ class SimNet:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self._tasks: list[asyncio.Task[None]] = []
+        self._boxes: dict[str, asyncio.Task[None]] = {}
         self._last_heard: dict[tuple[str, str], float] = {}
 
     # ---- the network ------------------------------------------------------------------------------------------
 
     def connected(self, a: str, b: str) -> bool:
+        if a not in self.managers or b not in self.managers:
+            return False
         if a == b:
             return a not in self.paused
         return frozenset((a, b)) not in self.cut and a not in self.paused and b not in self.paused
@@ -96,15 +99,35 @@ class SimNet:
 
     async def start(self, node_ids: Iterable[str]) -> None:
         for node_id in node_ids:
-            manager = self.add_box(node_id)
-            self._tasks.append(asyncio.create_task(manager.run(), name=f"jobs {node_id}"))
+            self._run_box(node_id)
         self._tasks.append(asyncio.create_task(self._heartbeats(), name="heartbeats"))
         await self.settle(3 * HEARTBEAT_S)
 
+    def _run_box(self, node_id: str) -> None:
+        manager = self.add_box(node_id)
+        self._boxes[node_id] = asyncio.create_task(manager.run(), name=f"jobs {node_id}")
+
+    async def kill(self, node_id: str) -> None:
+        """kill -9 of the box's daemon: its member stops with it; nothing is said to anyone."""
+        self.paused.add(node_id)
+        task = self._boxes.pop(node_id)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        del self.managers[node_id]
+        self.members.pop(node_id, None)
+
+    def restart(self, node_id: str) -> JobsManager:
+        """The daemon started again with its usual command: same state dir, records loaded from disk."""
+        self.paused.discard(node_id)
+        for pair in [p for p in self._last_heard if node_id in p]:
+            del self._last_heard[pair]
+        self._run_box(node_id)
+        return self.managers[node_id]
+
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._boxes.values(), *self._tasks]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._boxes.values(), *self._tasks, return_exceptions=True)
 
     async def settle(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -112,13 +135,14 @@ class SimNet:
     async def _heartbeats(self) -> None:
         while True:
             now = time.monotonic()
-            for a, manager in self.managers.items():
+            for a, manager in list(self.managers.items()):
                 if a in self.paused:
                     continue
-                for b, other in self.managers.items():
+                for b in list(self._last_heard_ids()):
+                    other = self.managers.get(b)
                     if a == b:
                         continue
-                    if self.connected(a, b):
+                    if other is not None and self.connected(a, b):
                         me = other.cluster.state.me
                         known = b in manager.cluster.state.members
                         event = (HeartbeatReceived if known else MemberJoined)(
@@ -128,6 +152,9 @@ class SimNet:
                     elif now - self._last_heard.get((a, b), now) > LOST_AFTER_S:
                         manager.cluster.apply(MemberLost(node_id=b, at=now, reason="no heartbeat"))
             await asyncio.sleep(HEARTBEAT_S)
+
+    def _last_heard_ids(self) -> set[str]:
+        return set(self.managers) | {b for _, b in self._last_heard}
 
     # ---- message faults ---------------------------------------------------------------------------------------
 
@@ -157,12 +184,12 @@ class SimTransport:
         member = self.net.managers[self.me].cluster.state.members.get(node)
         return member is not None and member.alive
 
-    async def start_round(self, node: str, order: RoundOrder) -> bool:
+    async def start_round(self, node: str, order: RoundOrder) -> OrderAnswer:
         copies = await self.net.carry(self.me, node)
-        accepted = False
+        answer = OrderAnswer(False)
         for _ in range(copies):
-            accepted = await self._peer(node).on_order(order_from_json(order_to_json(order)))
-        return accepted and self.net.connected(node, self.me)   # the reply must come back too
+            answer = await self._peer(node).on_order(order_from_json(order_to_json(order)))
+        return answer if self.net.connected(node, self.me) else OrderAnswer(False)   # the reply must come back
 
     async def stop_round(self, node: str, stop: StopOrder) -> None:
         for _ in range(await self.net.carry(self.me, node)):

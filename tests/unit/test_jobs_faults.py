@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.sim.net import LOST_AFTER_S, Faults, SimNet
 from tests.sim.scenario import check_history, finished, record, step_of, submit, until
@@ -167,3 +169,116 @@ def test_lost_delayed_and_duplicated_messages(tmp_path: Path, seed: int) -> None
         await finished(net, job, timeout=60)
         check_history(net, job, "a")
     run(tmp_path, body, seed=seed, faults=Faults(drop=0.05, duplicate=0.2, max_delay_s=0.03))
+
+
+def test_a_restarted_box_never_coordinates_from_its_stale_record(tmp_path: Path) -> None:
+    """Killed and restarted with its usual command while peers answer only 3 s later: it must rejoin as a
+    member, never take the job over from its old copy of the record."""
+    async def body(net: SimNet) -> None:
+        job = await submit(net, "a", steps=150)
+        await three_box_round(net, job)
+        await net.kill("b")
+        await until(lambda: "b" not in record(net, "a", job).current_round.members, "a round without b")
+        net.partition({"b"}, {"a", "c"})
+        restarted = net.restart("b")
+        coordinated = False
+        for _ in range(int(3.0 / 0.02)):
+            coordinated = coordinated or bool(restarted.coordinators)
+            await asyncio.sleep(0.02)
+        net.heal()
+        await until(lambda: "b" in record(net, "a", job).current_round.members, "b back as a member", timeout=20)
+        assert not coordinated and not restarted.coordinators, "the restarted box coordinated the job"
+        assert record(net, "a", job).coordinator == "a"
+        await finished(net, job)
+        check_history(net, job, "a")
+    run(tmp_path, body)
+
+
+def test_the_coordinator_killed_during_a_cut_of_another_box(tmp_path: Path) -> None:
+    """A takeover while the network is cut: only the side with the quorum may take the job over."""
+    async def body(net: SimNet) -> None:
+        job = await submit(net, "a", steps=150)
+        await three_box_round(net, job)
+        term = record(net, "a", job).term
+        net.partition({"a", "b"}, {"c"})
+        await asyncio.sleep(0.1)
+        await net.kill("a")   # b alone now reaches 1 of 3: it must not take over, nor may c
+        await asyncio.sleep(LOST_AFTER_S * 4)
+        assert record(net, "b", job).status == "paused" and record(net, "c", job).status == "paused"
+        assert record(net, "b", job).term == term == record(net, "c", job).term
+        net.heal()    # b and c reach 2 of 3: one of them takes over and the job goes on
+        await until(lambda: record(net, "b", job).term > term and record(net, "b", job).status == "running"
+                    and record(net, "b", job).last_step > 0, "a takeover once b and c meet")
+        net.restart("a")
+        await finished(net, job, timeout=40)
+    run(tmp_path, body)
+
+
+def test_a_drain_then_a_cut_in_the_first_round_after_it(tmp_path: Path) -> None:
+    """c drains; right after, a (the coordinator) is cut from b and c. Half of the new membership (a, b) is
+    with a, but the membership before it (a, b, c) is not: nobody may train until the heal (the documented
+    price of counting both), and then the job finishes with one history."""
+    async def body(net: SimNet) -> None:
+        job = await submit(net, "a", steps=150)
+        await three_box_round(net, job)
+        drain = asyncio.create_task(net.managers["c"].drain())
+        await until(lambda: all("c" not in record(net, n, job).current_round.members for n in BOXES),
+                    "every box to know the round without c")
+        net.partition({"a"}, {"b", "c"})
+        await asyncio.sleep(LOST_AFTER_S * 3)
+        assert record(net, "a", job).status == "paused" and record(net, "b", job).status == "paused"
+        stalled = len(net.steps.steps)
+        await asyncio.sleep(LOST_AFTER_S)
+        assert len(net.steps.steps) == stalled, "a side trained while neither holds both memberships"
+        net.heal()
+        await drain
+        await finished(net, job, timeout=40)
+        check_history(net, job, "a")
+    run(tmp_path, body)
+
+
+@settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(schedule=st.lists(st.tuples(st.sampled_from(["cut1", "cut2", "pause", "heal"]), st.sampled_from(BOXES),
+                                   st.floats(min_value=0.1, max_value=1.5)), min_size=2, max_size=5))
+def test_random_schedules_of_cuts_and_pauses_keep_one_history(tmp_path_factory: pytest.TempPathFactory,
+                                                              schedule: list[tuple[str, str, float]]) -> None:
+    """Whatever the network does, the outputs hold every step once, from the final history only, and no older
+    term computes a step after a newer one did."""
+    async def body(net: SimNet) -> None:
+        job = await submit(net, "a", steps=70)
+        await three_box_round(net, job)
+        for fault, box, hold in schedule:
+            if fault == "cut1":
+                net.partition({box}, set(BOXES) - {box})
+            elif fault == "cut2":
+                net.partition({box, BOXES[(BOXES.index(box) + 1) % 3]}, {BOXES[(BOXES.index(box) + 2) % 3]})
+            elif fault == "pause":
+                net.paused.add(box)
+            else:
+                net.heal()
+                net.paused.clear()
+            await asyncio.sleep(hold)
+        net.heal()
+        net.paused.clear()
+        await finished(net, job, timeout=60)
+        check_history(net, job, "a")
+    run(tmp_path_factory.mktemp("schedule"), body)
+
+
+def test_a_coordinator_woken_after_a_takeover_steps_down_when_members_refuse_its_orders(tmp_path: Path) -> None:
+    """Found by the random schedules: the coordinator's box sleeps through a takeover; woken, it receives the
+    old round's failure reports and orders a new round of its old term. The members refuse it (they know the
+    newer term), and it must step down instead of shrinking the round to itself and training alone."""
+    async def body(net: SimNet) -> None:
+        job = await submit(net, "a", steps=70)
+        await three_box_round(net, job)
+        net.paused.add("a")
+        await asyncio.sleep(1.0)
+        net.paused.clear()
+        await asyncio.sleep(1.0)
+        net.partition({"b"}, {"a", "c"})
+        await asyncio.sleep(1.0)
+        net.heal()
+        await finished(net, job, timeout=60)
+        check_history(net, job, "a")
+    run(tmp_path, body)

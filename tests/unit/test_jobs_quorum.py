@@ -70,3 +70,22 @@ def test_a_newer_term_beats_an_older_copy_that_says_the_job_ended() -> None:
     taken_over = replace(record(("b", "c"), coordinator="b"), term=1)
     assert freshness(taken_over) > freshness(old_ended)
     assert freshness(replace(taken_over, status="succeeded")) > freshness(taken_over)
+
+
+def test_a_view_one_round_behind_never_makes_a_second_quorum() -> None:
+    """Round 1 (a, b) was ordered but the cut came before b heard of it: a has rounds 0 and 1, b and c only
+    round 0. Whatever the cut, the two views never both hold."""
+    from dataclasses import replace
+
+    old = record(("a", "b", "c"))
+    newer = replace(old, rounds=(*old.rounds, replace(old.rounds[0], round=1, members=("a", "b"))))
+    boxes = ("a", "b", "c")
+    for k in range(4):
+        for side in combinations(boxes, k):
+            other = tuple(m for m in boxes if m not in side)
+            views = {"a": newer, "b": old, "c": old}
+            left = bool(side) and quorum(views[side[0]], side, side[0]).holds
+            right = bool(other) and quorum(views[other[0]], other, other[0]).holds
+            assert not (left and right), (side, other)
+    assert not quorum(newer, [], "a").holds            # a alone: half of (a, b), but 1 of the 3 before
+    assert quorum(old, ["c"], "b").holds               # b and c: the majority of what they know

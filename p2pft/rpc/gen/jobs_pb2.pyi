@@ -192,9 +192,11 @@ class GetRecordRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ("accepted", "message")
+    __slots__ = ("accepted", "message", "term")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     message: str
-    def __init__(self, accepted: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+    term: int
+    def __init__(self, accepted: _Optional[bool] = ..., message: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
