@@ -42,7 +42,6 @@ def client_state_dir(args: argparse.Namespace) -> Path:
 def daemon_target(args: argparse.Namespace) -> tuple[str, Any]:
     """(address of this box's daemon, this box's credentials), or a one-line CliError saying what to do."""
     from p2pft.cli.shared_access import no_access_hint
-    from p2pft.rpc.client import resolve_daemon_target
     from p2pft.security.credentials import CredentialsError, load_credentials
 
     state_dir = client_state_dir(args)
@@ -80,3 +79,11 @@ def call_daemon(args: argparse.Namespace, fn: Callable[..., Awaitable[T]]) -> T:
         return asyncio.run(run())
     except grpc.RpcError as exc:
         raise CliError(describe_rpc_error(exc, target)) from None
+
+
+def resolve_daemon_target(explicit: str | None, state_dir: Path) -> str | None:
+    """--daemon beats P2PFT_DAEMON beats `<state-dir>/daemon.addr` (written by the running daemon)."""
+    from p2pft.daemon.state_dir import read_daemon_addr  # the CLI side may read the daemon's files
+    from p2pft.rpc.client import DAEMON_ENV
+
+    return explicit or os.environ.get(DAEMON_ENV) or read_daemon_addr(state_dir)

@@ -47,7 +47,7 @@ def _job_file(root: Path) -> Path | None:
 
 
 def _metrics(root: Path) -> list[dict[str, Any]]:
-    from p2pft.train.lf_outputs import read_metric_lines
+    from p2pft.formats.lf_outputs import read_metric_lines
 
     if (root / "metrics.jsonl").is_file():
         return read_metric_lines(root / "metrics.jsonl")

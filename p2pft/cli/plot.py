@@ -48,7 +48,7 @@ def lines_from_job(args: argparse.Namespace, job_id: str) -> list[dict[str, Any]
 
 
 def handle(args: argparse.Namespace) -> int:
-    from p2pft.train.loss_curve import loss_series, write_loss_png
+    from p2pft.formats.loss_curve import loss_series, write_loss_png
 
     source = Path(args.source)
     if source.is_dir():

@@ -145,7 +145,7 @@ def _apply_rerun_policy(spec: Any, previous: dict[str, Any] | None, current: dic
     if decision.action == "fresh" and decision.message:
         print(f"p2pft: {decision.message}", flush=True)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        from p2pft.train.lf_outputs import OUTPUT_FILES  # torch-free
+        from p2pft.formats.lf_outputs import OUTPUT_FILES  # torch-free
 
         for name in ("metrics.jsonl", "ledger.jsonl", *OUTPUT_FILES):
             (Path(spec.output_dir) / name).unlink(missing_ok=True)

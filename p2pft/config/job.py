@@ -136,8 +136,8 @@ class JobSpec(BaseModel):
     eval_steps: int | None = Field(default=None, gt=0)
     output_dir: str = Field(min_length=1)
     report_to: list[str] = Field(default_factory=list)
-    plot_loss: bool = False  # training_loss.png in output_dir at the end (p2pft.train.lf_outputs)
-    # a p2pft checkpoint a fresh run starts from (p2pft.train.resume_from); its own checkpoints win once it has any
+    plot_loss: bool = False  # training_loss.png in output_dir at the end (p2pft.formats.lf_outputs)
+    # a p2pft checkpoint a fresh run starts from (p2pft.formats.resume_from); its own checkpoints win once it has any
     resume_from_checkpoint: str | None = Field(default=None, min_length=1)
     seed: int = Field(default=42, ge=0)
     dataloader_num_workers: int = Field(default=0, ge=0)
@@ -204,7 +204,7 @@ class JobSpec(BaseModel):
     @field_validator("template")
     @classmethod
     def _known_template(cls, value: str | None) -> str | None:
-        from p2pft.train.data.template_defs import TEMPLATES
+        from p2pft.formats.template_defs import TEMPLATES
 
         if value is not None and value not in TEMPLATES:
             raise ValueError(f"is not a template p2pft reproduces; use one of: {', '.join(TEMPLATES)}")
@@ -213,7 +213,7 @@ class JobSpec(BaseModel):
     @field_validator("tool_format")
     @classmethod
     def _known_tool_format(cls, value: str | None) -> str | None:
-        from p2pft.train.data.tool_formats import TOOL_FORMATS
+        from p2pft.formats.tool_formats import TOOL_FORMATS
 
         if value is not None and value not in TOOL_FORMATS:
             raise ValueError(f"is not a tool format p2pft reproduces; use one of: {', '.join(TOOL_FORMATS)}")
@@ -235,7 +235,7 @@ class JobSpec(BaseModel):
     @model_validator(mode="after")
     def _sharding(self) -> JobSpec:
         # The rule lives next to the FSDP code it protects; checking it here refuses the job before any worker runs.
-        from p2pft.train.fsdp_rules import fsdp_job_error
+        from p2pft.formats.fsdp_rules import fsdp_job_error
 
         error = fsdp_job_error(self)
         if error:

@@ -114,7 +114,7 @@ def check_job_resources(spec: JobSpec) -> list[str]:
 
 
 def resume_errors(path: str | None) -> list[str]:
-    from p2pft.train.resume_from import ResumeFromError, resume_step_dir  # torch-free
+    from p2pft.formats.resume_from import ResumeFromError, resume_step_dir  # torch-free
 
     if path is None:
         return []

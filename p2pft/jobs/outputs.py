@@ -166,7 +166,7 @@ def write_outputs(output_dir: Path, record: JobRecord, book: LineBook) -> None:
     write_summary(output_dir, record, book)
     # LLaMA-Factory's trainer_state.json, *_results.json, trainer_log.jsonl (training_loss.png): rank 0's worker
     # wrote them from its own round's lines only; rebuilt here from every round's (torch-free module).
-    from p2pft.train.lf_outputs import write_lf_outputs
+    from p2pft.formats.lf_outputs import write_lf_outputs
 
     write_lf_outputs(output_dir, book.merged_metrics() + book.merged_evals(), record.spec,
                      {info.round: info.first_step for info in record.rounds if info.first_step is not None})

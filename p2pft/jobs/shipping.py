@@ -14,7 +14,7 @@ DATASET_INFO = "dataset_info.json"
 
 def dataset_files(spec: dict[str, Any]) -> list[str]:
     """Paths relative to dataset_dir: dataset_info.json and the files of the datasets the job names."""
-    from p2pft.train.data.dataset_info import resolve_datasets  # torch-free
+    from p2pft.formats.dataset_info import resolve_datasets  # torch-free
 
     dataset_dir = Path(spec["dataset_dir"]).resolve()
     names = [DATASET_INFO]

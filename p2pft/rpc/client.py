@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 
@@ -13,13 +11,6 @@ from p2pft.security.credentials import Credentials, secure_channel
 
 DAEMON_ENV = "P2PFT_DAEMON"
 DEFAULT_TIMEOUT_S = 5.0
-
-
-def resolve_daemon_target(explicit: str | None, state_dir: Path) -> str | None:
-    """--daemon beats P2PFT_DAEMON beats `<state-dir>/daemon.addr` (written by the running daemon)."""
-    from p2pft.daemon.state_dir import read_daemon_addr
-
-    return explicit or os.environ.get(DAEMON_ENV) or read_daemon_addr(state_dir)
 
 
 def describe_rpc_error(exc: BaseException, target: str) -> str:

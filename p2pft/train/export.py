@@ -18,8 +18,8 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 
 from p2pft.formats.checkpoint_index import step_dir, verify_committed
+from p2pft.formats.lf_outputs import TRAINER_STATE_FILE, RunSettings, state_up_to
 from p2pft.train.checkpoint import CheckpointError, checkpoint_keys
-from p2pft.train.lf_outputs import TRAINER_STATE_FILE, RunSettings, state_up_to
 from p2pft.train.safe_load import SafeLoadPlanner
 
 

@@ -31,9 +31,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from p2pft.formats.fsdp_rules import fsdp_job_error
 from p2pft.planning.batch_plan import BatchPlan, micro_batch_sizes
 from p2pft.train.data import Example, collate
-from p2pft.train.fsdp_rules import fsdp_job_error
 from p2pft.train.sampler import rank_micro_batches
 from p2pft.train.step import IGNORE_INDEX
 

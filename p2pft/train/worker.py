@@ -207,7 +207,7 @@ class Worker:
         step = agree_on_resume_step(self.checkpoint_dir, local_rank=self.env.local_rank, node_id=self.env.node_id)
         directory = step_dir(self.checkpoint_dir, step) if step is not None else None
         if directory is None and self.spec.resume_from_checkpoint:  # only a run with no checkpoint of its own
-            from p2pft.train.resume_from import agree_on_resume_from
+            from p2pft.formats.resume_from import agree_on_resume_from
 
             directory = agree_on_resume_from(self.spec.resume_from_checkpoint, self.env.node_id, _all_gather)
             self.log(f"resume_from_checkpoint: starting from {directory}")
@@ -276,7 +276,7 @@ class Worker:
             self.log(f"saved {'adapter' if self.spec.finetuning_type == 'lora' else 'model'} to {self.output_dir}")
             # trainer_state.json, *_results.json, trainer_log.jsonl, training_loss.png: from metrics.jsonl, which
             # covers every restart of this run (its lines are flushed as written)
-            from p2pft.train.lf_outputs import read_metric_lines, write_lf_outputs
+            from p2pft.formats.lf_outputs import read_metric_lines, write_lf_outputs
 
             write_lf_outputs(self.output_dir, read_metric_lines(self.output_dir / METRICS_FILE), job_to_dict(self.spec))
         dist.barrier()  # nobody reports "finished" before the outputs exist

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from p2pft.train.data import tool_formats
-from p2pft.train.data.dataset_info import resolve_datasets
+from p2pft.formats import tool_formats
+from p2pft.formats.dataset_info import resolve_datasets
 from p2pft.train.data.encoder import RowEncoder
 from p2pft.train.data.formats import convert_row
 from p2pft.train.data.rows import read_rows

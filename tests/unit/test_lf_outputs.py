@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from p2pft.train.lf_outputs import RunSettings, build_lf_outputs, state_up_to, write_lf_outputs
+from p2pft.formats.lf_outputs import RunSettings, build_lf_outputs, state_up_to, write_lf_outputs
 
 STEPS = 12
 START = 1_000_000.0

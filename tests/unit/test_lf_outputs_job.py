@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from p2pft.formats.lf_outputs import read_metric_lines, write_lf_outputs
 from p2pft.jobs.member import _ingest_outputs
 from p2pft.jobs.model import JobRecord, RoundInfo
 from p2pft.jobs.outputs import LineBook, write_outputs
-from p2pft.train.lf_outputs import read_metric_lines, write_lf_outputs
 from p2pft.transfer.store import BlobStore
 from p2pft.transfer.tree import write_tree
 

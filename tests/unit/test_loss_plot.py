@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from p2pft.train.loss_curve import loss_series
+from p2pft.formats.loss_curve import loss_series
 
 
 def test_series_keep_the_newest_line_per_step_and_mark_rounds() -> None:

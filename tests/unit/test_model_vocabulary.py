@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from p2pft.train.data.template_defs import TEMPLATES
+from p2pft.formats.template_defs import TEMPLATES
 from p2pft.train.data.templates import fix_tokenizer
 from p2pft.train.model import ModelLoadError, check_vocabulary, uses_gradient_checkpointing
 from tests.unit.test_data_support import plain_tokenizer

@@ -9,7 +9,7 @@ import pytest
 
 from p2pft.config.resources import resume_errors
 from p2pft.formats.checkpoint_index import describe_files, step_dir, write_commit_marker
-from p2pft.train.resume_from import ResumeFromError, agree_on_resume_from, resume_step_dir
+from p2pft.formats.resume_from import ResumeFromError, agree_on_resume_from, resume_step_dir
 
 
 def committed(checkpoint_dir: Path, step: int) -> Path:

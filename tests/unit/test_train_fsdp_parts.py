@@ -96,7 +96,7 @@ def test_the_job_rule_is_torch_free_for_validation_and_the_cli() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, types; from p2pft.train.fsdp_rules import fsdp_job_error; "
+    code = ("import sys, types; from p2pft.formats.fsdp_rules import fsdp_job_error; "
             "spec = types.SimpleNamespace(finetuning_type='lora', p2pft=types.SimpleNamespace(sharding='fsdp')); "
             "assert fsdp_job_error(spec) and 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

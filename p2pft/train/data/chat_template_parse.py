@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from p2pft.train.data.template_defs import TemplateDef, define
+from p2pft.formats.template_defs import TemplateDef, define
 from p2pft.train.data.types import TemplateError
 
 _PLACEHOLDER = "{{content}}"

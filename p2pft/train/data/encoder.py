@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from p2pft.train.data.template_defs import TemplateDef
+from p2pft.formats.template_defs import TemplateDef
 from p2pft.train.data.templates import TemplateOptions, choose_template, encode_pairs, fix_tokenizer
 from p2pft.train.data.tokenize import Encoded, MaskRules, build_example
 from p2pft.train.data.types import Conversation, DataError, TemplateError

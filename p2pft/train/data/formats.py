@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2pft.train.data.dataset_info import DatasetSource
+from p2pft.formats.dataset_info import DatasetSource
 from p2pft.train.data.types import Conversation, DataError, Role, Turn
 
 _PROMPT_ROLES = ("user", "observation")

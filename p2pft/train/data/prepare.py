@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from p2pft.train.data.dataset_info import DatasetSource, resolve_datasets
+from p2pft.formats.dataset_info import DatasetSource, resolve_datasets
 from p2pft.train.data.encoder import EncodingSpec, RowEncoder
 from p2pft.train.data.formats import convert_row
 from p2pft.train.data.rows import read_rows

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from p2pft.formats.template_defs import TEMPLATES, Slots, Special, TemplateDef, Token, content_slots
+from p2pft.formats.tool_formats import TOOL_FORMATS, function_text, tools_text
 from p2pft.train.data.chat_template_parse import template_from_chat_template
-from p2pft.train.data.template_defs import TEMPLATES, Slots, Special, TemplateDef, Token, content_slots
-from p2pft.train.data.tool_formats import TOOL_FORMATS, function_text, tools_text
 from p2pft.train.data.types import Conversation, TemplateError, Turn
 
 __all__ = ["TemplateError", "TemplateOptions", "choose_template", "encode_pairs", "fix_tokenizer"]

@@ -5,18 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from p2pft.formats.data_errors import DataError, TemplateError
+
 Role = Literal["user", "assistant", "observation", "function"]
 # Turns the model learns to produce: their tokens carry labels; every other turn is prompt (-100).
 TRAINED_ROLES: frozenset[str] = frozenset({"assistant", "function"})
 IGNORE_INDEX = -100
 
 
-class DataError(ValueError):
-    """One line: the file, the row number (1-based) and what is wrong with it."""
-
-
-class TemplateError(ValueError):
-    """A conversation cannot be rendered with the chosen template (message without file/row context)."""
+__all__ = ["IGNORE_INDEX", "TRAINED_ROLES", "Conversation", "DataError", "Example", "PreparedData", "Role",
+           "TemplateError", "Turn"]
 
 
 @dataclass(frozen=True)

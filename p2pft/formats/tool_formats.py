@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from p2pft.train.data.types import TemplateError
+from p2pft.formats.data_errors import TemplateError
 
 
 @dataclass(frozen=True)

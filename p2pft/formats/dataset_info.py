@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from p2pft.train.data.types import DataError
+from p2pft.formats.data_errors import DataError
 
 DATASET_INFO_FILE = "dataset_info.json"
 SUPPORTED_SUFFIXES = (".json", ".jsonl")

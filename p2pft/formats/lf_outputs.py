@@ -260,7 +260,7 @@ def write_lf_outputs(output_dir: Path, lines: Iterable[Mapping[str, Any]], spec:
 def write_loss_plots(output_dir: Path, lines: list[Mapping[str, Any]],
                      round_starts: Mapping[int, int] | None) -> list[Path]:
     """training_loss.png (train and eval loss, rounds marked) and, when evaluated, training_eval_loss.png."""
-    from p2pft.train.loss_curve import LossSeries, loss_series, write_loss_png
+    from p2pft.formats.loss_curve import LossSeries, loss_series, write_loss_png
 
     series = loss_series(lines, dict(round_starts) if round_starts else None)
     paths = [write_loss_png(series, output_dir / LOSS_PNG, "training loss")]
