@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo
 from p2pft.jobs.paths import JobPaths
 from p2pft.jobs.quorum import quorum
+from p2pft.jobs.speeds import planning_speeds
 from p2pft.jobs.state import Action, View, decide, network_failure
 from p2pft.jobs.store_process import StoreProcess
 from p2pft.jobs.submission import output_target
 from p2pft.network.routes import NoReachableAddress
-from p2pft.planning.batch_plan import plan_to_json
+from p2pft.planning.batch_plan import BatchPlanError, plan_from_json, plan_to_json
 from p2pft.planning.placement import Candidate, CandidateDevice, Placed, PlacementNeeds, place
+from p2pft.planning.replan import plan_excess
 
 if TYPE_CHECKING:
     from p2pft.jobs.manager import JobsManager
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("p2pft.jobs.coordinator")
 TICK_S = 0.1
 NETWORK_BACKOFF_MAX_S = 60.0
+REPLAN_MIN_STEPS = 5   # steps a round runs before its measured speeds may re-plan it (the averages settle)
 
 
 class JobCoordinator:
@@ -141,13 +144,30 @@ class JobCoordinator:
             nodes=placed.nodes if isinstance(placed, Placed) else (),
             holdings=self.manager.holdings(self.job_id),
             alive=frozenset(n for n, m in state.members.items() if m.alive),
-            speeds=self.speeds(), takeover=takeover, takeover_cause_unix=cause,
+            speeds=self.speeds(placed), replan_gain=self.replan_gain(current), takeover=takeover,
+            takeover_cause_unix=cause,
             backoff_s=self.network_backoff(), all_stopped_s=self._all_stopped_age(current, reports),
         )
 
-    def speeds(self) -> dict[str, float]:
-        """Measured samples/s per rank of each box (empty until the workers report them)."""
-        return {}
+    def speeds(self, placed: Any) -> dict[tuple[str, int], float]:
+        """Samples/s of every rank a round would have now: measured by the workers where they did, else the
+        box's device estimate in the same units."""
+        if not isinstance(placed, Placed):
+            return {}
+        names = {n: tuple(d.name for d in sorted(m.devices, key=lambda d: d.index))
+                 for n, m in self.manager.cluster.state.members.items()}
+        return planning_speeds(placed.nodes, self.manager.measured_speeds.get(self.job_id, {}), names)
+
+    def replan_gain(self, current: RoundInfo | None) -> float:
+        """How much longer the running plan's step is than a plan from the measured speeds would make it."""
+        if current is None or current.first_step is None or (current.last_step or 0) - current.first_step \
+                < REPLAN_MIN_STEPS:
+            return 0.0
+        try:
+            plan = plan_from_json(current.plan)
+        except BatchPlanError:
+            return 0.0
+        return plan_excess(plan, self.manager.measured_speeds.get(self.job_id, {}))
 
     def _all_stopped_age(self, current: RoundInfo | None, reports: dict[str, MemberReport]) -> float | None:
         if current is None or not reports or not all(

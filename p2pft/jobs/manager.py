@@ -27,6 +27,7 @@ from p2pft.jobs.outputs import LineBook
 from p2pft.jobs.paths import JobPaths
 from p2pft.jobs.records import RecordSeen, ReportSeen, apply, report_counts, stale_order
 from p2pft.jobs.recovery import kill_orphan_agents
+from p2pft.jobs.speeds import speeds_in_lines
 from p2pft.jobs.standby import StandbyStores
 from p2pft.jobs.store_process import StoreProcess
 from p2pft.jobs.submission import record_submission
@@ -86,6 +87,7 @@ class JobsManager:
         self.coordinators: dict[str, tuple[JobCoordinator, asyncio.Task[None]]] = {}
         self.reports: dict[tuple[str, int], dict[str, MemberReport]] = {}
         self._holdings: dict[str, dict[str, set[int]]] = {}
+        self.measured_speeds: dict[str, dict[tuple[str, int], float]] = {}   # job -> rank -> samples/s
         self.outbox = Outbox(self.transport, lambda peer: (m := self.cluster.state.members.get(peer)) is not None
                              and m.alive)
         self.standby = StandbyStores(self.node_id, self.new_store_process)
@@ -260,6 +262,9 @@ class JobsManager:
         book = self.book(job_id)
         book.add("metrics", report.metrics)
         book.add("ledger", report.ledger)
+        measured = speeds_in_lines(item["line"] for item in report.metrics if isinstance(item.get("line"), dict))
+        if measured:
+            self.measured_speeds.setdefault(job_id, {}).update(measured)
         if report.checkpoints:
             self._holdings.setdefault(job_id, {}).setdefault(report.node_id, set()).update(report.checkpoints)
         if report.phase and report.phase != "progress" and report_counts(record, report):

@@ -33,20 +33,20 @@ def choose_resume(holdings: Mapping[str, tuple[int, ...]], alive: frozenset[str]
 
 
 def rank_capacities(record: JobRecord, nodes: Sequence[NodePlacement],
-                    speeds: Mapping[str, float]) -> list[RankCapacity]:
-    """One entry per process: CPU boxes run one; a GPU box one per placed device. `speeds`: samples/s per rank
-    of each node, as measured (unknown: DEFAULT_SPEED)."""
+                    speeds: Mapping[tuple[str, int], float]) -> list[RankCapacity]:
+    """One entry per process: CPU boxes run one; a GPU box one per placed device. `speeds`: samples/s of each
+    (node, local_rank), measured or estimated (p2pft.jobs.speeds; missing: DEFAULT_SPEED)."""
     micro = int(record.elastic.get("micro_batch_size") or record.spec.get("per_device_train_batch_size") or 1)
     ranks = []
     for node in nodes:
         nproc = 1 if node.device_kind == "cpu" else node.nproc
-        speed = float(speeds.get(node.node_id) or DEFAULT_SPEED)
-        ranks += [RankCapacity(node.node_id, local_rank, speed, micro) for local_rank in range(nproc)]
+        ranks += [RankCapacity(node.node_id, local_rank, float(speeds.get((node.node_id, local_rank)) or DEFAULT_SPEED),
+                               micro) for local_rank in range(nproc)]
     return ranks
 
 
 def plan_round(record: JobRecord, nodes: Sequence[NodePlacement], *, holdings: Mapping[str, tuple[int, ...]],
-               alive: frozenset[str], speeds: Mapping[str, float]) -> RoundPlan:
+               alive: frozenset[str], speeds: Mapping[tuple[str, int], float]) -> RoundPlan:
     previous = record.current_round
     number = previous.round + 1 if previous is not None else 0
     mode: PlanMode = "uniform" if record.elastic.get("batch_plan") == "uniform" else "auto"

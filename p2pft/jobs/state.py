@@ -24,6 +24,9 @@ MAX_FRUITLESS_ROUNDS = 5  # rounds in a row that failed before any step complete
 # After a member reports a network failure that does not name the unreachable address (its store waited for
 # clients in vain), wait this long for the member that could not connect: its report says what to fix.
 ROOT_CAUSE_GRACE_S = 5.0
+# Re-plan (stop at the next step, start a round with a plan from the measured speeds) when that makes a step at
+# least this much shorter: someone started using a box, a GPU throttles. Below it, not worth a round change.
+REPLAN_THRESHOLD = 0.25
 # After a graceful stop every box of the round is still up: give the daemons this long to make the newest
 # committed step complete somewhere, so the next round resumes exactly where this one stopped.
 REPLICATION_WAIT_S = 15.0
@@ -48,7 +51,8 @@ class View:
     nodes: tuple[NodePlacement, ...] = ()    # placement's pick in detail (devices); default: one CPU rank each
     holdings: Mapping[str, tuple[int, ...]] = field(default_factory=lambda: MappingProxyType({}))  # verified steps
     alive: frozenset[str] = frozenset()
-    speeds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # samples/s per rank, by node
+    speeds: Mapping[tuple[str, int], float] = field(default_factory=lambda: MappingProxyType({}))  # samples/s
+    replan_gain: float = 0.0                 # how much shorter a step would be with a plan from measured speeds
     takeover: str = ""                       # this box just took the job over: start a round at once, why
     takeover_cause_unix: float = 0.0
     backoff_s: float = 0.0                   # rounds failed for a network reason: no new round before this
@@ -118,6 +122,9 @@ def decide(view: View) -> Action:
     leaving = sorted(n for n in current.members if n in view.draining)
     if leaving:
         return Action("request_stop", f"member {', '.join(leaving)} drains")
+    if view.replan_gain > REPLAN_THRESHOLD and record.elastic.get("batch_plan") != "uniform":
+        return Action("request_stop", f"replan: measured speeds changed; the running plan's step is "
+                                      f"{view.replan_gain:.0%} longer than needed")
     joining = [n for n in view.available if n not in current.members]
     max_nodes = record.elastic.get("max_nodes")
     if joining and (max_nodes is None or len(current.members) < int(max_nodes)):

@@ -148,7 +148,9 @@ class SimMember:
             self.net.steps.add(Step(time.monotonic(), self.node_id, record.term, info.round, info.coordinator, step))
             commit = step % SAVE_STEPS == 0 or self._stop_asked or step >= max_steps
             line: dict[str, Any] = {"step": step, "loss": 1.0 / step, "coordinator": info.coordinator,
-                                    "term": record.term}
+                                    "term": record.term,
+                                    "speeds": [{"node_id": n, "local_rank": 0,
+                                                "samples_per_s": self.net.speed.get(n, 10.0)} for n in info.members]}
             await send(replace(base, phase="progress", metrics=({"round": info.round, "line": line},) if rank0 else (),
                                first_step_unix=first_unix, first_step=(info.resume_step or 0) + 1, last_step=step,
                                last_loss=1.0 / step, committed=(step,) if commit and rank0 else (),

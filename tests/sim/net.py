@@ -59,6 +59,7 @@ class SimNet:
     paused: set[str] = field(default_factory=set)
     steps: StepLog = field(default_factory=StepLog)
     members: dict[str, SimMember] = field(default_factory=dict)   # each box's newest member runtime
+    speed: dict[str, float] = field(default_factory=dict)          # samples/s the members report (default 10)
     messages: int = 0
 
     def __post_init__(self) -> None:

@@ -1,0 +1,42 @@
+"""Each rank's measured compute speed, as the workers report it in their metric lines (`speeds`: samples/s per
+plan entry, docs/interfaces.md), and the speeds a round is planned with: measured where known, else the box's
+device estimate in the same units (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from p2pft.planning.placement import NodePlacement
+from p2pft.planning.speed_estimate import estimate_speed, fill_unknown_speeds
+
+RankKey = tuple[str, int]   # (node_id, local_rank)
+
+
+def speeds_in_lines(lines: Iterable[Mapping[str, Any]]) -> dict[RankKey, float]:
+    """The newest usable samples/s of every rank found in `lines` (oldest first)."""
+    found: dict[RankKey, float] = {}
+    for line in lines:
+        for entry in line.get("speeds") or ():
+            if not isinstance(entry, Mapping):
+                continue
+            node, rank, value = entry.get("node_id"), entry.get("local_rank"), entry.get("samples_per_s")
+            if isinstance(node, str) and isinstance(rank, int) and isinstance(value, int | float) and value > 0:
+                found[(node, rank)] = float(value)
+    return found
+
+
+def planning_speeds(nodes: Sequence[NodePlacement], measured: Mapping[RankKey, float],
+                    device_names: Mapping[str, Sequence[str]]) -> dict[RankKey, float]:
+    """A speed for every rank of `nodes`: measured, or the device estimate scaled to the measured units.
+    `device_names`: each node's device names by index (nvidia-smi's), for the estimate."""
+    estimates: dict[RankKey, float] = {}
+    for node in nodes:
+        if node.device_kind == "cpu":
+            estimates[(node.node_id, 0)] = estimate_speed("cpu").relative
+            continue
+        names = device_names.get(node.node_id, ())
+        for local_rank, index in enumerate(node.device_indices):
+            name = names[index] if index < len(names) else ""
+            estimates[(node.node_id, local_rank)] = estimate_speed("cuda", name=name).relative
+    return {key: float(value) for key, value in fill_unknown_speeds(dict(measured), estimates).items()}  # type: ignore[misc]
