@@ -1,10 +1,10 @@
 """Read LLaMA-Factory's `dataset_info.json` and resolve dataset names to local files.
 
-Only what p2pft can train on is accepted: local `file_name` entries (json / jsonl, a file or a folder of them)
-in `alpaca` or `sharegpt` formatting. Everything else fails with one line that says what to do:
-hub/script entries without a local file (no downloads at run time), `ranking` (DPO/RM data), multimodal columns.
-Entries that are never named in the job are not validated, so a stock dataset_info.json with hub and DPO
-entries loads fine.
+Only what p2pft can train on is accepted: local `file_name` entries (a file, or a folder of files of one type:
+json / jsonl / csv / parquet / arrow / txt, LLaMA-Factory's FILEEXT2TYPE) in `alpaca` or `sharegpt` formatting.
+Everything else fails with one line that says what to do: hub/script entries without a local file (no downloads
+at run time), `ranking` (DPO/RM data), multimodal columns. Entries that are never named in the job are not
+validated, so a stock dataset_info.json with hub and DPO entries loads fine.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from typing import Any, Literal
 from p2pft.formats.data_errors import DataError
 
 DATASET_INFO_FILE = "dataset_info.json"
-SUPPORTED_SUFFIXES = (".json", ".jsonl")
+# LLaMA-Factory's FILEEXT2TYPE: the suffix decides the reader (`datasets`' json, csv, parquet, arrow, text builders).
+FILE_TYPES: dict[str, str] = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet",
+                              ".arrow": "arrow", ".txt": "text"}
+SUPPORTED_SUFFIXES = tuple(FILE_TYPES)
 _ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "system": None, "history": None,
                    "tools": None}
 _SHAREGPT_COLUMNS = {"messages": "conversations", "system": None, "tools": None}
@@ -114,18 +117,33 @@ def _local_files(where: str, entry: Mapping[str, Any], dataset_dir: Path) -> tup
         raise DataError(f"{where}: \"file_name\" must be a non-empty string")
     path = dataset_dir / file_name
     if path.is_dir():
-        files = tuple(sorted(p for p in path.iterdir() if p.is_file() and p.suffix in SUPPORTED_SUFFIXES))
-        if not files:
-            raise DataError(f"{where}: folder {path} holds no .json/.jsonl files")
-        return files
+        return _folder_files(where, path)
     if not path.is_file():
         hub = next((key for key in _HUB_KEYS if entry.get(key)), None)
         hint = f" (the entry also names {hub}; p2pft does not download: fetch the file first)" if hub else ""
         raise DataError(f"{where}: file {path} not found{hint}")
-    if path.suffix not in SUPPORTED_SUFFIXES:
-        raise DataError(f"{where}: {path.name}: only .json and .jsonl files are supported (csv, parquet, arrow and "
-                        "txt need the `datasets` library, which p2pft does not install); convert it to JSON Lines")
+    if path.suffix not in FILE_TYPES:
+        raise DataError(f"{where}: {path.name}: not a data file LLaMA-Factory reads; use one of "
+                        f"{', '.join(SUPPORTED_SUFFIXES)}")
     return (path,)
+
+
+def _folder_files(where: str, folder: Path) -> tuple[Path, ...]:
+    """Every file of the folder, all of one type as LLaMA-Factory requires, in name order (LLaMA-Factory takes
+    os.listdir's order, which differs between boxes; sorting makes every box read the same rows). Hidden files
+    (.DS_Store, editor swap files) are left out."""
+    files = tuple(sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")))
+    if not files:
+        raise DataError(f"{where}: folder {folder} holds no data files")
+    unknown = next((p for p in files if p.suffix not in FILE_TYPES), None)
+    if unknown is not None:
+        raise DataError(f"{where}: folder {folder} holds {unknown.name}, not a data file LLaMA-Factory reads; use "
+                        f"one of {', '.join(SUPPORTED_SUFFIXES)} (and only one type per folder)")
+    types = sorted({FILE_TYPES[p.suffix] for p in files})
+    if len(types) > 1:
+        raise DataError(f"{where}: folder {folder} mixes file types ({', '.join(types)}); LLaMA-Factory needs one "
+                        "type per dataset")
+    return files
 
 
 def _merged_columns(where: str, entry: Mapping[str, Any], formatting: str) -> dict[str, str | None]:

@@ -45,7 +45,7 @@ def test_a_folder_dataset_reads_its_files_in_name_order_under_one_cap() -> None:
         ("preference_pairs", r"dataset 'preference_pairs': is a ranking \(preference\) dataset; DPO/RM is not supp"),
         ("pictures", r"dataset 'pictures': multimodal column 'images' is not supported"),
         ("hub_only", r"dataset 'hub_only': only available remotely \(hf_hub_url='someone/some-dataset'\)"),
-        ("csv_file", r"dataset 'csv_file': table\.csv: only \.json and \.jsonl files are supported \(csv, parq"),
+        ("csv_file", r"dataset csv_file: no usable training rows \(no rows\)"),  # a header-only table.csv
         ("odd_formatting", r"dataset 'odd_formatting': formatting 'openai' is not supported; use alpaca or sharegpt"),
         ("nothing_here", r"dataset 'nothing_here': not defined; known names: "),
     ],
