@@ -20,6 +20,7 @@ from p2pft.daemon.counters import RecentCounter
 from p2pft.daemon.devices import cuda_version, read_devices, summary
 from p2pft.daemon.discovery_link import MdnsLink
 from p2pft.daemon.heartbeat import FailureDetector, PeerLinks, Timing
+from p2pft.daemon.join_listener import JoinListener
 from p2pft.daemon.logs import set_level
 from p2pft.daemon.probe import ProbeFacts, Prober
 from p2pft.daemon.service import DaemonServicer
@@ -33,6 +34,7 @@ from p2pft.network import addresses
 from p2pft.rpc.gen import daemon_pb2_grpc
 from p2pft.rpc.server import ServicerPair, build_server
 from p2pft.security.credentials import Credentials
+from p2pft.security.enrolment import holds_ca_key
 
 log = logging.getLogger("p2pft.daemon")
 DrainHook = Callable[[], Awaitable[None] | None]
@@ -144,6 +146,7 @@ class Node:
         write_daemon_addr(state_dir, local)
         for peer in self.settings.peers:
             self.links.add_static(peer)
+        join_listener = await self._start_join_listener(state_dir)
         log.info("node %s (%s) of cluster %s listening on %s:%d; state dir %s", self.node_id, self.settings.name,
                  self.cluster_id, host, self.port, state_dir)
         try:
@@ -161,12 +164,30 @@ class Node:
             # A clean stop shows as "left" on the other boxes at once, not as "lost" after the failure detector.
             await self.links.say_goodbye(GOODBYE_TIMEOUT_S)
         finally:
+            if join_listener is not None:
+                join_listener.close()
             await server.stop(grace=1.0)
             remove_daemon_addr(state_dir, local)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         log.info("stopped")
         return 0
+
+    async def _start_join_listener(self, state_dir: Path) -> JoinListener | None:
+        """Only a box holding the CA key signs joins; a port it cannot bind leaves the daemon serving its peers
+        (joining then fails with a line naming the address, and this log says why)."""
+        if not holds_ca_key(state_dir):
+            return None
+        host, port = self.settings.join_address
+        listener = JoinListener(state_dir, host, port, self.credentials.ca_cert_pem)
+        try:
+            await listener.start()
+        except OSError as exc:
+            log.error("join listener not started on %s:%d (%s): boxes cannot join through this one; free the port "
+                      "or set --join-listen", host, port, exc.strerror or exc)
+            return None
+        self.components.append(listener)
+        return listener
 
     async def _drain(self) -> None:
         """Announce draining (peers stop choosing us), run the drain hooks, bounded in time."""

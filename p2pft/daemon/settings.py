@@ -21,6 +21,7 @@ from p2pft import __version__
 from p2pft.daemon.state_dir import default_state_dir
 
 DEFAULT_PORT = 47341
+DEFAULT_JOIN_PORT = 47340             # the join listener, on a box that holds the cluster CA key
 DEFAULT_STORE_PORTS = (47342, 47391)   # the jobs' rendezvous stores (one per job this box coordinates, + standby)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -44,6 +45,9 @@ class DaemonSettings:
     warm_workers: bool = True                   # rounds fork agent + workers from a warm zygote (docs/warm-start.md)
     collective_interface: str = ""              # workers' gloo/NCCL interface; empty: the one that reaches the round
     store_ports: tuple[int, int] = DEFAULT_STORE_PORTS  # (0, 0): any free port
+    join_listen: str = ""                       # empty: the listen host, port 47340 (0 when listen's port is 0)
+    max_blob_bytes: int = 64 * 1024**3          # the largest blob a peer may push or this box fetch
+    max_streams_per_peer: int = 16              # blob streams (Read/Push) one peer may hold open here at once
     config: Path | None = None
 
     @property
@@ -57,6 +61,14 @@ class DaemonSettings:
     @property
     def listen_port(self) -> int:
         return split_host_port(self.listen)[1]
+
+    @property
+    def join_address(self) -> tuple[str, int]:
+        """Where the join listener binds: `join_listen`, else the gRPC host with port 47340, or any free port
+        when gRPC's port is 0 (test clusters and the demo run several daemons on one host)."""
+        if self.join_listen:
+            return split_host_port(self.join_listen)
+        return self.listen_host, (0 if self.listen_port == 0 else DEFAULT_JOIN_PORT)
 
 
 # Settings that SIGHUP may change on a running daemon; the rest need a restart.
@@ -136,6 +148,31 @@ def _port_range(value: Any) -> tuple[int, int]:
     return first, last
 
 
+def _size_bytes(value: Any) -> int:
+    """A byte count: an integer, or a number with K/M/G/T (binary units, e.g. 64G)."""
+    text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
+    scale = 1
+    if text and text[-1] in "KMGT":
+        scale = 1024 ** ("KMGT".index(text[-1]) + 1)
+        text = text[:-1]
+    try:
+        number = int(float(text) * scale)
+    except ValueError:
+        raise ValueError("expected a size such as 64G, 500M or a number of bytes") from None
+    if number < 1024 * 1024:
+        raise ValueError("expected at least 1M")
+    return number
+
+
+def _streams(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number 1..1024")
+    number = int(value)
+    if not 1 <= number <= 1024:
+        raise ValueError("expected a whole number 1..1024")
+    return number
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -197,6 +234,9 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "warm_workers": _bool,
     "collective_interface": _interface_name,
     "store_ports": _port_range,
+    "join_listen": _host_port,
+    "max_blob_bytes": _size_bytes,
+    "max_streams_per_peer": _streams,
 }
 ENV_PREFIX = "P2PFT_"
 
@@ -256,6 +296,8 @@ def flag_layer(args: argparse.Namespace) -> dict[str, Any]:
         layer["collective_interface"] = args.collective_interface
     if getattr(args, "store_ports", None) is not None:
         layer["store_ports"] = args.store_ports
+    if getattr(args, "join_listen", None) is not None:
+        layer["join_listen"] = args.join_listen
     return layer
 
 
@@ -284,6 +326,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--store-ports", metavar="LOW-HIGH",
                    help=f"TCP ports for the jobs' rendezvous stores (default {DEFAULT_STORE_PORTS[0]}-"
                         f"{DEFAULT_STORE_PORTS[1]}; 0 = any free port; env P2PFT_STORE_PORTS)")
+    p.add_argument("--join-listen", metavar="HOST:PORT",
+                   help="where boxes joining with a token reach this box, when it holds the cluster CA key "
+                        "(default: the --listen host, port 47340; env P2PFT_JOIN_LISTEN)")
     return p
 
 

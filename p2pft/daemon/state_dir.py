@@ -4,6 +4,7 @@ Layout of a state dir:
   node_id        this box's persistent node id (one line), created once
   tls/           cluster CA and this node's certificate (see p2pft.security.credentials)
   daemon.addr    `host:port` the running daemon listens on, written at start (the CLI's default target)
+  join.addr      `host:port` of the join listener, on a box that holds the CA key (p2pft/daemon/join_listener.py)
 Later issues add jobs/ and blobs/ beside them.
 """
 
@@ -73,6 +74,15 @@ def load_or_create_node_id(state_dir: Path) -> str:
     node_id = new_node_id()
     _write_atomic(state_dir / NODE_ID_FILE, node_id + "\n")
     return node_id
+
+
+def write_node_id(state_dir: Path, node_id: str) -> None:
+    """The id the cluster CA granted when it differs from the one asked for (`p2pft init --token`)."""
+    _write_atomic(state_dir / NODE_ID_FILE, node_id + "\n")
+
+
+def write_file_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    _write_atomic(path, text, mode)
 
 
 def write_daemon_addr(state_dir: Path, address: str) -> None:

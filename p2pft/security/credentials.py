@@ -1,8 +1,10 @@
 """This node's cluster credentials on disk, and gRPC mTLS built from them.
 
-Files under `<state-dir>/tls/`: ca.crt, ca.key (0600; kept so any member can issue join tokens, see
-p2pft.security.token), node.crt, node.key (0600). Server and channels always use mutual TLS with the cluster
-CA as the only root: a peer or client with another cluster's certificate, or none, fails the handshake.
+Files under `<state-dir>/tls/`: ca.crt, node.crt, node.key (0600), and on the box that made the cluster (or
+one an admin copied it to) ca.key (0600) with the join bookkeeping (p2pft.security.enrolment). Joining boxes
+never get ca.key: they make their own key and have the CA box sign it (p2pft.security.enrol). Server and
+channels always use mutual TLS with the cluster CA as the only root: a peer or client with another cluster's
+certificate, or none, fails the handshake.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from p2pft.security.certs import (
     issue_node_cert,
     new_ca,
 )
-from p2pft.security.token import JoinToken, decode_token, encode_token
+from p2pft.security.enrolment import DEFAULT_TTL_S, holds_ca_key, issue_token, record_issued
+from p2pft.security.token import decode_token
 
 TLS_DIR = "tls"
 CA_CERT, CA_KEY, NODE_CERT, NODE_KEY = "ca.crt", "ca.key", "node.crt", "node.key"
@@ -81,29 +84,57 @@ def load_credentials(state_dir: Path) -> Credentials:
 
 
 def create_cluster(state_dir: Path, node_id: str, *, force: bool = False) -> Credentials:
-    """`p2pft init`: a new cluster CA and this node's certificate."""
+    """`p2pft init`: a new cluster CA and this node's certificate; this box keeps the CA key."""
     _refuse_overwrite(state_dir, force)
     ca_cert, ca_key = new_ca()
-    return _write_node(state_dir, node_id, ca_cert, ca_key)
+    cert, key = issue_node_cert(ca_cert, ca_key, node_id)
+    creds = _write_node(state_dir, ca_cert, cert, key, ca_key=ca_key)
+    record_issued(state_dir, node_id, cert, "init")
+    return creds
 
 
 def join_cluster(state_dir: Path, node_id: str, token_text: str, *, force: bool = False) -> Credentials:
-    """`p2pft init --token T`: this node's certificate under the token's CA (raises TokenError)."""
+    """`p2pft init --token T`: enrol at the issuing daemon (raises TokenError, JoinError, CredentialsError).
+
+    The node id in the certificate is the one the CA side granted: `node_id` unless that id was taken; the
+    caller keeps the state dir's node_id file in step with `Credentials.node_id`."""
+    from p2pft.security.enrol import join
+
     token = decode_token(token_text)
     if has_credentials(state_dir) and not force:
         existing = load_credentials(state_dir)
         if existing.cluster_id == token.cluster_id:
             return existing  # idempotent: already in this cluster
     _refuse_overwrite(state_dir, force)
-    return _write_node(state_dir, node_id, token.ca_cert_pem, token.ca_key_pem)
+    joined = join(token, node_id)
+    return _write_node(state_dir, joined.ca_cert_pem, joined.node_cert_pem, joined.node_key_pem, ca_key=None)
 
 
-def make_join_token(state_dir: Path) -> str:
+def make_join_token(state_dir: Path, addresses: tuple[str, ...], *, ttl_s: float = DEFAULT_TTL_S,
+                    uses: int = 1) -> str:
+    """A token for the daemon of this box (which must hold the CA key) reachable at `addresses`."""
     creds = load_credentials(state_dir)
-    key_path = tls_dir(state_dir) / CA_KEY
-    if not key_path.exists():
-        raise CredentialsError(f"{key_path} is missing: only a box that holds the cluster CA key can issue tokens")
-    return encode_token(JoinToken(creds.ca_cert_pem, key_path.read_bytes(), creds.cluster_id))
+    if not holds_ca_key(state_dir):
+        raise CredentialsError(f"{tls_dir(state_dir) / CA_KEY} is missing: this box cannot issue join tokens; run "
+                               "`p2pft join-token` on the box that holds the cluster CA key (the one that ran "
+                               "`p2pft init`)")
+    text, _ = issue_token(state_dir, creds.node_id, addresses, ttl_s=ttl_s, uses=uses)
+    return text
+
+
+def issue_local_node(ca_state_dir: Path, state_dir: Path, node_id: str, *, force: bool = False) -> Credentials:
+    """A member's credentials made on this machine by the CA holder's state dir, without the network (the demo's
+    boxes and test clusters live on one machine; the CA key is not copied)."""
+    ca_dir = tls_dir(ca_state_dir)
+    if has_credentials(state_dir) and not force:
+        existing = load_credentials(state_dir)
+        if existing.cluster_id == cluster_id_of((ca_dir / CA_CERT).read_bytes()):
+            return existing
+    _refuse_overwrite(state_dir, force)
+    ca_cert = (ca_dir / CA_CERT).read_bytes()
+    cert, key = issue_node_cert(ca_cert, (ca_dir / CA_KEY).read_bytes(), node_id)
+    record_issued(ca_state_dir, node_id, cert, "local")
+    return _write_node(state_dir, ca_cert, cert, key, ca_key=None)
 
 
 def _refuse_overwrite(state_dir: Path, force: bool) -> None:
@@ -115,14 +146,21 @@ def _refuse_overwrite(state_dir: Path, force: bool) -> None:
         )
 
 
-def _write_node(state_dir: Path, node_id: str, ca_cert: bytes, ca_key: bytes) -> Credentials:
-    cert, key = issue_node_cert(ca_cert, ca_key, node_id)
+def _write_node(state_dir: Path, ca_cert: bytes, cert: bytes, key: bytes, *, ca_key: bytes | None) -> Credentials:
     assert is_signed_by(cert, ca_cert)
     d = tls_dir(state_dir)
-    d.mkdir(parents=True, exist_ok=True)
+    if not Path(state_dir).is_dir():
+        Path(state_dir).mkdir(parents=True, mode=0o700)   # keys inside: this box's alone, whatever the umask
+        os.chmod(state_dir, 0o700)
+    d.mkdir(exist_ok=True)
     os.chmod(d, 0o700)
     _write(d / CA_CERT, ca_cert, 0o644)
-    _write(d / CA_KEY, ca_key, 0o600)
+    if ca_key is not None:
+        _write(d / CA_KEY, ca_key, 0o600)
+    else:
+        # A box that joins (again, with --force) must not keep another cluster's CA key nor its bookkeeping.
+        for name in (CA_KEY, "join_tokens.json", "issued.json"):
+            (d / name).unlink(missing_ok=True)
     _write(d / NODE_KEY, key, 0o600)
     _write(d / NODE_CERT, cert, 0o644)
     return load_credentials(state_dir)
