@@ -102,11 +102,11 @@ async def fetch_once(
 
 def make_tls(tmp: Path) -> tuple[Path, Path] | None:
     try:
-        from p2pft.security import create_cluster, join_cluster, make_join_token
+        from p2pft.security import create_cluster, issue_local_node
     except ImportError:
         return None
     create_cluster(tmp / "tls-server", "bench-server")
-    join_cluster(tmp / "tls-client", "bench-client", make_join_token(tmp / "tls-server"))
+    issue_local_node(tmp / "tls-server", tmp / "tls-client", "bench-client")
     return tmp / "tls-server", tmp / "tls-client"
 
 

@@ -18,23 +18,24 @@ from typing import Any, TypeVar
 
 from p2pft.daemon.state_dir import DAEMON_ADDR_FILE, load_or_create_node_id, read_daemon_addr
 from p2pft.rpc.client import DaemonClient
-from p2pft.security.credentials import create_cluster, join_cluster, load_credentials, make_join_token
+from p2pft.security.credentials import create_cluster, issue_local_node, load_credentials
 
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
 
 
 def make_cluster(root: Path, names: Sequence[str]) -> dict[str, Path]:
-    """State dirs under `root`, the first creates the cluster, the others join with its token."""
+    """State dirs under `root`, the first creates the cluster (and holds the CA key), the others get certificates
+    it signs on this machine (the CLI's token flow over the network is tested in test_daemon_cli and e2e)."""
     dirs = {name: root / name for name in names}
-    token = ""
-    for i, (_, state_dir) in enumerate(dirs.items()):
+    first: Path | None = None
+    for state_dir in dirs.values():
         node_id = load_or_create_node_id(state_dir)
-        if i == 0:
+        if first is None:
             create_cluster(state_dir, node_id)
-            token = make_join_token(state_dir)
+            first = state_dir
         else:
-            join_cluster(state_dir, node_id, token)
+            issue_local_node(first, state_dir, node_id)
     return dirs
 
 

@@ -328,7 +328,8 @@ def _rpc_fix(peer: PeerReport, me: BoxFacts) -> str:
     if peer.rpc_code == "UNIMPLEMENTED":
         return f"install p2pft {me.p2pft} on {name} and restart its p2pftd (it has no Probe)"
     if "TLS handshake" in peer.rpc_error:
-        return f"join {name} to this cluster: on {name}, `p2pft init --force --token T` (T from `p2pft join-token`)"
+        return (f"join {name} to this cluster: on {name}, `p2pft init --force --token-file F` "
+                "(F: `p2pft join-token` on the CA box)")
     port = peer.address.rpartition(":")[2] or "47341"
     return (f"on {name}, start p2pftd (sudo systemctl start p2pftd) and open TCP port {port} to the office LAN in "
             f"its firewall (if {name} left for good, restart p2pftd here to forget it)")

@@ -133,7 +133,7 @@ def next_steps(user: str, state_dir: str, developer: str | None = None) -> list[
         "systemctl daemon-reload",
         "systemctl enable --now p2pftd",
         f"sudo -u {user} p2pft --state-dir {state_dir} init     # first box: create the cluster credentials",
-        f"sudo -u {user} p2pft --state-dir {state_dir} init --token TOKEN     # other boxes: join with a token",
+        f"sudo -u {user} p2pft --state-dir {state_dir} init --token-file F     # other boxes (F: join-token's output)",
         f"usermod -aG {user} {member}     # each developer who uses the p2pft CLI here (then log in again)",
         "journalctl -u p2pftd -f     # follow its log",
         f"# the daemon runs as {user}: job files' models, datasets and output_dir must be readable/writable by it, "

@@ -143,10 +143,11 @@ class Node:
         self.cluster.apply(LocalStateChanged(devices=devices, address=addresses.advertised(host, self.port)))
         local = addresses.local_target(host, self.port)
         state_dir = Path(self.settings.state_dir)
+        # Before daemon.addr: whoever waits for the daemon to be up (a script, a test) can issue a token at once.
+        join_listener = await self._start_join_listener(state_dir)
         write_daemon_addr(state_dir, local)
         for peer in self.settings.peers:
             self.links.add_static(peer)
-        join_listener = await self._start_join_listener(state_dir)
         log.info("node %s (%s) of cluster %s listening on %s:%d; state dir %s", self.node_id, self.settings.name,
                  self.cluster_id, host, self.port, state_dir)
         try:

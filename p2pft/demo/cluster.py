@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 
 from p2pft.daemon.state_dir import DAEMON_ADDR_FILE, load_or_create_node_id, read_daemon_addr
-from p2pft.security.credentials import create_cluster, join_cluster, make_join_token
+from p2pft.security.credentials import create_cluster, issue_local_node
 
 START_TIMEOUT_S = 30.0
 
@@ -59,18 +59,17 @@ class LocalCluster:
         self._make_credentials()
 
     def _make_credentials(self) -> None:
-        """One new cluster for the demo: the first box creates it, the others join with its token."""
-        token = ""
+        """One new cluster for the demo: the first box creates it and signs the others' certificates (all boxes
+        are on this machine, so no token crosses a network; the CA key stays in the first box's state dir)."""
+        first = next(iter(self.boxes.values())).state_dir
         for index, box in enumerate(self.boxes.values()):
             node_id = load_or_create_node_id(box.state_dir)
             if (box.state_dir / "tls" / "node.crt").is_file():
                 continue  # a --workdir reused: keep its cluster
             if index == 0:
                 create_cluster(box.state_dir, node_id)
-                token = make_join_token(box.state_dir)
             else:
-                token = token or make_join_token(next(iter(self.boxes.values())).state_dir)
-                join_cluster(box.state_dir, node_id, token)
+                issue_local_node(first, box.state_dir, node_id)
 
     def start(self, name: str) -> Box:
         box = self.boxes[name]

@@ -22,7 +22,7 @@ def describe_rpc_error(exc: BaseException, target: str) -> str:
     lowered = details.lower()
     if "handshake" in lowered or "ssl" in lowered or "certificate" in lowered or "tsi_" in lowered:
         return (f"TLS handshake with {target} failed: it is a daemon of another cluster or not a p2pft daemon "
-                f"(join this cluster with `p2pft init --token T`, T from `p2pft join-token` on a member)")
+                f"(join this cluster with `p2pft init --token-file F`, F from `p2pft join-token` on the CA box)")
     if code == grpc.StatusCode.UNAVAILABLE:
         return f"no daemon answers at {target}: is p2pftd running there? ({details.splitlines()[0] if details else ''})"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -70,7 +70,7 @@ def load_credentials(state_dir: Path) -> Credentials:
     if not has_credentials(state_dir):
         raise CredentialsError(
             f"no cluster credentials in {d}: run `p2pft --state-dir {state_dir} init` (new cluster) "
-            f"or `p2pft --state-dir {state_dir} init --token T` (join one)"
+            f"or `p2pft --state-dir {state_dir} init --token-file F` (join one)"
         )
     try:
         ca = (d / CA_CERT).read_bytes()

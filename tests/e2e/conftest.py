@@ -1,6 +1,7 @@
 """Real p2pftd clusters on 127.0.0.1 for the elastic-job scenarios.
 
-Credentials come from the real CLI flow (`p2pft init`, `p2pft join-token`, `p2pft init --token T`); daemons
+Credentials come from the real CLI flow (`p2pft init`, `p2pft join-token` once the first daemon runs, `p2pft init
+--token-file F`, enrolling at the first daemon's join listener); daemons
 run with static peers and --no-mdns, each with its own state dir. A "box" is a daemon plus everything it
 started (torchrun agents, workers, the rendezvous store): `kill_box` kill -9s all of it, as a crash would.
 Every process is killed in teardown.
@@ -71,15 +72,19 @@ class Cluster:
         self.root = root
         self.heartbeat_s = heartbeat_s
         self.daemons: list[Daemon] = []
-        self._token = ""
+        self._first: Path | None = None
 
     def make_state_dir(self, name: str) -> Path:
+        """The first box makes the cluster; each later one joins with a token from the first box's daemon
+        (which must be running by then: every scenario starts its first box before the others)."""
         state_dir = self.root / name
-        if not self._token:
+        if self._first is None:
             cli("init", state_dir=state_dir)
-            self._token = cli("join-token", state_dir=state_dir).stdout.strip()
+            self._first = state_dir
         else:
-            cli("init", "--token", self._token, state_dir=state_dir)
+            token_file = self.root / f"{name}.token"
+            token_file.write_text(cli("join-token", state_dir=self._first).stdout)
+            cli("init", "--token-file", str(token_file), state_dir=state_dir)
         return state_dir
 
     def start(self, name: str, *, peers: list[Daemon] | None = None, state_dir: Path | None = None,

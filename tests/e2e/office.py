@@ -1,7 +1,8 @@
 """Boxes set up exactly as the README says, each in a network namespace (tests/netns_util.py).
 
 Hostnames resolve to 127.0.1.1 (stock Ubuntu's /etc/hosts), every box has a docker0 bridge that nobody else
-reaches, credentials come from `p2pft init` / `join-token` / `init --token`, and p2pftd starts as the systemd
+reaches, credentials come from `p2pft init`, p2pftd started there, `join-token`, `init --token-file` on the
+others (enrolling at box-a's join listener over the LAN), and p2pftd starts as the systemd
 unit starts it: `p2pftd --state-dir DIR`, default listen address, mDNS on, no interface variables. The CLI runs
 inside the box's namespace (the daemon's address file says 127.0.0.1 there). Daemons join `cluster.daemons`, so
 the `cluster` fixture kills every box in teardown.
@@ -42,16 +43,23 @@ def office(cluster: Cluster, hosts: Sequence[Host], *,
         host.as_stock_box(name)
         host.add_bridge("docker0", bridge)
     states = [cluster.root / name for name in names]
-    box_cli(hosts[0], states[0], "init")
-    token = box_cli(hosts[0], states[0], "join-token").stdout.strip()
-    for host, state_dir in zip(hosts[1:], states[1:], strict=True):
-        box_cli(host, state_dir, "init", "--token", token)
     daemons = []
-    for host, state_dir in zip(hosts, states, strict=True):
+
+    def start(host: Host, state_dir: Path) -> None:
         daemon = Daemon(state_dir, prefix=host.box_prefix(), readme=True,
                         extra=(extra or {}).get(host.hostname, []))
         cluster.daemons.append(daemon)
         daemons.append(daemon.start())
+
+    # The README's order: the first box makes the cluster and runs its daemon (it signs the others' joins).
+    box_cli(hosts[0], states[0], "init")
+    start(hosts[0], states[0])
+    token = box_cli(hosts[0], states[0], "join-token", "--uses", str(len(hosts) - 1)).stdout.strip()
+    token_file = cluster.root / "token"
+    token_file.write_text(token + "\n")
+    for host, state_dir in zip(hosts[1:], states[1:], strict=True):
+        box_cli(host, state_dir, "init", "--token-file", str(token_file))
+        start(host, state_dir)
     wait_until(lambda: all(_sees_all(h, d, len(hosts) - 1) for h, d in zip(hosts, daemons, strict=True)), 30,
                interval=0.5, what="the boxes to find each other over mDNS")
     return list(hosts), daemons

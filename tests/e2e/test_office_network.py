@@ -2,7 +2,7 @@
 
 Each "box" is a network namespace on a bridge whose hostname resolves to 127.0.1.1 (stock Ubuntu's /etc/hosts);
 each also has a docker0 bridge whose address nobody else can reach. Credentials come from `p2pft init` /
-`join-token` / `init --token`; the daemons start as the systemd unit starts them (`p2pftd --state-dir DIR`: the
+`join-token` / `init --token-file`; the daemons start as the systemd unit starts them (`p2pftd --state-dir DIR`: the
 default listen address 0.0.0.0, mDNS on, no interface variables). A job must train at world 2 and match the
 one-process reference; with h2's collectives forced onto its own unreachable docker0, the job's message and
 `p2pft doctor` must name the box and the address that could not be reached.

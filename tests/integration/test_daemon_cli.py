@@ -36,14 +36,38 @@ def test_cli_init_join_peers_status_top(tmp_path: Path, pool: DaemonPool) -> Non
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     created = p2pft("--state-dir", str(a_dir), "init")
     assert created.returncode == 0 and created.stdout.startswith("created cluster ")
+    no_daemon = p2pft("--state-dir", str(a_dir), "join-token")
+    assert no_daemon.returncode == 1 and "start p2pftd" in no_daemon.stderr and no_daemon.stderr.count("\n") == 1
+    a = pool.add(Daemon(a_dir)).start()
     token = p2pft("--state-dir", str(a_dir), "join-token")
-    assert token.returncode == 0 and "CA key" in token.stderr
-    joined = p2pft("--state-dir", str(b_dir), "init", "--token", token.stdout.strip())
-    assert joined.returncode == 0 and joined.stdout.split()[2] == created.stdout.split()[2]  # same cluster id
+    assert token.returncode == 0 and "share it privately" in token.stderr
+    from p2pft.daemon.join_listener import read_join_addr
+
+    join_addr = read_join_addr(a_dir)
+    assert join_addr and join_addr != a.address and join_addr in token.stderr  # the join listener, not gRPC
+    token_file = tmp_path / "token"
+    token_file.write_text(token.stdout)
+    joined = p2pft("--state-dir", str(b_dir), "init", "--token-file", str(token_file))
+    assert joined.returncode == 0, joined.stderr
+    assert joined.stdout.split()[2] == created.stdout.split()[2]  # same cluster id
+    assert not (b_dir / "tls" / "ca.key").exists() and "warning" not in joined.stderr
     again = p2pft("--state-dir", str(a_dir), "init")
     assert again.returncode == 1 and "--force" in again.stderr
+    used = p2pft("--state-dir", str(tmp_path / "c"), "init", "--token-file", str(token_file))
+    assert used.returncode == 1 and "already used" in used.stderr and used.stderr.count("\n") == 1
+    from_b = p2pft("--state-dir", str(b_dir), "join-token")
+    assert from_b.returncode == 1 and "does not hold the cluster CA key" in from_b.stderr
 
-    a = pool.add(Daemon(a_dir)).start()
+    # The other ways to hand over a token: stdin, the environment, and argv (with a warning).
+    two = p2pft("--state-dir", str(a_dir), "join-token", "--uses", "3", "--ttl", "10m").stdout.strip()
+    via_stdin = subprocess.run([str(BIN / "p2pft"), "--state-dir", str(tmp_path / "c"), "init", "--token", "-"],
+                               input=two + "\n", capture_output=True, text=True, timeout=60)
+    assert via_stdin.returncode == 0 and "warning" not in via_stdin.stderr, via_stdin.stderr
+    via_env = p2pft("--state-dir", str(tmp_path / "d"), "init", env={"P2PFT_JOIN_TOKEN": two})
+    assert via_env.returncode == 0 and via_env.stdout.startswith("joined cluster "), via_env.stderr
+    via_argv = p2pft("--state-dir", str(tmp_path / "e"), "init", "--token", two)
+    assert via_argv.returncode == 0 and "shell history" in via_argv.stderr
+
     b = pool.add(Daemon(b_dir, peers=[a.address])).start()
     wait_until(lambda: len(a.view()) == 2 and len(b.view()) == 2, 10, what="a and b to meet")
 

@@ -78,7 +78,7 @@ async def test_fetch_over_the_daemons_mtls_server(tmp_path: Path) -> None:
     from p2pft.transfer import servicer_entry
 
     creds_a = security.create_cluster(tmp_path / "a", "node-a")
-    creds_b = security.join_cluster(tmp_path / "b", "node-b", security.make_join_token(tmp_path / "a"))
+    creds_b = security.issue_local_node(tmp_path / "a", tmp_path / "b", "node-b")
     store_a, store_b = BlobStore.for_state_dir(tmp_path / "a"), BlobStore.for_state_dir(tmp_path / "b")
     digest, data = random_blob(store_a, 300 * KIB + 7)
     entry = servicer_entry(store_a)
