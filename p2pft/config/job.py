@@ -89,7 +89,7 @@ class JobSpec(BaseModel):
 
     model_name_or_path: str = Field(min_length=1)
     trust_remote_code: bool = False
-    stage: Literal["sft"] = "sft"
+    stage: Literal["sft", "pt"] = "sft"  # pt: LLaMA-Factory's pretraining blocks (p2pft.train.data.pretrain)
     finetuning_type: Literal["lora", "full"] = "lora"
     lora_rank: int = Field(default=8, gt=0)
     lora_alpha: int = Field(gt=0)  # default 2 * lora_rank, filled in before validation
@@ -106,6 +106,9 @@ class JobSpec(BaseModel):
     tool_format: str | None = None
     default_system: str | None = None
     max_samples: int | None = Field(default=None, gt=0)
+    # stage pt only: rows per datasets.map call and its num_proc shards decide where LLaMA-Factory's blocks break
+    preprocessing_batch_size: int | None = Field(default=None, gt=0)  # None: LLaMA-Factory's 1000
+    preprocessing_num_workers: int | None = Field(default=None, gt=0)
     val_size: float = Field(default=0.0, ge=0.0)
     learning_rate: float = Field(default=5e-5, gt=0.0)
     num_train_epochs: float = Field(default=3.0, gt=0.0)
@@ -227,6 +230,14 @@ class JobSpec(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _stage(self) -> JobSpec:
+        if self.stage == "pt" and (self.train_on_prompt or self.mask_history):
+            key = "train_on_prompt" if self.train_on_prompt else "mask_history"
+            raise _cross_field(f"{key}: True needs stage: sft (as in LLaMA-Factory: pretraining trains on every "
+                               "token); remove it")
+        return self
+
+    @model_validator(mode="after")
     def _precision(self) -> JobSpec:
         if self.bf16 and self.fp16:
             raise _cross_field("fp16: True conflicts with bf16: True; set only one of them (bf16 on Ampere or newer)")
@@ -318,6 +329,11 @@ def _advice(spec: JobSpec) -> list[str]:
     notes: list[str] = []
     if spec.eval_steps is not None and spec.val_size == 0:
         notes.append(f"eval_steps: {spec.eval_steps} has no effect without val_size > 0 (no validation split)")
+    if spec.stage == "sft":
+        for key in ("preprocessing_batch_size", "preprocessing_num_workers"):
+            if getattr(spec, key) is not None:
+                notes.append(f"{key}: ignored by p2pft (with stage sft every row is tokenized on its own, so it "
+                             "changes nothing; it decides where stage pt's blocks break)")
     if spec.trust_remote_code:
         notes.append(
             "trust_remote_code: true runs code from the model repository; a box runs it only if its daemon "

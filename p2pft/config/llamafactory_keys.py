@@ -11,7 +11,6 @@ from __future__ import annotations
 IGNORED_KEYS: dict[str, str] = {
     "do_train": "p2pft jobs always train",
     "do_eval": "evaluation runs when val_size > 0 and eval_steps is set",
-    "preprocessing_num_workers": "p2pft tokenizes in the worker process; the dataset is small per box",
     "save_only_model": "p2pft checkpoints always include the optimizer state so any box can resume",
     "ddp_timeout": "use p2pft.process_group_timeout_s; elastic recovery needs short timeouts",
     "overwrite_cache": "p2pft keeps no preprocessing cache",

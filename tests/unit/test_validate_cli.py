@@ -33,7 +33,7 @@ BROKEN_JOBS: dict[str, str] = {
     "lora_with_fsdp.yaml": "p2pft.sharding: fsdp supports finetuning_type: full only",
     "bad_scheduler.yaml": "lr_scheduler_type: 'polynomial' is not allowed; allowed: 'linear', 'cosine'",
     "min_nodes_above_max.yaml": "p2pft.max_nodes: 2 is less than min_nodes: 4",
-    "stage_pt.yaml": "stage: 'pt' is not supported",
+    "stage_rm.yaml": "stage: 'rm' is not supported",
     "yaml_syntax_error.yaml": "line 6: invalid YAML",
     "missing_output_dir.yaml": "output_dir: is missing",
     "duplicate_key.yaml": "line 7: learning_rate is given twice (first at line 6)",

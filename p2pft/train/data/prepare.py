@@ -6,7 +6,7 @@ N), rows are converted and tokenised (bad rows: see formats.py), the
 datasets are concatenated, then `val_size` moves a seeded random subset to `val`. The subset is drawn by
 sorting row positions by sha256(seed, position), which is the same on every box and Python version. Train and
 val both keep the original relative order; sample ids are positions in their own list (`train[i].sample_id
-== i`).
+== i`). `stage: pt` splits the raw rows the same way, then packs each split into blocks (pretrain.py).
 """
 
 from __future__ import annotations
@@ -21,9 +21,13 @@ from typing import Any, Protocol
 from p2pft.formats.dataset_info import DatasetSource, resolve_datasets
 from p2pft.train.data.encoder import EncodingSpec, RowEncoder
 from p2pft.train.data.formats import convert_row
+from p2pft.train.data.pretrain import pack_texts, packing_rules, pretrain_eos, pretrain_text
 from p2pft.train.data.rows import read_rows
 from p2pft.train.data.tokenize import NO_RESPONSE_AFTER_CUTOFF, Encoded, has_trained_tokens
 from p2pft.train.data.types import DataError, Example, PreparedData, TemplateError
+
+DEFAULT_PREPROCESSING_BATCH = 1000  # LLaMA-Factory's preprocessing_batch_size
+NO_TRAINED_TOKENS = "no_trained_tokens"  # a pretraining block of pad tokens only: it would divide by zero tokens
 
 
 class DataSpec(EncodingSpec, Protocol):
@@ -34,11 +38,16 @@ class DataSpec(EncodingSpec, Protocol):
     max_samples: int | None
     val_size: float
     seed: int
+    stage: str
+    preprocessing_batch_size: int | None
+    preprocessing_num_workers: int | None
 
 
 def prepare_data(spec: DataSpec, tokenizer: Any) -> PreparedData:
     """`tokenizer` is fixed in place for the template (see templates.fix_tokenizer): use it afterwards."""
-    encoder = RowEncoder.for_spec(spec, tokenizer)
+    encoder = RowEncoder.for_spec(spec, tokenizer)  # also fixes the tokenizer, which pretraining needs too
+    if spec.stage == "pt":
+        return _prepare_pretraining(spec, tokenizer)
     sources = resolve_datasets(spec.dataset, spec.dataset_dir)
     skipped: Counter[str] = Counter()
     ignored: Counter[str] = Counter()
@@ -68,6 +77,26 @@ def prepare_data(spec: DataSpec, tokenizer: Any) -> PreparedData:
         train=_numbered(train), val=_numbered(val), skipped=dict(sorted(skipped.items())),
         ignored=dict(sorted(ignored.items())),
     )
+
+
+def _prepare_pretraining(spec: DataSpec, tokenizer: Any) -> PreparedData:
+    """Blocks of cutoff_len tokens (pretrain.py). As in LLaMA-Factory the rows are split into train and val first
+    and each split is packed on its own, so no block mixes the two."""
+    texts = [pretrain_text(row, source, path, number) for source in resolve_datasets(spec.dataset, spec.dataset_dir)
+             for path, number, row in _capped_rows(source, spec.max_samples, spec.seed)]
+    val_positions = choose_val_positions(len(texts), spec.val_size, spec.seed) if texts else frozenset()
+    rules = packing_rules(tokenizer, spec.cutoff_len, spec.preprocessing_batch_size or DEFAULT_PREPROCESSING_BATCH,
+                          spec.preprocessing_num_workers)
+    eos = pretrain_eos(spec.template, tokenizer)
+    train = pack_texts([t for i, t in enumerate(texts) if i not in val_positions], tokenizer, eos, rules)
+    val = pack_texts([texts[i] for i in sorted(val_positions)], tokenizer, eos, rules)
+    skipped = Counter(NO_TRAINED_TOKENS for example in train + val if not has_trained_tokens(example))
+    train, val = [e for e in train if has_trained_tokens(e)], [e for e in val if has_trained_tokens(e)]
+    if not train:
+        raise DataError(f"dataset {','.join(spec.dataset)}: no pretraining block of cutoff_len {spec.cutoff_len} "
+                        f"tokens from {len(texts)} rows (a block needs that many tokens within one group of "
+                        f"{rules.batch_size} rows); lower cutoff_len or add text")
+    return PreparedData(train=_numbered(train), val=_numbered(val), skipped=dict(skipped))
 
 
 def _capped_rows(source: DatasetSource, max_samples: int | None, seed: int) -> Iterator[tuple[Path, int, Any]]:
