@@ -174,8 +174,8 @@ def describe(view: Any, width: int) -> Any:
             row("Ended", f"{_when(record.ended_unix)} after {duration(record.ended_unix - record.submitted_unix)}")
         row("Coordinated by", f"{name_of(record.coordinator, names)} (term {record.term})")
         spec = record.spec
-        row("Model", str(spec.get("model_name_or_path", "-")))
-        row("Dataset", f"{spec.get('dataset', '-')} in {spec.get('dataset_dir', '-')}")
+        row("Model", spec.model_name_or_path)
+        row("Dataset", f"{', '.join(spec.dataset)} in {spec.dataset_dir}")
         row("Output dir", view.output_dir + (f" (outputs on {name_of(view.outputs_node, names)})"
                                              if view.outputs_node else ""))
         if record.checkpoints:

@@ -26,7 +26,7 @@ POLL_S = 1.0
 def needs_end_summary(record: JobRecord, node_id: str) -> bool:
     """Pure: a job that ended without outputs, submitted from this box, with an output_dir in its spec."""
     return (record.status in ("failed", "cancelled") and record.submitter == node_id
-            and bool(record.spec.get("output_dir")))
+            and bool(record.spec.output_dir))
 
 
 class EndSummaryWriter:

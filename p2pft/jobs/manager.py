@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from p2pft.config.job import JobSpec, job_to_dict
 from p2pft.formats.checkpoint_index import read_manifest, step_dir
 from p2pft.jobs.addressing import AddressSettings, RoundAddressing
 from p2pft.jobs.coordinator import JobCoordinator
@@ -194,13 +195,14 @@ class JobsManager:
 
     # ---- submit and coordinate --------------------------------------------------------------------------------
 
-    async def submit(self, spec: dict[str, Any], warnings: Sequence[str]) -> str:
+    async def submit(self, spec: JobSpec, warnings: Sequence[str]) -> str:
         from p2pft.jobs.shipping import dataset_manifest, model_manifest
 
         job_id = new_job_id()
-        await asyncio.to_thread(record_submission, self.state_dir, job_id, spec)   # its paths: never from peers
-        dataset = await asyncio.to_thread(dataset_manifest, self.store, spec)
-        model = await asyncio.to_thread(model_manifest, self.store, spec)
+        plain = job_to_dict(spec)
+        await asyncio.to_thread(record_submission, self.state_dir, job_id, plain)   # its paths: never from peers
+        dataset = await asyncio.to_thread(dataset_manifest, self.store, plain)
+        model = await asyncio.to_thread(model_manifest, self.store, plain)
         record = JobRecord(job_id=job_id, spec=spec, submitter=self.node_id, coordinator=self.node_id,
                            submitted_unix=time.time(), dataset_manifest=dataset.to_dict(),
                            model_manifest=model.to_dict() if model is not None else None, warnings=tuple(warnings))

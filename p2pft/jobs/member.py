@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 
+from p2pft.config.job import job_to_dict
 from p2pft.jobs.addressing import RoundAddressing
 from p2pft.jobs.exit_report import failed_exit
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo, RoundOrder
@@ -257,7 +258,7 @@ class JobMember:
     # ---- preparation --------------------------------------------------------------------------------------
 
     async def _prepare(self, record: JobRecord, info: RoundInfo, paths: JobPaths) -> tuple[Path, Path]:
-        spec = dict(record.spec)
+        spec = job_to_dict(record.spec)   # JOB.json: this box's paths go into the file, never into the record
         sources = [n for n in (record.submitter, *info.members, *info.holders) if n != self.node_id]
         # The submitting box reads its own user's directory (p2pft.jobs.submission), never a path a record names.
         dataset_dir = own_path(self.state_dir, record.job_id, "dataset_dir") or paths.data

@@ -12,6 +12,9 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from pydantic import ValidationError
+
+from p2pft.config.job import JobSpec, job_to_dict
 from p2pft.jobs import validation
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -60,7 +63,7 @@ class RoundInfo:
 @dataclass(frozen=True)
 class JobRecord:
     job_id: str
-    spec: dict[str, Any]                 # job_to_dict(spec), paths as on the submitting box
+    spec: JobSpec                        # typed; JSON only on the wire and on disk (paths: the submitter's)
     submitter: str
     coordinator: str
     term: int = 0                        # +1 at every coordinator change
@@ -89,12 +92,12 @@ class JobRecord:
 
     @property
     def max_steps(self) -> int | None:
-        value = self.spec.get("max_steps")
+        value = self.spec.max_steps
         return int(value) if isinstance(value, int) and value > 0 else None
 
     @property
     def elastic(self) -> dict[str, Any]:
-        return dict(self.spec.get("p2pft") or {})
+        return self.spec.p2pft.model_dump()
 
     def with_round_update(self, **changes: Any) -> JobRecord:
         if not self.rounds:
@@ -168,6 +171,7 @@ def record_from_dict(data: dict[str, Any]) -> JobRecord:
         values["rounds"] = tuple(_round_from(r) for r in values.get("rounds", ()))
         values["checkpoints"] = tuple(values.get("checkpoints", ()))
         values["warnings"] = tuple(values.get("warnings", ()))
+        values["spec"] = _spec_from(values.get("spec"))
         record = JobRecord(**values)
     except (TypeError, KeyError, AttributeError) as exc:
         raise RecordError(f"job record is malformed: {exc}") from None
@@ -176,8 +180,19 @@ def record_from_dict(data: dict[str, Any]) -> JobRecord:
     return record
 
 
+def _spec_from(data: Any) -> JobSpec:
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "spec"
+        raise RecordError(f"job record: spec field {where}: {first.get('msg', 'invalid')}") from None
+
+
 def record_to_dict(record: JobRecord) -> dict[str, Any]:
-    return asdict(record)
+    data = {f.name: getattr(record, f.name) for f in fields(JobRecord) if f.name != "spec"}
+    data["rounds"] = [asdict(info) for info in record.rounds]
+    return {"spec": job_to_dict(record.spec), **data}
 
 
 def record_to_json(record: JobRecord) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from p2pft.config.job import job_to_dict
 from p2pft.jobs.model import JobRecord
 
 SUMMARY_FILE = "summary.json"
@@ -168,7 +169,7 @@ def write_outputs(output_dir: Path, record: JobRecord, book: LineBook) -> None:
     # wrote them from its own round's lines only; rebuilt here from every round's (torch-free module).
     from p2pft.formats.lf_outputs import write_lf_outputs
 
-    write_lf_outputs(output_dir, book.merged_metrics() + book.merged_evals(), record.spec,
+    write_lf_outputs(output_dir, book.merged_metrics() + book.merged_evals(), job_to_dict(record.spec),
                      {info.round: info.first_step for info in record.rounds if info.first_step is not None})
 
 

@@ -36,7 +36,7 @@ def rank_capacities(record: JobRecord, nodes: Sequence[NodePlacement],
                     speeds: Mapping[tuple[str, int], float]) -> list[RankCapacity]:
     """One entry per process: CPU boxes run one; a GPU box one per placed device. `speeds`: samples/s of each
     (node, local_rank), measured or estimated (p2pft.jobs.speeds; missing: DEFAULT_SPEED)."""
-    micro = int(record.elastic.get("micro_batch_size") or record.spec.get("per_device_train_batch_size") or 1)
+    micro = int(record.elastic.get("micro_batch_size") or record.spec.per_device_train_batch_size or 1)
     ranks = []
     for node in nodes:
         nproc = 1 if node.device_kind == "cpu" else node.nproc

@@ -62,7 +62,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     async def Submit(self, request: jobs_pb2.SubmitRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.SubmitReply:
         await self.access.local("Submit", context)
-        from p2pft.config.job import JobSpecError, job_to_dict, parse_job
+        from p2pft.config.job import JobSpecError, parse_job
 
         try:
             data = json.loads(request.job_json)
@@ -75,7 +75,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         if self.manager.draining:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this daemon is draining: submit elsewhere")
         try:
-            job_id = await self.manager.submit(job_to_dict(spec), list(request.warnings))
+            job_id = await self.manager.submit(spec, list(request.warnings))
         except Exception as exc:  # dataset files unreadable, ...
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"job: {str(exc).splitlines()[0]}")
             raise AssertionError("unreachable") from None
@@ -302,7 +302,7 @@ def job_view(record: JobRecord) -> jobs_pb2.JobView:
         job_id=record.job_id, status=record.status, message=record.message, coordinator=record.coordinator,
         round=current.round if current else 0, world_size=current.world_size if current else 0,
         members=list(current.members) if current else [], step=record.last_step,
-        total_steps=record.max_steps or 0, loss=record.last_loss or 0.0, output_dir=record.spec.get("output_dir", ""),
+        total_steps=record.max_steps or 0, loss=record.last_loss or 0.0, output_dir=str(record.spec.output_dir or ""),
         outputs_node=record.outputs_node, record_json=json.dumps(json.loads(record_to_json(record)), indent=None),
     )
 

@@ -25,6 +25,7 @@ from p2pft.jobs.model import (
 )
 from p2pft.rpc.gen import jobs_pb2, jobs_pb2_grpc
 from tests.daemon_harness import Daemon, DaemonPool, make_cluster, wait_until
+from tests.specs import job_spec
 
 pytestmark = pytest.mark.slow
 JOB = "job-20250101-000000-abcdef"
@@ -56,7 +57,7 @@ def _as(daemon: Daemon, credentials_dir: Path, method: str, request: Any) -> tup
 def _order(coordinator: str, members: tuple[str, ...], **round_changes: Any) -> jobs_pb2.RoundOrderMessage:
     info = RoundInfo(round=0, reason="forged", coordinator=coordinator, members=members, addresses={}, plan={},
                      store="127.0.0.1:1", resume_step=None)
-    record = JobRecord(job_id=JOB, spec={"output_dir": "/tmp/forged"}, submitter=coordinator,
+    record = JobRecord(job_id=JOB, spec=job_spec(output_dir="/tmp/forged"), submitter=coordinator,
                        coordinator=coordinator, rounds=(info,))
     data = json.loads(order_to_json(RoundOrder(record=record, round=info)))
     data["round"].update(round_changes)
@@ -84,7 +85,7 @@ def test_a_member_cannot_speak_for_another_node_nor_order_rounds_it_does_not_coo
         # A stop of a job a does not know; a record shared with a that a is no box of.
         "stop": _as(a, dirs["b"], "StopRound", jobs_pb2.StopRequest(job_id=JOB, round=0)),
         "share": _as(a, dirs["b"], "ShareRecord", jobs_pb2.RecordMessage(record_json=record_to_json(JobRecord(
-            job_id=JOB, spec={"output_dir": "/tmp/forged"}, submitter=b_id, coordinator=b_id)))),
+            job_id=JOB, spec=job_spec(output_dir="/tmp/forged"), submitter=b_id, coordinator=b_id)))),
     }
     for what, (code, details, _) in refused.items():
         assert code == grpc.StatusCode.PERMISSION_DENIED, (what, code, details)

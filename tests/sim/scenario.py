@@ -8,9 +8,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from p2pft.config.job import job_to_dict
 from p2pft.jobs.model import JobRecord
 from p2pft.jobs.submission import record_submission
 from tests.sim.net import SimNet
+from tests.specs import job_spec
 
 TIMEOUT_S = 30.0
 
@@ -18,9 +20,8 @@ TIMEOUT_S = 30.0
 async def submit(net: SimNet, node: str, *, steps: int = 60, job_id: str = "job-sim", min_nodes: int = 1) -> str:
     manager = net.managers[node]
     output_dir = net.root / "out" / job_id
-    spec = {"max_steps": steps, "output_dir": str(output_dir),
-            "p2pft": {"global_batch_size": 6, "min_nodes": min_nodes}}
-    record_submission(manager.state_dir, job_id, spec)
+    spec = job_spec({"min_nodes": min_nodes}, max_steps=steps, output_dir=str(output_dir))
+    record_submission(manager.state_dir, job_id, job_to_dict(spec))
     manager.update_record(JobRecord(job_id=job_id, spec=spec, submitter=node, coordinator=node,
                                     submitted_unix=time.time()))
     manager.start_coordinator(job_id)
@@ -53,7 +54,7 @@ async def finished(net: SimNet, job_id: str, timeout: float = TIMEOUT_S) -> JobR
         known = [c for c in copies if c is not None]
         if not known or not all(c.status == "succeeded" for c in known):
             return None
-        out = Path(known[0].spec["output_dir"])
+        out = Path(known[0].spec.output_dir)
         return known[0] if (out / "metrics.jsonl").is_file() and (out / "adapter_model.bin").is_file() else None
     result = await until(done, f"{job_id} to succeed on every box", timeout)
     assert isinstance(result, JobRecord)
@@ -68,7 +69,7 @@ def check_history(net: SimNet, job_id: str, submitter: str, *, cut_at: float | N
     - after the cut was detected, no round ever had only minority boxes as members, and no two terms computed
       steps at the same time: once a newer term computed a step, no older term computed one again."""
     final = net.managers[submitter].records[job_id]
-    metrics = Path(final.spec["output_dir"]) / "metrics.jsonl"
+    metrics = Path(final.spec.output_dir) / "metrics.jsonl"
     lines = [json.loads(raw) for raw in metrics.read_text().splitlines()]
     steps = [line["step"] for line in lines]
     assert steps == list(range(1, (final.max_steps or 0) + 1)), f"steps in the outputs: {steps}"
@@ -84,5 +85,5 @@ def check_history(net: SimNet, job_id: str, submitter: str, *, cut_at: float | N
         for info in final.rounds:
             if info.started_unix >= cut_at:
                 assert not set(info.members) <= minority, f"round {info.round} ran on the minority {info.members}"
-    out = Path(final.spec["output_dir"])
+    out = Path(final.spec.output_dir)
     assert (out / "adapter_model.bin").is_file(), f"no outputs in {out}"

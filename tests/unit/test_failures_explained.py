@@ -19,6 +19,7 @@ from p2pft.launch.worker_error import (
 )
 from p2pft.train.data.types import DataError
 from p2pft.train.failure import classify
+from tests.specs import job_spec
 
 DATA_ERROR = WorkerError(rank=1, type="DataError", message="/d/a.json: invalid JSON at line 18 column 17: x",
                          deterministic=True, time=20.0)
@@ -68,7 +69,7 @@ def test_the_member_names_its_box_and_marks_the_cause() -> None:
 def test_the_coordinator_fails_at_once_on_a_deterministic_error() -> None:
     info = RoundInfo(round=0, reason="job submitted", coordinator="a", members=("a", "b"), addresses={},
                      plan={"entries": []}, store="h:1", resume_step=None)
-    record = JobRecord(job_id="j", spec={"p2pft": {"global_batch_size": 4}}, submitter="a", coordinator="a",
+    record = JobRecord(job_id="j", spec=job_spec({"global_batch_size": 4}), submitter="a", coordinator="a",
                        status="running", rounds=(info,))
     data = MemberReport("j", "b", 0, phase="exited", outcome="failed", cause="deterministic",
                         detail="box-b: DataError: /d/a.json: invalid JSON at line 18")

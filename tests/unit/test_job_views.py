@@ -16,6 +16,7 @@ from p2pft.jobs.views import (
     summary_lines,
     with_names,
 )
+from tests.specs import job_spec
 
 A, B, C = "aaaaaaaaaaaaaaa1", "bbbbbbbbbbbbbbb2", "ccccccccccccccc3"
 NAMES = {A: "box-a", B: "box-b", C: "box-c"}
@@ -28,7 +29,7 @@ def round_info(number: int, members: tuple[str, ...], reason: str, **kw: object)
 
 
 def record(*rounds: RoundInfo, status: str = "running", max_steps: int | None = None) -> JobRecord:
-    spec = {"p2pft": {"global_batch_size": 6}, **({"max_steps": max_steps} if max_steps else {})}
+    spec = job_spec(**({"max_steps": max_steps} if max_steps else {}))
     return JobRecord(job_id="job-1", spec=spec, submitter=A, coordinator=A, status=status, rounds=rounds)
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from p2pft.jobs import authz
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo, RoundOrder
+from tests.specs import job_spec
 
 ME, COORD, MEMBER, SUBMITTER, STRANGER = "me", "coord", "member", "submitter", "stranger"
 
@@ -15,7 +16,7 @@ ME, COORD, MEMBER, SUBMITTER, STRANGER = "me", "coord", "member", "submitter", "
 def record(*, coordinator: str = COORD, term: int = 3, members: tuple[str, ...] = (ME, MEMBER)) -> JobRecord:
     info = RoundInfo(round=1, reason="r", coordinator=coordinator, members=members, addresses={}, plan={},
                      store="h:1", resume_step=None)
-    return JobRecord(job_id="job-1", spec={}, submitter=SUBMITTER, coordinator=coordinator, term=term,
+    return JobRecord(job_id="job-1", spec=job_spec(), submitter=SUBMITTER, coordinator=coordinator, term=term,
                      status="running", rounds=(info,))
 
 

@@ -9,12 +9,13 @@ from hypothesis import strategies as st
 
 from p2pft.jobs.model import JobRecord, RoundInfo
 from p2pft.jobs.quorum import job_membership, quorum
+from tests.specs import job_spec
 
 
 def record(members: tuple[str, ...], coordinator: str = "a") -> JobRecord:
     rounds = (RoundInfo(round=0, reason="job submitted", coordinator=coordinator, members=members, addresses={},
                         plan={"entries": []}, store="127.0.0.1:1", resume_step=None),) if members else ()
-    return JobRecord(job_id="j", spec={}, submitter="a", coordinator=coordinator, rounds=rounds)
+    return JobRecord(job_id="j", spec=job_spec(), submitter="a", coordinator=coordinator, rounds=rounds)
 
 
 def test_majority_side_continues_minority_pauses() -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 
+from p2pft.config.job import JobSpec
 from p2pft.jobs.model import (
     JobRecord,
     MemberReport,
@@ -25,8 +27,13 @@ from p2pft.jobs.outputs import LineBook, summary
 from p2pft.jobs.state import MAX_FRUITLESS_ROUNDS, View, choose_resume, decide, job_coordinator
 from p2pft.membership.state import ClusterState, Member
 from p2pft.membership.versions import local_versions
+from tests.specs import job_spec
 
 SPEC = {"max_steps": 10, "output_dir": "/o", "p2pft": {"global_batch_size": 4, "min_nodes": 1, "max_nodes": 3}}
+
+
+def typed(spec: dict[str, Any]) -> JobSpec:
+    return job_spec(spec["p2pft"], **{k: v for k, v in spec.items() if k != "p2pft"})
 
 
 def record(*, members: tuple[str, ...] | None = ("a", "b"), status: str = "running", first_step: float | None = 1.0,
@@ -36,7 +43,7 @@ def record(*, members: tuple[str, ...] | None = ("a", "b"), status: str = "runni
         round=0, reason="job submitted", coordinator="a", members=members, addresses={}, plan={"entries": [
             {"node_id": m, "local_rank": 0, "samples": 1, "micro_batch_size": 1} for m in members]},
         store="127.0.0.1:1", resume_step=None, first_step_unix=first_step),)
-    return JobRecord(job_id="j", spec=spec, submitter="a", coordinator="a", status=status, rounds=rounds)
+    return JobRecord(job_id="j", spec=typed(spec), submitter="a", coordinator="a", status=status, rounds=rounds)
 
 
 def exited(node: str, outcome: str, *, by_us: bool = False, outputs: bool = False) -> MemberReport:
@@ -106,7 +113,7 @@ def test_a_box_that_drained_itself_is_left_out_before_its_draining_state_arrives
     action = decide(View(record(), available=("a", "b"), reports=stopped))
     assert (action.kind, action.members, action.reason) == ("start_round", ("a",), "member b drains")
     spec = {**SPEC, "p2pft": {**SPEC["p2pft"], "min_nodes": 2}}
-    needs_two = decide(View(replace(record(), spec=spec), available=("a", "b"), reports=stopped))
+    needs_two = decide(View(replace(record(), spec=typed(spec)), available=("a", "b"), reports=stopped))
     assert needs_two.kind == "wait" and "1 of 2 min_nodes" in needs_two.reason
 
 

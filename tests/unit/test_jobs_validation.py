@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import math
 import stat
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from p2pft.config.job import job_to_dict
 from p2pft.jobs.model import (
     JobRecord,
     MemberReport,
@@ -26,10 +26,11 @@ from p2pft.jobs.model import (
 )
 from p2pft.jobs.paths import JobPaths
 from p2pft.jobs.submission import output_target, own_path, record_submission
+from tests.specs import job_spec
 
 INFO = RoundInfo(round=2, reason="r", coordinator="a", members=("a", "b"), addresses={"a": "h:1"}, plan={},
                  store="h:2", resume_step=10, holders=("b",))
-RECORD = JobRecord(job_id="job-20250101-000000-abcdef", spec={"output_dir": "/victim/.ssh"}, submitter="a",
+RECORD = JobRecord(job_id="job-20250101-000000-abcdef", spec=job_spec(output_dir="/victim/.ssh"), submitter="a",
                    coordinator="a", term=1, status="running", rounds=(INFO,), checkpoints=(10,))
 REPORT = MemberReport(job_id=RECORD.job_id, node_id="b", round=2, term=1, checkpoints=(10,),
                       metrics=({"round": 2, "line": {"step": 1}},))
@@ -100,7 +101,7 @@ def test_outputs_go_where_this_boxs_own_submission_said_never_where_a_record_say
     # A record from a peer names this box as submitter and output_dir /victim/.ssh: the state dir it is.
     assert output_target(tmp_path, job) == JobPaths.of(tmp_path, job).outputs
     assert own_path(tmp_path, job, "output_dir") is None
-    record_submission(tmp_path, job, {**asdict(RECORD)["spec"], "output_dir": str(tmp_path / "mine"),
+    record_submission(tmp_path, job, {**job_to_dict(RECORD.spec), "output_dir": str(tmp_path / "mine"),
                                       "dataset_dir": str(tmp_path / "data"), "lr": 1.0})
     assert output_target(tmp_path, job) == tmp_path / "mine"
     assert own_path(tmp_path, job, "dataset_dir") == tmp_path / "data"

@@ -14,6 +14,7 @@ from p2pft.jobs.model import JobRecord, RoundInfo
 from p2pft.jobs.outputs import LineBook, write_outputs
 from p2pft.transfer.store import BlobStore
 from p2pft.transfer.tree import write_tree
+from tests.specs import job_spec
 
 SPEC = {"logging_steps": 1, "save_steps": 4, "eval_steps": 5, "plot_loss": True, "p2pft": {"global_batch_size": 8}}
 
@@ -54,7 +55,8 @@ def test_worker_files_travel_and_the_coordinator_rebuilds_them_over_every_round(
     book = LineBook()
     book.add("metrics", [{"round": 0, "line": x} for x in round0], persist=False)
     book.add("metrics", [{"round": 1, "line": x} for x in round1], persist=False)
-    record = JobRecord(job_id="j1", spec=SPEC, submitter="a", coordinator="a", status="succeeded",
+    typed = job_spec(SPEC["p2pft"], **{k: v for k, v in SPEC.items() if k != "p2pft"})
+    record = JobRecord(job_id="j1", spec=typed, submitter="a", coordinator="a", status="succeeded",
                        rounds=(round_info(0, 1), round_info(1, 5)))
     write_outputs(user_out, record, book)
 
