@@ -174,7 +174,38 @@ def _join_addresses(state_dir: Path, given: list[str]) -> tuple[str, ...]:
 
 
 def revoke_handler(args: argparse.Namespace) -> int:
-    raise CliError("revoke is not available yet")
+    from p2pft.cli.connect import state_dir_of
+    from p2pft.security.credentials import CredentialsError, load_credentials, tls_dir
+    from p2pft.security.enrolment import CA_KEY, NODE_ID, holds_ca_key, issued_nodes
+    from p2pft.security.revocation import revoke
+
+    state_dir = state_dir_of(args)
+    node = args.node.strip()
+    if not NODE_ID.fullmatch(node):
+        raise CliError(f"{node!r} is not a node id: see `p2pft peers --json` for them")
+    try:
+        me = load_credentials(state_dir)
+    except CredentialsError as exc:
+        raise CliError(str(exc)) from None
+    key = tls_dir(state_dir) / CA_KEY
+    if not holds_ca_key(state_dir):
+        raise CliError("this box does not hold the cluster CA key, so it cannot revoke: run `p2pft revoke` on the "
+                       "box that does (the one that ran `p2pft init`)")
+    if not os.access(key, os.R_OK):
+        raise CliError(f"cannot read {key} (permission denied): run: sudo -u {_owner_of(key)} p2pft --state-dir "
+                       f"{state_dir} revoke {node}")
+    if node == me.node_id:
+        raise CliError(f"{node} is this box, the one holding the CA key: to retire it, move the CA key first "
+                       "(docs/daemon.md, 'Security choices')")
+    known = node in issued_nodes(state_dir)
+    signed = revoke(state_dir, node)
+    print(f"revoked node {node} (revocation list v{signed.version}, {len(signed.nodes)} node(s)); the daemons "
+          "refuse its calls once the list reaches them (this box's daemon within seconds, the others with the next "
+          "heartbeats)")
+    if not known:
+        print(f"note: this box never signed a certificate for {node} (a typo, or a box joined elsewhere)",
+              file=sys.stderr)
+    return 0
 
 
 def _owner_of(path: Path) -> str:

@@ -23,6 +23,7 @@ from p2pft.rpc import convert
 from p2pft.rpc.client import DaemonClient, describe_rpc_error
 from p2pft.rpc.gen import daemon_pb2
 from p2pft.security.credentials import Credentials
+from p2pft.security.revocation import Revocations
 
 log = logging.getLogger("p2pft.heartbeat")
 MAX_BACKOFF_S = 5.0
@@ -49,7 +50,8 @@ class PeerLinks:
     name = "peer-links"
 
     def __init__(self, cluster: Cluster, credentials: Credentials, timing: Callable[[], Timing],
-                 cluster_id: str) -> None:
+                 cluster_id: str, revocations: Revocations | None = None) -> None:
+        self.revocations = revocations
         self.cluster = cluster
         self.credentials = credentials
         self.timing = timing
@@ -81,9 +83,12 @@ class PeerLinks:
         heard = self.last_incoming.get(node_id)
         return node_id < self.self_id and heard is not None and time.monotonic() - heard < 1.5 * timing.interval_s
 
+    def revoked(self, node_id: str | None) -> bool:
+        return bool(node_id) and self.revocations is not None and self.revocations.is_revoked(str(node_id))
+
     def learn(self, node_id: str, address: str, source: str) -> None:
         """A (node id, address) pair from gossip, mDNS or an incoming call."""
-        if not node_id or not address or node_id == self.self_id:
+        if not node_id or not address or node_id == self.self_id or self.revoked(node_id):
             return
         link = self.links.get(node_id)
         if link is None:
@@ -122,6 +127,11 @@ class PeerLinks:
         client: DaemonClient | None = None
         try:
             while self.links.get(key) is link:
+                if self.revoked(link.node_id):
+                    # Not dialled any more: the failure detector marks it lost, as a box that went away.
+                    log.warning("peer %s is revoked: no more heartbeats to it", link.node_id)
+                    del self.links[key]
+                    return
                 if client is None or client.target != link.address:
                     if client is not None:
                         await client.close()
@@ -172,6 +182,10 @@ class PeerLinks:
             log.info("static peer %s is this daemon itself; ignoring it", link.address)
             del self.links[key]
             return False
+        if self.revoked(node_id):
+            log.warning("static peer %s is node %s, which is revoked; ignoring it", link.address, node_id)
+            del self.links[key]
+            return False
         fields = self._peer_fields(reply.peer, link.address)
         if fields is None:
             return True
@@ -188,10 +202,13 @@ class PeerLinks:
 
     async def _beat(self, link: Link, client: DaemonClient, timing: Timing) -> None:
         request = daemon_pb2.HeartbeatRequest(peer=self._my_info(), sent_unix_s=time.time(),
-                                              known=convert.known_to_pb(self.cluster.alive_addresses()))
+                                              known=convert.known_to_pb(self.cluster.alive_addresses()),
+                                              revocations=self.revocations.document if self.revocations else b"")
         sent = time.time()
         reply = await client.heartbeat(request, timeout_s=max(0.5, timing.interval_s * 2))
         received = time.time()
+        if self.revocations is not None:
+            self.revocations.offer(reply.revocations, f"node {link.node_id}")
         if reply.peer.node_id != link.node_id:
             # Someone else now answers at this address (a port reused after a restart).
             self.cluster.counters["heartbeat_wrong_node"] += 1

@@ -23,6 +23,7 @@ from p2pft.daemon.heartbeat import FailureDetector, PeerLinks, Timing
 from p2pft.daemon.join_listener import JoinListener
 from p2pft.daemon.logs import set_level
 from p2pft.daemon.probe import ProbeFacts, Prober
+from p2pft.daemon.revocation_gate import RevocationInterceptor, RevocationRefresher
 from p2pft.daemon.service import DaemonServicer
 from p2pft.daemon.settings import DaemonSettings, SettingsError, reloaded
 from p2pft.daemon.state_dir import remove_daemon_addr, write_daemon_addr
@@ -35,6 +36,7 @@ from p2pft.rpc.gen import daemon_pb2_grpc
 from p2pft.rpc.server import ServicerPair, build_server
 from p2pft.security.credentials import Credentials
 from p2pft.security.enrolment import holds_ca_key
+from p2pft.security.revocation import Revocations
 
 log = logging.getLogger("p2pft.daemon")
 DrainHook = Callable[[], Awaitable[None] | None]
@@ -61,12 +63,14 @@ class Node:
         self.port = 0
         self.versions = local_versions(cuda=cuda_version())
         self.cluster = Cluster(initial_state(self.node_id, self.versions, name=settings.name), self.counters)
-        self.links = PeerLinks(self.cluster, credentials, self.timing, self.cluster_id)
+        self.revocations = Revocations(Path(settings.state_dir), credentials.ca_cert_pem, self.node_id)
+        self.links = PeerLinks(self.cluster, credentials, self.timing, self.cluster_id, self.revocations)
         self.servicer = DaemonServicer(self.cluster, self.links, self.cluster_id, settings.heartbeat_interval_s,
-                                       prober=Prober(self.probe_facts, lambda: self.cluster.state.me))
+                                       prober=Prober(self.probe_facts, lambda: self.cluster.state.me),
+                                       revocations=self.revocations)
         self.services: list[ServicerPair] = [(daemon_pb2_grpc.add_DaemonServicer_to_server, self.servicer)]
         self.components: list[Component] = [self.links, FailureDetector(self.cluster, self.timing),
-                                            _DeviceRefresher(self)]
+                                            _DeviceRefresher(self), RevocationRefresher(self.revocations)]
         if settings.mdns:
             self.components.append(MdnsLink(
                 links=self.links, node_id=self.node_id, cluster_id=self.cluster_id, port=lambda: self.port,
@@ -137,7 +141,8 @@ class Node:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         devices = await asyncio.to_thread(read_devices)
         server, self.port = build_server(self.credentials.server_credentials(), self.services,
-                                         listen=self.settings.listen, counters=self.counters)
+                                         listen=self.settings.listen, counters=self.counters,
+                                         interceptors=[RevocationInterceptor(self.revocations, self.counters)])
         await server.start()
         host = self.settings.listen_host
         self.cluster.apply(LocalStateChanged(devices=devices, address=addresses.advertised(host, self.port)))

@@ -19,6 +19,7 @@ from p2pft.membership.state import HeartbeatReceived, MemberJoined
 from p2pft.network.addresses import observed_host, resolve
 from p2pft.rpc import convert
 from p2pft.rpc.gen import daemon_pb2, daemon_pb2_grpc
+from p2pft.security.revocation import Revocations
 
 log = logging.getLogger("p2pft.service")
 WATCH_MIN_INTERVAL_S, WATCH_MAX_INTERVAL_S = 0.2, 60.0
@@ -31,7 +32,8 @@ def _peer_common_name(context: grpc.aio.ServicerContext) -> str:
 
 class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
     def __init__(self, cluster: Cluster, links: PeerLinks, cluster_id: str, heartbeat_interval_s: float,
-                 prober: Prober | None = None) -> None:
+                 prober: Prober | None = None, revocations: Revocations | None = None) -> None:
+        self.revocations = revocations
         self.cluster = cluster
         self.links = links
         self.cluster_id = cluster_id
@@ -82,12 +84,15 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
         offset = request.sent_unix_s - now_wall if request.sent_unix_s else None
         self.cluster.apply(HeartbeatReceived(at=time.monotonic(), clock_offset_s=offset, **fields))  # type: ignore[arg-type]
         node_id = str(fields["node_id"])
+        if self.revocations is not None:
+            self.revocations.offer(request.revocations, f"node {node_id}")
         self.links.note_incoming(node_id)
         self.links.learn(node_id, str(fields["address"]), "incoming")
         self.links.learn_gossip(convert.known_from_pb(request.known), source_id=node_id,
                                 source_host=observed_host(context.peer()))
         return daemon_pb2.HeartbeatReply(peer=self._my_info(), replied_unix_s=time.time(),
-                                         known=convert.known_to_pb(self.cluster.alive_addresses()))
+                                         known=convert.known_to_pb(self.cluster.alive_addresses()),
+                                         revocations=self.revocations.document if self.revocations else b"")
 
     async def Members(
         self, request: daemon_pb2.MembersRequest, context: grpc.aio.ServicerContext

@@ -103,9 +103,11 @@ def build_server(
     listen: str,
     counters: Counter[str],
     max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, int]:
-    """A started-ready server (call `await server.start()`) and the bound port (resolves port 0)."""
-    server = grpc.aio.server(interceptors=[ErrorCountingInterceptor(counters)], options=SERVER_OPTIONS,
+    """A started-ready server (call `await server.start()`) and the bound port (resolves port 0). `interceptors`
+    run inside the error counter (the daemon's revocation gate)."""
+    server = grpc.aio.server(interceptors=[ErrorCountingInterceptor(counters), *interceptors], options=SERVER_OPTIONS,
                              maximum_concurrent_rpcs=max_concurrent_rpcs)
     for add_fn, servicer in servicers:
         add_fn(servicer, server)

@@ -56,24 +56,28 @@ class MemberAddress(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("peer", "sent_unix_s", "known")
+    __slots__ = ("peer", "sent_unix_s", "known", "revocations")
     PEER_FIELD_NUMBER: _ClassVar[int]
     SENT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     KNOWN_FIELD_NUMBER: _ClassVar[int]
+    REVOCATIONS_FIELD_NUMBER: _ClassVar[int]
     peer: PeerInfo
     sent_unix_s: float
     known: _containers.RepeatedCompositeFieldContainer[MemberAddress]
-    def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., sent_unix_s: _Optional[float] = ..., known: _Optional[_Iterable[_Union[MemberAddress, _Mapping]]] = ...) -> None: ...
+    revocations: bytes
+    def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., sent_unix_s: _Optional[float] = ..., known: _Optional[_Iterable[_Union[MemberAddress, _Mapping]]] = ..., revocations: _Optional[bytes] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("peer", "replied_unix_s", "known")
+    __slots__ = ("peer", "replied_unix_s", "known", "revocations")
     PEER_FIELD_NUMBER: _ClassVar[int]
     REPLIED_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     KNOWN_FIELD_NUMBER: _ClassVar[int]
+    REVOCATIONS_FIELD_NUMBER: _ClassVar[int]
     peer: PeerInfo
     replied_unix_s: float
     known: _containers.RepeatedCompositeFieldContainer[MemberAddress]
-    def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., replied_unix_s: _Optional[float] = ..., known: _Optional[_Iterable[_Union[MemberAddress, _Mapping]]] = ...) -> None: ...
+    revocations: bytes
+    def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., replied_unix_s: _Optional[float] = ..., known: _Optional[_Iterable[_Union[MemberAddress, _Mapping]]] = ..., revocations: _Optional[bytes] = ...) -> None: ...
 
 class MembersRequest(_message.Message):
     __slots__ = ()
