@@ -1,9 +1,13 @@
-"""Every call from a revoked node is refused, whatever the service (Daemon, Job, Blob), before its handler runs.
+"""The gate every call passes, whatever the service (Daemon, Job, Blob), before its handler runs.
 
-A gRPC server interceptor: the caller's certificate CN (its node id, p2pft.security.certs) is looked up in the
-daemon's signed revocation list; a revoked caller gets PERMISSION_DENIED with one line, counted as
-`revoked_caller`, logged once per node. The list itself arrives in heartbeats or from `p2pft revoke` on this
-box (`RevocationRefresher` re-reads the file every couple of seconds).
+A gRPC server interceptor keyed by the caller's certificate CN (its node id, p2pft.security.certs):
+- a revoked caller (the daemon's signed revocation list) gets PERMISSION_DENIED with one line, counted as
+  `revoked_caller`, logged once per node. The list arrives in heartbeats or from `p2pft revoke` on this box
+  (`RevocationRefresher` re-reads the file every couple of seconds);
+- one peer may have at most MAX_CALLS_PER_PEER calls in progress here (streams included): beyond that
+  RESOURCE_EXHAUSTED at once, counted as `peer_call_limit`. The server's cap of 256 (p2pft/rpc/server.py) is
+  for all callers together, so without this one a single peer could take every slot. This box's own
+  identity (its CLI: `top`, `logs -f`, the demo) is not capped here.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from p2pft.security.revocation import Revocations
 
 log = logging.getLogger("p2pft.revocation")
 REFRESH_S = 2.0
+MAX_CALLS_PER_PEER = 64   # a busy peer has a heartbeat, a few job calls and up to 16 blob streams at once
 
 
 def caller_node_id(context: grpc.aio.ServicerContext) -> str:
@@ -27,13 +32,39 @@ def caller_node_id(context: grpc.aio.ServicerContext) -> str:
     return values[0].decode() if values else ""
 
 
-class RevocationInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, revocations: Revocations, counters: Counter[str]) -> None:
+class CallerGate(grpc.aio.ServerInterceptor):
+    def __init__(self, revocations: Revocations, counters: Counter[str], self_id: str,
+                 max_calls_per_peer: int = MAX_CALLS_PER_PEER) -> None:
         self.revocations = revocations
         self.counters = counters
+        self.self_id = self_id
+        self.max_calls_per_peer = max_calls_per_peer
+        self.in_flight: dict[str, int] = {}
 
-    async def _refuse(self, context: grpc.aio.ServicerContext, method: str) -> None:
+    async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> str:
+        """Refuse (abort) or count the call in; returns the key to release in `_release`."""
         node_id = caller_node_id(context)
+        await self._refuse_revoked(context, node_id, method)
+        if node_id == self.self_id:
+            return ""
+        if self.in_flight.get(node_id, 0) >= self.max_calls_per_peer:
+            self.counters["peer_call_limit"] += 1
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"node {node_id or '?'} already has {self.max_calls_per_peer} calls in progress here; "
+                                "retry when some end")
+        self.in_flight[node_id] = self.in_flight.get(node_id, 0) + 1
+        return node_id
+
+    def _release(self, key: str) -> None:
+        if not key:
+            return
+        left = self.in_flight.get(key, 1) - 1
+        if left > 0:
+            self.in_flight[key] = left
+        else:
+            self.in_flight.pop(key, None)
+
+    async def _refuse_revoked(self, context: grpc.aio.ServicerContext, node_id: str, method: str) -> None:
         if not self.revocations.is_revoked(node_id):
             return
         self.counters["revoked_caller"] += 1
@@ -62,15 +93,21 @@ class RevocationInterceptor(grpc.aio.ServerInterceptor):
 
     def _unary(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
         async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await self._refuse(context, method)
-            return await behavior(request, context)
+            key = await self._admit(context, method)
+            try:
+                return await behavior(request, context)
+            finally:
+                self._release(key)
         return checked
 
     def _stream(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
         async def checked(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            await self._refuse(context, method)
-            async for item in behavior(request, context):
-                yield item
+            key = await self._admit(context, method)
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            finally:
+                self._release(key)
         return checked
 
 

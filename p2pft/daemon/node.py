@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from p2pft.daemon.caller_gate import CallerGate, RevocationRefresher
 from p2pft.daemon.counters import RecentCounter
 from p2pft.daemon.devices import cuda_version, read_devices, summary
 from p2pft.daemon.discovery_link import MdnsLink
@@ -23,7 +24,6 @@ from p2pft.daemon.heartbeat import FailureDetector, PeerLinks, Timing
 from p2pft.daemon.join_listener import JoinListener
 from p2pft.daemon.logs import set_level
 from p2pft.daemon.probe import ProbeFacts, Prober
-from p2pft.daemon.revocation_gate import RevocationInterceptor, RevocationRefresher
 from p2pft.daemon.service import DaemonServicer
 from p2pft.daemon.settings import DaemonSettings, SettingsError, reloaded
 from p2pft.daemon.state_dir import remove_daemon_addr, write_daemon_addr
@@ -37,6 +37,8 @@ from p2pft.rpc.server import ServicerPair, build_server
 from p2pft.security.credentials import Credentials
 from p2pft.security.enrolment import holds_ca_key
 from p2pft.security.revocation import Revocations
+from p2pft.transfer.client import set_max_fetch_bytes
+from p2pft.transfer.servicer import BlobServicer
 
 log = logging.getLogger("p2pft.daemon")
 DrainHook = Callable[[], Awaitable[None] | None]
@@ -81,6 +83,16 @@ class Node:
         from p2pft.jobs.wiring import compose_jobs  # elastic jobs: JobService, blob store, drain hook
 
         compose_jobs(self)
+        self._apply_blob_limits()
+
+    def _apply_blob_limits(self) -> None:
+        """`max_blob_bytes` and `max_streams_per_peer` on the BlobService the jobs wiring registered, and on every
+        fetch this process makes. Pushes keep their own tighter cap (Push is for tools; p2pft pulls)."""
+        set_max_fetch_bytes(self.settings.max_blob_bytes)
+        for _, servicer in self.services:
+            if isinstance(servicer, BlobServicer):
+                servicer.max_push_bytes = min(servicer.max_push_bytes, self.settings.max_blob_bytes)
+                servicer.max_streams_per_peer = self.settings.max_streams_per_peer
 
     # ---- extension seam -----------------------------------------------------------------------------------
 
@@ -142,7 +154,7 @@ class Node:
         devices = await asyncio.to_thread(read_devices)
         server, self.port = build_server(self.credentials.server_credentials(), self.services,
                                          listen=self.settings.listen, counters=self.counters,
-                                         interceptors=[RevocationInterceptor(self.revocations, self.counters)])
+                                         interceptors=[CallerGate(self.revocations, self.counters, self.node_id)])
         await server.start()
         host = self.settings.listen_host
         self.cluster.apply(LocalStateChanged(devices=devices, address=addresses.advertised(host, self.port)))

@@ -40,6 +40,21 @@ from p2pft.transfer.tree import resolve_destination, target_path, write_tree
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_QUEUED_WRITES = 4  # chunks received but not yet written: bounds memory, absorbs disk hiccups
+# The largest blob this process fetches: sizes come from manifests and records that peers send, so a peer must
+# not make this box reserve and write an arbitrary amount. The daemon sets it from `max_blob_bytes` at start.
+_max_fetch_bytes = 64 * 1024**3
+
+
+def set_max_fetch_bytes(limit: int) -> None:
+    """Process-wide (one daemon per process): set once when the daemon starts, before any fetch."""
+    global _max_fetch_bytes
+    if limit < 1:
+        raise ValueError("max fetch bytes must be positive")
+    _max_fetch_bytes = limit
+
+
+class BlobTooLargeError(TransferError):
+    """A manifest names a blob over this box's limit; not retried (no source can make it smaller)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,9 @@ class BlobClient:
     async def fetch(self, digest: str, size: int) -> Path:
         """Make the blob present locally (fetching what is missing) and return its path in the store."""
         digest = validate_digest(digest)
+        if not 0 <= size <= _max_fetch_bytes:
+            raise BlobTooLargeError(f"blob {digest} is {size} bytes, over this box's limit of {_max_fetch_bytes} "
+                                    "(max_blob_bytes in the daemon's settings)")
         async with self._digest_lock(digest):
             if await asyncio.to_thread(self.store.has, digest):
                 return self.store.blob_path(digest)

@@ -8,6 +8,7 @@ a couple of chunks per stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -39,6 +40,10 @@ FREE_SPACE_RESERVE_BYTES = 256 * MIB  # a push may not fill the disk to the brim
 # The largest blob a peer may push (p2pft's own transfers pull; a push is for tools and tests): a peer cannot
 # make this box reserve and write an arbitrary amount.
 MAX_PUSH_BYTES = 4 * 1024 * MIB
+# Read and Push streams one caller (certificate CN) may hold open here at once: each holds a thread, a file and
+# a couple of chunks, so one peer (a bug, or a member gone rogue) must not take them all. p2pft's own transfers
+# open at most `parallel_blobs` (4) per fetch; a refused stream is RESOURCE_EXHAUSTED, which clients retry.
+MAX_STREAMS_PER_PEER = 16
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -64,6 +69,7 @@ class BlobServicer(transfer_pb2_grpc.BlobServiceServicer):
         default_chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         max_push_bytes: int = MAX_PUSH_BYTES,
         max_read_bytes_per_s: float | None = None,
+        max_streams_per_peer: int = MAX_STREAMS_PER_PEER,
     ) -> None:
         """`max_read_bytes_per_s` caps each Read stream (so replication leaves bandwidth to training)."""
         if max_read_bytes_per_s is not None and max_read_bytes_per_s <= 0:
@@ -72,6 +78,8 @@ class BlobServicer(transfer_pb2_grpc.BlobServiceServicer):
         self.default_chunk_bytes = clamp_chunk_bytes(default_chunk_bytes)
         self.max_push_bytes = max_push_bytes
         self.max_read_bytes_per_s = max_read_bytes_per_s
+        self.max_streams_per_peer = max_streams_per_peer
+        self._streams: dict[str, int] = {}   # caller -> streams open now
         self.counters: dict[str, int] = {
             "reads": 0,
             "bytes_served": 0,
@@ -79,7 +87,27 @@ class BlobServicer(transfer_pb2_grpc.BlobServiceServicer):
             "bytes_received": 0,
             "invalid_requests": 0,
             "push_mismatches": 0,
+            "streams_refused": 0,
         }
+
+    @contextlib.asynccontextmanager
+    async def _stream_slot(self, context: grpc.aio.ServicerContext, what: str) -> AsyncIterator[None]:
+        """Count this stream against its caller's cap for as long as it runs (RESOURCE_EXHAUSTED beyond it)."""
+        caller = _caller(context)
+        if self._streams.get(caller, 0) >= self.max_streams_per_peer:
+            self.counters["streams_refused"] += 1
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{what}: {caller or 'this caller'} already has {self.max_streams_per_peer} blob "
+                                "streams open here; retry when one ends")
+        self._streams[caller] = self._streams.get(caller, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._streams[caller] - 1
+            if left:
+                self._streams[caller] = left
+            else:
+                del self._streams[caller]
 
     async def _invalid(self, context: grpc.aio.ServicerContext, message: str) -> None:
         self.counters["invalid_requests"] += 1
@@ -110,6 +138,13 @@ class BlobServicer(transfer_pb2_grpc.BlobServiceServicer):
 
     # ---- Read --------------------------------------------------------------------------------------------
     async def Read(
+        self, request: transfer_pb2.ReadRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[transfer_pb2.BlobChunk]:
+        async with self._stream_slot(context, "Read"):
+            async for chunk in self._read(request, context):
+                yield chunk
+
+    async def _read(
         self, request: transfer_pb2.ReadRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[transfer_pb2.BlobChunk]:
         try:
@@ -158,6 +193,12 @@ class BlobServicer(transfer_pb2_grpc.BlobServiceServicer):
 
     # ---- Push --------------------------------------------------------------------------------------------
     async def Push(
+        self, request_iterator: AsyncIterator[transfer_pb2.PushRequest], context: grpc.aio.ServicerContext
+    ) -> transfer_pb2.PushResponse:
+        async with self._stream_slot(context, "Push"):
+            return await self._push(request_iterator, context)
+
+    async def _push(
         self, request_iterator: AsyncIterator[transfer_pb2.PushRequest], context: grpc.aio.ServicerContext
     ) -> transfer_pb2.PushResponse:
         messages = aiter(request_iterator)
@@ -227,6 +268,15 @@ class BlobServicer(transfer_pb2_grpc.BlobServiceServicer):
         if pending is not None:
             await pending
         return received
+
+
+def _caller(context: grpc.aio.ServicerContext) -> str:
+    """The caller's certificate CN (its node id); '' on a server without TLS (the standalone tool, tests)."""
+    try:
+        values = context.auth_context().get("x509_common_name") or []
+    except Exception:  # a test double without an auth context
+        return ""
+    return values[0].decode() if values else ""
 
 
 def add_to_server(server: grpc.aio.Server, store: BlobStore, **servicer_options: Any) -> BlobServicer:
