@@ -90,6 +90,9 @@ def answer(state_dir: Path, ca_cert_pem: bytes, request_line: bytes, peer: str) 
     except ValueError as exc:
         log.warning("join from %s refused: %s", peer, exc)
         return _line({"error": f"{exc}: use the same p2pft version on both boxes"})
+    except Exception as exc:  # a full disk, unreadable files: the joining box gets a line, the log the rest
+        log.exception("join from %s failed on this box", peer)
+        return _line({"error": f"the issuing box could not sign ({type(exc).__name__}): see its p2pftd log"})
     log.info("join from %s: signed a certificate for node %s (token %s)", peer, issued_id, token_id)
     return _line({"node_id": issued_id, "node_cert": cert.decode(), "ca_cert": ca_cert_pem.decode()})
 

@@ -140,8 +140,8 @@ class Revocations:
 
     def offer(self, document: bytes, source: str) -> bool:
         """Take a peer's list if it verifies and is newer; True when it was taken."""
-        if not document:
-            return False
+        if not document or document == self.current.document:
+            return False   # the common case, every heartbeat: no signature to check again
         try:
             offered = verify_list(document, self.ca_cert_pem)
         except ValueError as exc:

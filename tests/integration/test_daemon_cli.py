@@ -70,6 +70,7 @@ def test_cli_init_join_peers_status_top(tmp_path: Path, pool: DaemonPool) -> Non
 
     b = pool.add(Daemon(b_dir, peers=[a.address])).start()
     wait_until(lambda: len(a.view()) == 2 and len(b.view()) == 2, 10, what="a and b to meet")
+    assert read_join_addr(b_dir) is None   # only the box holding the CA key listens for joins
 
     # Target from <state-dir>/daemon.addr.
     peers = p2pft("--state-dir", str(a_dir), "peers", "--json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -53,6 +54,12 @@ def test_local_issue_gives_same_cluster_different_node_without_the_ca_key(tmp_pa
     assert not (tls_dir(tmp_path / "b") / "ca.key").exists()
     assert issue_local_node(tmp_path / "a", tmp_path / "b", "nodeb") == b  # idempotent
     assert set(issued_nodes(tmp_path / "a")) == {"nodea", "nodeb"}
+    old_umask = os.umask(0o022)
+    try:   # a state dir the credentials create is this box's alone, whatever the umask
+        issue_local_node(tmp_path / "a", tmp_path / "new" / "c", "nodec")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "new" / "c").stat().st_mode) == 0o700
 
 
 def test_node_certificates_last_a_year(tmp_path: Path) -> None:
