@@ -105,6 +105,11 @@ def join_cluster(state_dir: Path, node_id: str, token_text: str, *, force: bool 
         existing = load_credentials(state_dir)
         if existing.cluster_id == token.cluster_id:
             return existing  # idempotent: already in this cluster
+    if has_credentials(state_dir) and holds_ca_key(state_dir) and load_credentials(state_dir).cluster_id == \
+            token.cluster_id:
+        # --force here would delete the only copy of this cluster's CA key: nobody could join or revoke after.
+        raise CredentialsError(f"{tls_dir(state_dir)} holds this cluster's CA key; joining again would delete it: "
+                               "move ca.key to another box first (docs/daemon.md, 'Security choices')")
     _refuse_overwrite(state_dir, force)
     joined = join(token, node_id)
     return _write_node(state_dir, joined.ca_cert_pem, joined.node_cert_pem, joined.node_key_pem, ca_key=None)

@@ -170,3 +170,11 @@ def test_garbage_to_the_listener_is_answered_and_it_serves_on(ca_box: tuple[Path
             reply = reader.readline()
             assert reply == b"" or "error" in json.loads(reply)
     assert join_cluster(tmp_path / "b", "box-b", make_join_token(state, (listening.address,))).node_id == "box-b"
+
+
+def test_the_ca_box_never_joins_its_own_cluster_over_its_key(ca_box: tuple[Path, Listening]) -> None:
+    state, listening = ca_box
+    token = make_join_token(state, (listening.address,))
+    with pytest.raises(CredentialsError, match="would delete it"):
+        join_cluster(state, "box-a", token, force=True)
+    assert (tls_dir(state) / "ca.key").exists()
