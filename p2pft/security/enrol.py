@@ -103,12 +103,17 @@ def join(token: JoinToken, wanted_node_id: str) -> Joined:
     """Enrol at the first address of the token that answers; raises JoinError (or TokenError) with one line."""
     key, key_pem = new_node_key()   # made here, never sent: only the CSR (its public half, self-signed) is
     csr = make_csr(key, wanted_node_id).decode()
-    failures = []
+    failures, impostors = [], []
     for address in token.addresses:
         try:
             reply = _exchange(address, token, wanted_node_id, csr)
         except OSError as exc:
             failures.append(f"{address} ({_why(exc)})")
+            continue
+        except TokenError as exc:
+            # Something else answers there (this box's own daemon of another cluster on 127.0.0.1, a reused
+            # address): the secret was not sent; the next address may be the issuer.
+            impostors.append(str(exc))
             continue
         if "error" in reply:
             raise JoinError(f"the issuing box refused: {reply['error']}")
@@ -122,6 +127,8 @@ def join(token: JoinToken, wanted_node_id: str) -> Joined:
         if not _same_key(cert, key_pem):
             raise JoinError(f"{address} signed another key than this box's: use the same p2pft version on both boxes")
         return Joined(node_id, cert, key_pem, ca)
+    if impostors:
+        raise JoinError(f"{'; '.join(impostors)}" + (f"; no answer from {', '.join(failures)}" if failures else ""))
     port_hint = token.addresses[0].rpartition(":")[2]
     raise JoinError(f"cannot reach the box that issued this token at {', '.join(failures)}: start p2pftd there "
                     f"(and let TCP {port_hint} through its firewall), then run this again")
