@@ -21,7 +21,8 @@ _REQUIRED_HINTS: dict[str, str] = {
 
 # Keys whose allowed values deserve a reason rather than just the list.
 _CHOICE_HINTS: dict[str, str] = {
-    "stage": "p2pft only does supervised fine-tuning; allowed: 'sft' (run other stages with LLaMA-Factory)",
+    "stage": "p2pft does supervised fine-tuning and pretraining; allowed: 'sft', 'pt' (run the preference and "
+             "reward stages with LLaMA-Factory)",
     "finetuning_type": "allowed: 'lora' or 'full' (freeze is not implemented)",
     "optim": "allowed: 'adamw_torch' or 'adamw_bnb_8bit'",
 }

@@ -8,6 +8,7 @@ JobSpecError whose message is ONE line naming the key, the value and what is all
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from p2pft.config.errors import CROSS_FIELD_ERROR, JobSpecError, to_job_spec_error
 from p2pft.config.llamafactory_keys import IGNORED_KEYS, UNSUPPORTED_KEYS, ignored_key_warning
+from p2pft.config.lr_schedules import scheduler_kwargs_error, scheduler_type_error
 from p2pft.config.paths import resolve_input_dir, resolve_model, resolve_output_dir
 from p2pft.config.resources import check_job_resources
 from p2pft.config.yaml_loader import YamlError, read_yaml_file
@@ -113,7 +115,8 @@ class JobSpec(BaseModel):
     learning_rate: float = Field(default=5e-5, gt=0.0)
     num_train_epochs: float = Field(default=3.0, gt=0.0)
     max_steps: int | None = Field(default=None, gt=0)
-    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    lr_scheduler_type: str = "linear"  # transformers' schedules, see p2pft.config.lr_schedules
+    lr_scheduler_kwargs: dict[str, Any] = Field(default_factory=dict)
     warmup_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
     warmup_steps: int = Field(default=0, ge=0)
     weight_decay: float = Field(default=0.0, ge=0.0)
@@ -212,6 +215,33 @@ class JobSpec(BaseModel):
         if value is not None and value not in TEMPLATES:
             raise ValueError(f"is not a template p2pft reproduces; use one of: {', '.join(TEMPLATES)}")
         return value
+
+    @field_validator("lr_scheduler_type")
+    @classmethod
+    def _known_schedule(cls, value: str) -> str:
+        error = scheduler_type_error(value)
+        if error:
+            raise ValueError(error)
+        return value
+
+    @field_validator("lr_scheduler_kwargs", mode="before")
+    @classmethod
+    def _kwargs_mapping(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if isinstance(value, str):  # transformers also takes the JSON text of the mapping
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                return value  # pydantic says it is not a mapping
+        return value
+
+    @model_validator(mode="after")
+    def _schedule_kwargs(self) -> JobSpec:
+        error = scheduler_kwargs_error(self.lr_scheduler_type, self.lr_scheduler_kwargs, self.learning_rate)
+        if error:
+            raise _cross_field(error)
+        return self
 
     @field_validator("tool_format")
     @classmethod

@@ -34,7 +34,8 @@ def decide_rerun(previous: Mapping[str, Any] | None, current: Mapping[str, Any],
     if previous is None:
         return RerunDecision("resume")
     changed = sorted(k for k in set(previous) | set(current)
-                     if k not in MAY_CHANGE_ON_RESUME and previous.get(k) != current.get(k))
+                     if k not in MAY_CHANGE_ON_RESUME and previous.get(k) != current.get(k)
+                     and not _new_key_at_its_default(k, previous, current))
     if not changed:
         return RerunDecision("resume")
     first = changed[0]
@@ -42,3 +43,9 @@ def decide_rerun(previous: Mapping[str, Any] | None, current: Mapping[str, Any],
     return RerunDecision("refuse", f"{output_dir} holds a run with {first}={previous.get(first)!r}, this job has "
                                    f"{first}={current.get(first)!r}{more}: set overwrite_output_dir: true to start "
                                    "afresh, or restore the setting to resume that run")
+
+
+def _new_key_at_its_default(key: str, previous: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+    """A run written before p2pft knew `key` ran with what the key's empty default means (every key added since
+    defaults to None or {}), so it must not refuse the resume."""
+    return key not in previous and current.get(key) in (None, {})

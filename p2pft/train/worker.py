@@ -144,7 +144,8 @@ class Worker:
                     "step": step + 1, "micro_batch_size": max((len(ids) for ids in my_micro_ids), default=0),
                     "micro_batches": len(my_micro_ids),
                     "sequence_length": max((int(b["input_ids"].shape[-1]) for b in micro_batches), default=0)}
-                lr = learning_rate(spec.learning_rate, spec.lr_scheduler_type, step, steps, warmup)
+                lr = learning_rate(spec.learning_rate, spec.lr_scheduler_type, step, steps, warmup,
+                                   spec.lr_scheduler_kwargs)
                 set_learning_rate(optimizer, lr)
                 stop_here = (self.args.run_dir / STOP_REQUEST_FILE).exists()
                 result = train_step(ddp_model, optimizer, micro_batches, global_tokens, env.world_size,

@@ -37,4 +37,4 @@ def test_warmup_steps_win_over_ratio() -> None:
 
 def test_unknown_kind_is_rejected() -> None:
     with pytest.raises(ValueError, match="lr_scheduler_type"):
-        lr_factor("polynomial", 50, 100, 10)  # type: ignore[arg-type]
+        lr_factor("reduce_lr_on_plateau", 50, 100, 10)
