@@ -33,7 +33,7 @@ def test_a_step_dir_a_checkpoint_dir_or_an_output_dir(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case, expected", [
     ("missing", "is not a directory on this box"),
-    ("hf", "is a Hugging Face/LLaMA-Factory checkpoint folder"),
+    ("hf", "is a Hugging Face/LLaMA-Factory folder without weights"),
     ("empty", "holds no committed p2pft checkpoint"),
     ("damaged", "is torn or damaged"),
 ])
