@@ -137,3 +137,10 @@ def test_an_unknown_suffix_lists_the_readable_ones(tmp_path: Path) -> None:
     (tmp_path / "rows.xlsx").write_bytes(b"PK")
     with pytest.raises(DataError, match=r"rows\.xlsx: not a data file LLaMA-Factory reads; use one of \.json, \.jsonl"):
         resolve_datasets(["rows"], _register(tmp_path, "rows.xlsx"))
+
+
+def test_a_file_that_is_no_arrow_ipc_fails_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "rows.arrow").write_bytes(b"ARROW? no")
+    with pytest.raises(DataError, match=r"rows\.arrow: not a readable Arrow IPC \(stream or file\)") as caught:
+        read_rows(tmp_path / "rows.arrow")
+    assert "\n" not in str(caught.value)

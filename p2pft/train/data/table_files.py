@@ -80,15 +80,15 @@ def read_arrow_rows(path: Path) -> list[tuple[int, Any]]:
     import pyarrow as pa
 
     try:
-        with pa.memory_map(str(path)) as source:
+        with pa.memory_map(str(path)) as source:  # rows are copied out before the map closes
             try:
                 table = pa.ipc.open_stream(source).read_all()
             except pa.ArrowInvalid:
                 source.seek(0)
                 table = pa.ipc.open_file(source).read_all()
+            return list(enumerate(table.to_pylist(), start=1))
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{path}: not a readable Arrow IPC (stream or file) ({_first_line(err)})") from None
-    return list(enumerate(table.to_pylist(), start=1))
 
 
 def _first_line(err: BaseException) -> str:
