@@ -4,10 +4,10 @@ PATH may be a p2pft step dir (`.../checkpoints/step-N`), a checkpoint dir (its n
 `p2pft run` output_dir (its `checkpoints/`): everything is restored (weights, optimizer, data cursor, RNG). It
 may also be a Hugging Face / LLaMA-Factory `checkpoint-N` folder (`trainer_state.json` plus the adapter or the
 model in safetensors): its weights are loaded and the run continues at step N with the LR schedule at step N,
-but with a fresh optimizer (HF's optimizer.pt is a pickle keyed by parameter position in the Trainer's own
-parameter groups, which p2pft can neither load safely nor map) and p2pft's own data order from step N (HF's
-sampler state is not p2pft's). The run's own checkpoints always win once it has any: after the first commit an
-elastic restart must continue its own progress, not go back to PATH.
+with optimizer.pt's AdamW state when it maps onto the job (p2pft.train.hf_optimizer; else a fresh optimizer)
+and p2pft's own data order from step N (HF's sampler state is not p2pft's). The run's own checkpoints always
+win once it has any: after the first commit an elastic restart must continue its own progress, not go back to
+PATH.
 """
 
 from __future__ import annotations

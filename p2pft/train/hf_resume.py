@@ -1,14 +1,16 @@
 """Start a run from a Hugging Face / LLaMA-Factory `checkpoint-N` folder: its weights, then step N.
 
 Restored: the trainable weights (the LoRA adapter from adapter_model.safetensors, or every weight of a full
-fine-tune from model.safetensors / its shards) and the step, so the LR schedule continues at N. Not restored:
-the optimizer (Adam moments start from zero), the data order (p2pft's own sampler from step N, not HF's) and
-the RNG. See p2pft.formats.resume_from for why. Only safetensors files are read (no pickle).
+fine-tune from model.safetensors / its shards), the step (so the LR schedule continues at N) and, when it maps
+onto this job's optimizer, the AdamW state of optimizer.pt (see hf_optimizer.py; otherwise Adam starts afresh).
+Not restored: the data order (p2pft's own sampler from step N, not HF's) and the RNG. See
+p2pft.formats.resume_from for why. Weights are read from safetensors only.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,6 +41,20 @@ def saved_key(live_key: str, lora: bool) -> str:
     """The name save_pretrained gives a trainable weight: PEFT strips the adapter name, a full model is saved
     from the base model (no PEFT prefix)."""
     return live_key.replace(f".{ADAPTER_NAME}.", ".") if lora else live_key
+
+
+@dataclass(frozen=True)
+class HfStart:
+    step: int
+    optimizer_note: str  # what happened to optimizer.pt, for the log
+
+
+def start_from_hf_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
+                             lora: bool) -> HfStart:
+    from p2pft.train.hf_optimizer import load_hf_optimizer
+
+    step = load_hf_checkpoint(directory, model, lora=lora)
+    return HfStart(step=step, optimizer_note=load_hf_optimizer(directory, model, optimizer))
 
 
 def load_hf_checkpoint(directory: Path, model: torch.nn.Module, *, lora: bool) -> int:

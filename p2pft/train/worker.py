@@ -218,12 +218,12 @@ class Worker:
         from p2pft.formats.resume_from import is_hf_checkpoint
 
         if is_hf_checkpoint(directory):  # weights and step only (p2pft.train.hf_resume says why)
-            from p2pft.train.hf_resume import load_hf_checkpoint
+            from p2pft.train.hf_resume import start_from_hf_checkpoint
 
-            step = load_hf_checkpoint(directory, model, lora=self.spec.finetuning_type == "lora")
-            self.log(f"resume_from_checkpoint: weights of {directory}, continuing at step {step} with a fresh "
-                     "optimizer and p2pft's data order from that step")
-            return step
+            start = start_from_hf_checkpoint(directory, model, optimizer, lora=self.spec.finetuning_type == "lora")
+            self.log(f"resume_from_checkpoint: weights of {directory}, continuing at step {start.step} with "
+                     f"{start.optimizer_note} and p2pft's data order from that step")
+            return start.step
         check_data_order(directory, self.data_order)
         progress = load_checkpoint(directory, model, optimizer, self.precision.scaler)  # fp16's loss scale too
         self.log(f"resuming from step {progress.step} (samples consumed {progress.samples_consumed}, "

@@ -113,3 +113,61 @@ def test_unusable_hf_folders_are_refused_at_validation(tmp_path: Path, files: di
     with pytest.raises(ResumeFromError, match=message):
         resume_step_dir(folder)
     assert len(resume_errors(str(folder))) == 1
+
+
+def _trainer_optimizer(model: torch.nn.Module, folder: Path) -> dict[str, torch.Tensor]:
+    """What transformers' Trainer leaves in optimizer.pt: AdamW over its decay / no-decay groups, after two steps.
+    Returns each parameter's exp_avg by name."""
+    from transformers.trainer_pt_utils import get_parameter_names
+
+    from p2pft.train.hf_optimizer import NO_DECAY_PATTERNS
+
+    decay = set(get_parameter_names(model, [torch.nn.LayerNorm], NO_DECAY_PATTERNS))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": [p for n, p in named if n in decay], "weight_decay": 0.01},
+                                   {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0}], lr=1e-3)
+    for _ in range(2):
+        optimizer.zero_grad()
+        sum((p * p).sum() * (i + 1) for i, (_, p) in enumerate(named)).backward()
+        optimizer.step()
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    return {n: optimizer.state[p]["exp_avg"].clone() for n, p in named}
+
+
+@pytest.mark.parametrize("finetuning_type", ["lora", "full"])
+def test_the_trainers_adamw_state_is_mapped_by_name(tmp_path: Path, tiny_model: Path, finetuning_type: str) -> None:
+    from p2pft.train.hf_resume import start_from_hf_checkpoint
+    from p2pft.train.optim import build_optimizer
+
+    spec = _spec(tiny_model, finetuning_type=finetuning_type, weight_decay=0.01, learning_rate=1e-3,
+                 adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, optim="adamw_torch")
+    source = build_trainable_model(spec, torch.device("cpu"))
+    folder = _checkpoint(source, tmp_path / "checkpoint-2", 2)
+    expected = _trainer_optimizer(source, folder)
+    model = build_trainable_model(spec, torch.device("cpu"))
+    optimizer = build_optimizer(model, spec)
+    start = start_from_hf_checkpoint(folder, model, optimizer, lora=finetuning_type == "lora")
+    assert start.step == 2 and start.optimizer_note.startswith("AdamW state from optimizer.pt")
+    restored = {n: optimizer.state[p]["exp_avg"] for n, p in model.named_parameters() if p.requires_grad}
+    assert restored.keys() == expected.keys()
+    assert all(torch.equal(restored[n], expected[n]) for n in expected)
+    assert all(float(optimizer.state[p]["step"]) == 2.0 for p in model.parameters() if p.requires_grad)
+
+
+def test_an_optimizer_file_that_does_not_map_leaves_adam_fresh(tmp_path: Path, tiny_model: Path) -> None:
+    from p2pft.train.hf_resume import start_from_hf_checkpoint
+    from p2pft.train.optim import build_optimizer
+
+    spec = _spec(tiny_model, weight_decay=0.0, learning_rate=1e-3, adam_beta1=0.9, adam_beta2=0.999,
+                 adam_epsilon=1e-8, optim="adamw_torch")
+    other = build_trainable_model(_spec(tiny_model, lora_rank=2), torch.device("cpu"))
+    folder = _checkpoint(build_trainable_model(spec, torch.device("cpu")), tmp_path / "checkpoint-4", 4)
+    _trainer_optimizer(other, folder)   # another LoRA rank: same positions, other shapes
+    model = build_trainable_model(spec, torch.device("cpu"))
+    optimizer = build_optimizer(model, spec)
+    start = start_from_hf_checkpoint(folder, model, optimizer, lora=True)
+    assert start.step == 4
+    assert start.optimizer_note.startswith("a fresh optimizer (optimizer.pt does not map onto this job: its state for")
+    assert not optimizer.state
+    (folder / "optimizer.pt").write_bytes(b"not a pickle")
+    assert "unreadable" in start_from_hf_checkpoint(folder, model, optimizer, lora=True).optimizer_note
