@@ -16,6 +16,10 @@ from collections.abc import Sequence
 
 from p2pft import __version__
 
+# Before any command module imports grpc (registration imports them all): grpc core reads this once, at import,
+# and otherwise prints failed TLS handshakes at INFO; the CLI says what went wrong in one line of its own.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 # Order is the order shown in `p2pft --help`. Each name is a module in p2pft.cli.
 COMMAND_MODULES: tuple[str, ...] = (
     "validate",
