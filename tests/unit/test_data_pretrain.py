@@ -92,3 +92,17 @@ def test_map_batches_match_datasets_contiguous_shards() -> None:
 def test_pack_blocks_drops_the_remainder_of_its_own_call() -> None:
     rules = PackingRules(block_size=2, batch_size=1000, num_workers=None, bos_token_id=None, pad_token_id=None)
     assert [block.input_ids for block in pack_blocks([[1, 2, 3], [4, 5]], rules)] == [(1, 2), (3, 4)]
+
+
+def test_llama3_appends_its_end_of_text_and_other_templates_the_eos() -> None:
+    from p2pft.train.data.pretrain import pretrain_eos
+
+    tok = tokenizer()
+    assert pretrain_eos("llama3", tok) == "<|end_of_text|>"
+    assert pretrain_eos("qwen", tok) == pretrain_eos(None, tok) == "</s>"
+
+
+def test_text_rows_under_stage_sft_point_at_stage_pt(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"no usable training rows \(missing_response=2\); rows with a text and no "
+                                        r"answer are pretraining data: set stage: pt"):
+        prepare_data(make_spec("corpus", _pt_dir(tmp_path, ["ab", "cd"])), tokenizer())

@@ -69,7 +69,9 @@ def prepare_data(spec: DataSpec, tokenizer: Any) -> PreparedData:
             encoded.append(example)
     if not encoded:
         reasons = ", ".join(f"{reason}={count}" for reason, count in sorted(skipped.items())) or "no rows"
-        raise DataError(f"dataset {','.join(spec.dataset)}: no usable training rows ({reasons})")
+        hint = "; rows with a text and no answer are pretraining data: set stage: pt" \
+            if set(skipped) == {"missing_response"} else ""
+        raise DataError(f"dataset {','.join(spec.dataset)}: no usable training rows ({reasons}){hint}")
     val_positions = choose_val_positions(len(encoded), spec.val_size, spec.seed)
     train = [encoded[i] for i in range(len(encoded)) if i not in val_positions]
     val = [encoded[i] for i in sorted(val_positions)]
