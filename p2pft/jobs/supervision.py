@@ -159,6 +159,8 @@ class Supervision:
                     and record.outputs_node not in ("", manager.node_id):
                 await manager.ending.pull_outputs(job_id)
             return
+        if job_id in manager.members:
+            return   # an order since this start already put this box back into the job
         if current is not None and manager.node_id in current.members and record.coordinator != manager.node_id:
             log.info("job %s: rejoining after a restart (was in round %d)", job_id, current.round)
             member = manager.new_member()

@@ -300,3 +300,24 @@ def test_a_box_that_slows_down_is_replanned_at_a_step_boundary(tmp_path: Path) -
         reasons = [info.reason for info in record(net, "a", job).rounds]
         assert sum(r.startswith("replan") for r in reasons) == 1, reasons   # no re-planning back and forth
     run(tmp_path, body)
+
+
+def test_a_restarted_box_ordered_into_a_round_before_its_resync_keeps_that_round(tmp_path: Path) -> None:
+    """Found by the e2e restart test: the restarted box got the next round's order before its resync (a second
+    after the start) read the record; the resync then replaced the member running that round and reported it
+    failed ("daemon restarted"), orphaning its agent. The round must go on."""
+    async def body(net: SimNet) -> None:
+        job = await submit(net, "a", steps=200)
+        await three_box_round(net, job)
+        await net.kill("b")
+        await until(lambda: "b" not in record(net, "a", job).current_round.members, "a round without b")
+        restarted = net.restart("b")
+        joined = await until(lambda: (r := record(net, "a", job).current_round) is not None and "b" in r.members
+                             and r, "b in a round again")
+        await asyncio.sleep(2.5)   # past the resync (1 s after peers are seen)
+        assert record(net, "a", job).current_round.round == joined.round, \
+            [info.reason for info in record(net, "a", job).rounds]
+        assert restarted.members["job-sim"].running
+        await finished(net, job, timeout=40)
+        check_history(net, job, "a")
+    run(tmp_path, body)
