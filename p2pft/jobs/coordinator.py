@@ -17,7 +17,7 @@ from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo
 from p2pft.jobs.paths import JobPaths
 from p2pft.jobs.quorum import quorum
 from p2pft.jobs.speeds import planning_speeds
-from p2pft.jobs.state import Action, View, decide, network_failure
+from p2pft.jobs.state import REPLAN_THRESHOLD, Action, View, decide, network_failure
 from p2pft.jobs.store_process import StoreProcess
 from p2pft.jobs.submission import output_target
 from p2pft.network.routes import NoReachableAddress
@@ -31,7 +31,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("p2pft.jobs.coordinator")
 TICK_S = 0.1
 NETWORK_BACKOFF_MAX_S = 60.0
-REPLAN_MIN_STEPS = 5   # steps a round runs before its measured speeds may re-plan it (the averages settle)
+# Steps a round runs before its measured speeds may re-plan it: the averages settle, and a short burst of load
+# on a shared box (another test, a compile) does not cost a round change.
+REPLAN_MIN_STEPS = 20
+REPLAN_SUSTAINED_STEPS = 10   # ... and a drift must last this many steps
 
 
 class JobCoordinator:
@@ -53,6 +56,7 @@ class JobCoordinator:
         self._first_failure: dict[int, float] = {}  # round -> when its first failed exit report was seen
         self._partitioned = False                   # paused without quorum: refresh the record before going on
         self._stopped_since: float | None = None    # when every member of the round had stopped on request
+        self._drift_since: tuple[int, int] | None = None   # (round, step) since which the plan drifted
 
     @property
     def record(self) -> JobRecord:
@@ -167,7 +171,15 @@ class JobCoordinator:
             plan = plan_from_json(current.plan)
         except BatchPlanError:
             return 0.0
-        return plan_excess(plan, self.manager.measured_speeds.get(self.job_id, {}))
+        gain = plan_excess(plan, self.manager.measured_speeds.get(self.job_id, {}))
+        step = current.last_step or 0
+        if gain <= REPLAN_THRESHOLD:
+            self._drift_since = None
+            return 0.0
+        if self._drift_since is None or self._drift_since[0] != current.round:
+            self._drift_since = (current.round, step)
+        # Only a drift that lasts: a burst of load on a shared box must not cost a round change.
+        return gain if step - self._drift_since[1] >= REPLAN_SUSTAINED_STEPS else 0.0
 
     def _all_stopped_age(self, current: RoundInfo | None, reports: dict[str, MemberReport]) -> float | None:
         if current is None or not reports or not all(
@@ -285,7 +297,7 @@ class JobCoordinator:
         info = RoundInfo(round=number, reason=action.reason, coordinator=self.manager.node_id, members=members,
                          addresses=addresses, plan=plan_to_json(plan), store=store,
                          resume_step=resume, holders=holders, resume_marker=marker, started_unix=time.time(),
-                         cause_unix=action.cause_unix or time.time())
+                         cause_unix=action.cause_unix or time.time(), join_timeout_s=planned.join_timeout_s)
         if previous is not None:
             record = record.with_round_update(ended_reason=action.reason)
         record = replace(record, status="running", message=action.reason, rounds=(*record.rounds, info))

@@ -28,7 +28,7 @@ from p2pft.jobs.submission import own_path
 from p2pft.launch.agent import AgentExit, AgentOutcome, AgentProcess
 from p2pft.launch.contract import STOP_REQUEST_FILE
 from p2pft.launch.events import EventTail
-from p2pft.launch.round_spec import RoundLaunch
+from p2pft.launch.round_spec import RdzvTimeouts, RoundLaunch
 from p2pft.launch.worker_error import read_worker_errors, root_error
 from p2pft.network.diagnosis import RoundAddresses, explain
 from p2pft.network.routes import NoReachableAddress, route_source
@@ -150,6 +150,7 @@ class JobMember:
             nnodes=len(info.members), nproc_per_node=nproc, node_id=self.node_id, local_addr=choice.address,
             run_dir=run_dir, job_file=job_file, plan_file=plan_file, checkpoint_dir=paths.checkpoints,
             env_extras={"HF_HUB_OFFLINE": "1", **self.addressing.worker_env(choice)},
+            timeouts=RdzvTimeouts(join_s=info.join_timeout_s),
         )
         log.info("job %s round %d: this box is %s on %s (%s)", record.job_id, info.round, choice.address,
                  choice.interface or "?", choice.how)

@@ -48,6 +48,7 @@ class RoundInfo:
     last_step: int | None = None
     ended_reason: str = ""
     launched: tuple[str, ...] = ()      # members whose agent started (prepared: dataset, checkpoint)
+    join_timeout_s: int = 60            # how long the agents wait at the rendezvous for the slowest member
 
     @property
     def world_size(self) -> int:

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 
 from p2pft.jobs.model import JobRecord
 from p2pft.launch.rounds import newest_usable_step
+from p2pft.network.diagnosis import RENDEZVOUS_TIMED_OUT
 from p2pft.planning.batch_plan import BatchPlan, PlanMode, RankCapacity, plan_batch
 from p2pft.planning.placement import NodePlacement
 
 DEFAULT_SPEED = 1.0   # samples/s for a rank nothing is known about: only ratios matter
+JOIN_TIMEOUT_S = (60, 600)   # the agents' rendezvous join timeout: from, to (doubling after a late member)
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class RoundPlan:
     plan: BatchPlan
     resume_step: int | None
     holders: tuple[str, ...]      # live boxes holding the resume step complete
+    join_timeout_s: int = JOIN_TIMEOUT_S[0]
 
 
 def choose_resume(holdings: Mapping[str, tuple[int, ...]], alive: frozenset[str]) -> tuple[int | None, tuple[str, ...]]:
@@ -46,11 +49,26 @@ def rank_capacities(record: JobRecord, nodes: Sequence[NodePlacement],
 
 
 def plan_round(record: JobRecord, nodes: Sequence[NodePlacement], *, holdings: Mapping[str, tuple[int, ...]],
-               alive: frozenset[str], speeds: Mapping[tuple[str, int], float]) -> RoundPlan:
+               alive: frozenset[str], speeds: Mapping[tuple[str, int], float], reason: str = "") -> RoundPlan:
+    """`reason`: why this round starts (a late member at the last rendezvous lengthens the join timeout)."""
     previous = record.current_round
     number = previous.round + 1 if previous is not None else 0
     mode: PlanMode = "uniform" if record.elastic.get("batch_plan") == "uniform" else "auto"
     plan = plan_batch(int(record.elastic["global_batch_size"]), rank_capacities(record, nodes, speeds), mode, number)
     resume, holders = choose_resume(holdings, alive)
     return RoundPlan(number=number, members=tuple(n.node_id for n in nodes), plan=plan, resume_step=resume,
-                     holders=holders)
+                     holders=holders, join_timeout_s=join_timeout(record, reason))
+
+
+def join_timeout(record: JobRecord, reason: str) -> int:
+    """How long a round's agents wait for the slowest member at the rendezvous. A member still starting (its
+    zygote importing torch on a busy box, a slow disk) is waited for: after a round that failed because a
+    member joined too late, the next one waits twice as long (up to 10 min); a round that stepped resets it.
+    Waiting longer costs nothing when a member dies: heartbeats end the round within seconds."""
+    low, high = JOIN_TIMEOUT_S
+    previous = record.current_round
+    if previous is None or previous.first_step is not None:
+        return low
+    if RENDEZVOUS_TIMED_OUT in reason or RENDEZVOUS_TIMED_OUT in previous.ended_reason:
+        return min(high, 2 * max(low, previous.join_timeout_s))
+    return max(low, previous.join_timeout_s)

@@ -169,7 +169,7 @@ def _start(view: View, reason: str, members: tuple[str, ...], cause_unix: float)
     nodes = [placed.get(n) or NodePlacement(n, "cpu", (0,)) for n in members]
     try:
         plan = plan_round(view.record, nodes, holdings=view.holdings, alive=view.alive or frozenset(members),
-                          speeds=view.speeds)
+                          speeds=view.speeds, reason=reason)
     except BatchPlanError as exc:
         return Action("wait", f"waiting: {exc}", cause_unix=cause_unix)
     return Action("start_round", reason, plan.members, cause_unix, round=plan)

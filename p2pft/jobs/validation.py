@@ -63,7 +63,7 @@ ROUND_FIELDS: dict[str, Check] = {
     "plan": _dict, "store": _str, "resume_step": _optional(_STEP), "holders": _list_of(_node_id),
     "resume_marker": _optional(_dict), "started_unix": _number, "cause_unix": _number,
     "first_step_unix": _optional(_number), "first_step": _optional(_STEP), "last_step": _optional(_STEP),
-    "ended_reason": _str, "launched": _list_of(_node_id),
+    "ended_reason": _str, "launched": _list_of(_node_id), "join_timeout_s": _int_in(1, 3600),
 }
 
 RECORD_FIELDS: dict[str, Check] = {

@@ -31,6 +31,10 @@ _ADDRESS_PATTERNS = (
 _GLOO_CONNECT = re.compile(r"gloo.*connect(?: timeout)?:? (network is unreachable|no route to host|connection "
                            r"refused|connection timed out|timed out)", re.IGNORECASE)
 
+# The words of a round that failed because some member joined the rendezvous too late (p2pft.jobs.round_plan
+# gives the next round a longer join timeout when it sees them).
+RENDEZVOUS_TIMED_OUT = "not every member joined the rendezvous"
+
 
 @dataclass(frozen=True)
 class Unreachable:
@@ -131,7 +135,7 @@ def explain(box: str, log_text: str, round_addresses: RoundAddresses) -> str | N
                     f"{missing[1]} joined); check the collective interface of {box} (--collective-interface, or "
                     "leave it unset to choose automatically) and allow TCP between the boxes (run `p2pft doctor`)")
         if rendezvous_timed_out(log_text):
-            return (f"{box}: not every member joined the rendezvous on {round_addresses.store} in time: a box "
+            return (f"{box}: {RENDEZVOUS_TIMED_OUT} on {round_addresses.store} in time: a box "
                     "too slow to start its workers, or one that cannot reach the coordinator's store ports (run "
                     "`p2pft doctor`)")
         return None

@@ -194,3 +194,24 @@ def test_yield_when_busy_is_a_daemon_setting_from_flag_env_or_file(tmp_path) -> 
     assert parse_settings([*base, "--config", str(config)], environ={}).yield_when_busy is True
     with pytest.raises(SettingsError, match="yield_when_busy='maybe'"):
         parse_settings(base, environ={"P2PFT_YIELD_WHEN_BUSY": "maybe"})
+
+
+def test_a_round_after_a_late_member_waits_longer_at_the_rendezvous() -> None:
+    from p2pft.jobs.round_plan import JOIN_TIMEOUT_S, join_timeout
+
+    low, high = JOIN_TIMEOUT_S
+    never_stepped = record(first_step=None)
+    late = "b: not every member joined the rendezvous on 10.0.0.1:47342 in time: a box too slow to start"
+    assert join_timeout(never_stepped, "member c joins") == low
+    assert join_timeout(never_stepped, late) == 2 * low
+    longer = replace(never_stepped, rounds=(replace(never_stepped.rounds[-1], join_timeout_s=8 * low),))
+    assert join_timeout(longer, late) == min(high, 16 * low)
+    assert join_timeout(longer, "member c lost") == 8 * low      # still starting: keep waiting that long
+    stepped = replace(longer, rounds=(replace(longer.rounds[-1], first_step=3),))
+    assert join_timeout(stepped, late) == low                    # it stepped: back to the default
+    action = decide(View(never_stepped, available=("a", "b"), reports={
+        "b": MemberReport(job_id="j", node_id="b", round=0, phase="exited", outcome="failed", detail=late,
+                          cause="network"),
+        "a": MemberReport(job_id="j", node_id="a", round=0, phase="exited", outcome="failed", detail=late,
+                          cause="network")}))
+    assert action.kind == "start_round" and action.round is not None and action.round.join_timeout_s == 2 * low
