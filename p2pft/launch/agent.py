@@ -14,6 +14,7 @@ import contextlib
 import enum
 import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,6 @@ import psutil
 
 from p2pft.launch.contract import EXIT_STOPPED_ON_REQUEST
 from p2pft.launch.events import read_events
-from p2pft.launch.lifetime import preexec_die_with_parent
 from p2pft.launch.round_spec import RoundLaunch, build_agent_command
 
 AGENT_TOKEN_ENV = "P2PFT_AGENT_TOKEN"  # inherited by torchrun's workers: finds them even as orphans
@@ -110,17 +110,17 @@ class AgentProcess:
                 self._events_offset = self.events_file.stat().st_size
         self._log = self.log_file.open("ab")
         self._started_at = time.monotonic()
+        # The agent dies with the daemon (parent-death signal, armed by a stdlib-only exec wrapper: see
+        # p2pft.launch.lifetime.main), since its own session keeps a kill of the daemon's group from reaching it.
+        guarded = [sys.executable, "-m", "p2pft.launch.lifetime", "--parent", str(os.getpid()), "--", *self.argv]
         self._process = await asyncio.create_subprocess_exec(
-            *self.argv,
+            *guarded,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=self._log,
             stderr=asyncio.subprocess.STDOUT,
             cwd=self.cwd,
             env=self.env,
             start_new_session=True,  # own process group: one killpg reaches agent + workers
-            # ...which also means a kill of the daemon's group never reaches the agent: it dies with the daemon
-            # by the parent-death signal instead, and each worker with its agent (p2pft.train, warm_shim).
-            preexec_fn=preexec_die_with_parent,
         )
 
     async def wait(self) -> AgentExit:

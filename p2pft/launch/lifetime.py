@@ -62,3 +62,29 @@ def die_with_parent(signum: int, expected_parent: int | None = None) -> bool:
     if expected_parent is not None:
         return parent == expected_parent
     return parent != 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m p2pft.launch.lifetime --parent PID -- CMD ARGS...`: arm the parent-death signal (SIGKILL), then
+    exec CMD in this same process (the signal survives exec). How the daemon starts torchrun agents: a Popen
+    preexec_fn would do the same between fork and exec, but forking a daemon with gRPC threads that way runs
+    gRPC's fork handlers in the child, which aborted some agents (SIGABRT, "epoll_wait error: Bad file
+    descriptor") before they could exec."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    parent: int | None = None
+    if len(args) >= 2 and args[0] == "--parent":
+        parent = int(args[1])
+        args = args[2:]
+    if args[:1] == ["--"]:
+        args = args[1:]
+    if not args:
+        print("usage: python -m p2pft.launch.lifetime [--parent PID] -- CMD [ARGS...]", file=sys.stderr)
+        return 2
+    if not die_with_parent(signal.SIGKILL, parent):
+        return 1   # the daemon died before the signal was armed: nothing to run for
+    os.execvp(args[0], args)
+    return 127   # not reached: execvp raises on failure
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
