@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from tests.daemon_harness import wait_until
 from tests.e2e.conftest import STEPS, Cluster, check_outputs, cli, write_job
 
 pytestmark = pytest.mark.slow
@@ -54,3 +56,8 @@ def test_job_waits_for_min_nodes_visibly_and_can_be_cancelled(cluster: Cluster, 
     assert "cancelled" in cli("cancel", job_id, state_dir=a.state_dir).stdout
     assert cluster.job(a, job_id)["status"] == "cancelled"
     assert "cancelled" in cli("logs", job_id, state_dir=a.state_dir).stdout
+    # A cancelled job still leaves its summary where the user asked for outputs (the daemon's end-summary loop).
+    summary_file = tmp_path / "out" / "summary.json"
+    wait_until(lambda: summary_file.is_file(), 15, what="summary.json of the cancelled job")
+    summary = json.loads(summary_file.read_text())
+    assert summary["status"] == "cancelled" and summary["job_id"] == job_id
