@@ -16,10 +16,6 @@ from collections.abc import Sequence
 
 from p2pft import __version__
 
-# Before any command module imports grpc (registration imports them all): grpc core reads this once, at import,
-# and otherwise prints failed TLS handshakes at INFO; the CLI says what went wrong in one line of its own.
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-
 # Order is the order shown in `p2pft --help`. Each name is a module in p2pft.cli.
 COMMAND_MODULES: tuple[str, ...] = (
     "validate",
@@ -90,7 +86,21 @@ def finish_subcommands(sub: argparse._SubParsersAction) -> None:  # type: ignore
                 command.add_argument(flag, metavar=metavar, help=help_text, default=argparse.SUPPRESS)
 
 
+def _quiet_grpc_core() -> None:
+    """grpc core prints failed TLS handshakes at INFO unless GRPC_VERBOSITY says otherwise, and reads it once, when
+    grpc is first imported (registration imports every command module): import it here with the variable set,
+    then put the environment back, so processes the CLI starts (daemons, workers) keep their own logging."""
+    if "grpc" in sys.modules or "GRPC_VERBOSITY" in os.environ:
+        return
+    os.environ["GRPC_VERBOSITY"] = "ERROR"
+    try:
+        import grpc  # noqa: F401
+    finally:
+        del os.environ["GRPC_VERBOSITY"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_grpc_core()
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "func", None)
