@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from p2pft.config.job import JobSpec, job_to_dict
 from p2pft.formats.checkpoint_index import read_manifest, step_dir
@@ -22,6 +22,7 @@ from p2pft.jobs.addressing import AddressSettings, RoundAddressing
 from p2pft.jobs.coordinator import JobCoordinator
 from p2pft.jobs.draining import Draining
 from p2pft.jobs.ending import JobEnding
+from p2pft.jobs.member_runtime import MemberRuntime, real_member
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo, RoundOrder, new_job_id, record_to_json
 from p2pft.jobs.outbox import Outbox
 from p2pft.jobs.outputs import LineBook
@@ -47,19 +48,6 @@ TICK_S = 0.2
 BUSY_HOLD_S = 3.0
 
 
-class MemberRuntime(Protocol):
-    """What the manager needs of a job's member on this box (p2pft.jobs.member.JobMember runs real agents)."""
-    record: JobRecord | None
-    round: RoundInfo | None
-
-    @property
-    def running(self) -> bool: ...
-    async def start_round(self, order: RoundOrder) -> None: ...
-    def request_stop(self, *, leaving: bool = False) -> bool: ...
-    async def stop(self, *, graceful: bool = False, leaving: bool = False) -> None: ...
-    async def close(self) -> None: ...
-
-
 MemberFactory = Callable[["JobsManager"], MemberRuntime]
 StoreFactory = Callable[[Path], StoreProcess]
 
@@ -80,7 +68,7 @@ class JobsManager:
         self.state_dir = Path(state_dir)
         self.store = store
         self.transport: Transport = transport or GrpcTransport(cluster, credentials, store)
-        self._member_factory = member_factory or _real_member
+        self._member_factory = member_factory or real_member
         self._store_factory = store_factory
         self.records: dict[str, JobRecord] = {}
         self.books: dict[str, LineBook] = {}
@@ -406,14 +394,4 @@ class JobsManager:
                 with contextlib.suppress(Exception):
                     await member.close()
             await self.standby.close()
-
-
-def _real_member(manager: JobsManager) -> MemberRuntime:
-    from p2pft.jobs.member import JobMember
-
-    transport = manager.transport
-    channels_for = transport.channels_for if isinstance(transport, GrpcTransport) else (lambda nodes: [])
-    return JobMember(node_id=manager.node_id, state_dir=manager.state_dir, store=manager.store,
-                     addressing=manager.addressing, channels_for=channels_for, send_report=manager.send_report,
-                     warm_socket=manager.warm_socket, round_addresses=manager.round_addresses)
 
