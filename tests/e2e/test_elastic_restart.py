@@ -18,7 +18,9 @@ from tests.e2e.conftest import (
     write_job,
 )
 
-pytestmark = pytest.mark.slow
+# ~3 min: behind `make chaos`; its logic (resync vs a newer order, stale coordination) runs in-process in
+# tests/unit/test_jobs_faults.py within `make test`.
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 # Longer than the other scenarios: with warm workers the survivors recover in ~2 s and would finish a 30-step
 # job before the restarted daemon is back, leaving nothing to rejoin.

@@ -99,7 +99,9 @@ def test_resume_from_checkpoint_starts_a_fresh_run_at_that_step(lora_run: Path, 
     refused = subprocess.run([*P2PFT_CLI, "validate", str(write_job(tmp_path / "bad.yaml", tiny_model, out,
                                                                     resume_from_checkpoint=str(hf_folder)))],
                              capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
-    assert refused.returncode == 1 and "is a Hugging Face/LLaMA-Factory checkpoint folder" in refused.stderr
+    # Not a checkpoint of either kind (a HF/LF checkpoint-N needs its weights and trainer_state.json): one line.
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "resume_from_checkpoint" in refused.stderr and "checkpoint-N folder" in refused.stderr, refused.stderr
 
 
 def test_a_daemon_job_exports_by_job_id_prefix(lora_run: Path, tmp_path: Path) -> None:
