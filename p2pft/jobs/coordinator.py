@@ -113,8 +113,11 @@ class JobCoordinator:
             self._partitioned = True
             return False
         if self._partitioned:
+            fresh, answered = await self.manager.ending.records_of_peers(self.job_id)
+            if not quorum(record, answered, self.manager.node_id).holds:
+                # Heard again is not yet asked: the other side's copy (perhaps a newer term) must come first.
+                return False
             self._partitioned = False
-            fresh = await self.manager.refresh_record(self.job_id)
             if fresh.coordinator != self.manager.node_id or fresh.term > record.term:
                 log.warning("job %s: %s coordinates under term %d now; stepping down", self.job_id,
                             self.manager.box_name(fresh.coordinator), fresh.term)
@@ -312,10 +315,12 @@ class JobCoordinator:
             # ... and the new membership: a box left out must not count the job's old membership as current.
             self.manager.background(self.manager.transport.share(node, record))
         refused = await self.manager.send_orders(record, info)
-        if any(answer.term > record.term for answer in refused.values()):
-            # A member knows a newer term: another box took the job over while this one was cut off or asleep.
+        if any(answer.stale or answer.term > record.term for answer in refused.values()):
+            # A member knows a newer term (or refuses us the right to order): another box took the job over while
+            # this one was cut off or asleep.
             newer = max(answer.term for answer in refused.values())
-            log.warning("job %s: a member knows term %d (ours %d); stepping down", self.job_id, newer, record.term)
+            log.warning("job %s: a member refuses our term %d (it knows %s); stepping down", self.job_id,
+                        record.term, newer or "a newer one")
             self.closed = True
             await self.manager.send_stop(record, info, graceful=False, reason="stale coordinator")
             await self.manager.refresh_record(self.job_id)

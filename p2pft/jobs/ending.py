@@ -99,16 +99,25 @@ class JobEnding:
             return self.manager.records[job_id]
 
     async def freshest_record(self, job_id: str) -> JobRecord:
+        return (await self.records_of_peers(job_id))[0]
+
+    async def records_of_peers(self, job_id: str) -> tuple[JobRecord, list[str]]:
+        """The freshest copy among the live boxes (kept as ours), and the boxes that answered (this one too)."""
         manager = self.manager
         best = manager.records.get(job_id)
         peers = [n for n, m in manager.cluster.state.members.items() if n != manager.node_id and m.alive]
-        for other in await asyncio.gather(*(manager.transport.get_record(n, job_id) for n in peers)):
-            if other is not None and (best is None or freshness(other) > freshness(best)):
+        answered = [manager.node_id]
+        copies = await asyncio.gather(*(manager.transport.get_record(n, job_id) for n in peers))
+        for node, other in zip(peers, copies, strict=True):
+            if other is None:
+                continue
+            answered.append(node)
+            if best is None or freshness(other) > freshness(best):
                 best = other
         if best is None:
             raise KeyError(job_id)
         manager.see_record(best)
-        return manager.records[job_id]
+        return manager.records[job_id], answered
 
     async def pull_outputs(self, job_id: str) -> None:
         try:

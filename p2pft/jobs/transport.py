@@ -39,6 +39,7 @@ RPC_TIMEOUT_S = 3.0
 class OrderAnswer:
     accepted: bool
     term: int = 0      # the receiver's term for the job (a refusal from a newer term: the sender is stale)
+    stale: bool = False   # refused as not from the job's coordinator in the receiver's view (a newer one exists)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class GrpcTransport:
                                           timeout=RPC_TIMEOUT_S)
         except grpc.RpcError as exc:
             log.warning("job %s: %s did not take the round order: %s", order.record.job_id, node, exc.code())
-            return OrderAnswer(False)
+            return OrderAnswer(False, stale=exc.code() == grpc.StatusCode.PERMISSION_DENIED)
         return OrderAnswer(bool(reply.accepted), int(reply.term))
 
     async def stop_round(self, node: str, stop: StopOrder) -> None:
