@@ -33,6 +33,7 @@ class Supervision:
         self.unsynced: set[str] = set()      # loaded after a restart, not yet compared with the others' copies
         self._refreshing: set[str] = set()   # paused jobs whose record is being refreshed after a heal
         self._synced: dict[str, float] = {}  # job -> when we last asked its coordinator for the record
+        self._taking_over: set[str] = set()  # jobs whose takeover waits for the others' copies of the record
         self.started = time.monotonic()
 
     def tick(self) -> None:
@@ -56,8 +57,9 @@ class Supervision:
             if chosen == manager.node_id and not mine and not draining:
                 if record.coordinator == manager.node_id:
                     manager.start_coordinator(job_id)
-                elif self._may_take_over(record, alive):
-                    self._take_over(record)
+                elif self._may_take_over(record, alive) and job_id not in self._taking_over:
+                    self._taking_over.add(job_id)
+                    manager.background(self._try_take_over(job_id))
             elif chosen != manager.node_id and mine and draining:
                 manager.coordinators[job_id][0].closed = True
 
@@ -75,6 +77,27 @@ class Supervision:
             self.manager.see_record(fresh)
             if self.manager.records[job_id].terminal:
                 await self.manager.forget_member(job_id)
+
+    async def _try_take_over(self, job_id: str) -> None:
+        """Take a job over only after reading the others' copies of its record: this box's copy may lag a round
+        behind (a round the old coordinator started while this box was cut off), and a takeover on the old
+        membership could make a second majority beside the old coordinator's newer round."""
+        manager = self.manager
+        try:
+            before = manager.records[job_id]
+            fresh, answered = await manager.ending.records_of_peers(job_id)
+            alive = [n for n, m in manager.cluster.state.members.items() if m.alive]
+            chosen = job_coordinator(fresh, manager.cluster.state)
+            if fresh.terminal or fresh.term != before.term or chosen != manager.node_id \
+                    or fresh.coordinator == manager.node_id or job_id in manager.coordinators:
+                return
+            if not (quorum(fresh, answered, manager.node_id).holds and self._may_take_over(fresh, alive)):
+                return
+            self._take_over(fresh)
+        except KeyError:
+            return
+        finally:
+            self._taking_over.discard(job_id)
 
     def _take_over(self, record: JobRecord) -> None:
         manager = self.manager
