@@ -286,16 +286,16 @@ def test_a_coordinator_woken_after_a_takeover_steps_down_when_members_refuse_its
 
 def test_a_box_that_slows_down_is_replanned_at_a_step_boundary(tmp_path: Path) -> None:
     async def body(net: SimNet) -> None:
-        job = await submit(net, "a", steps=150)
+        job = await submit(net, "a", steps=300)
         await three_box_round(net, job)
         first = record(net, "a", job).current_round
         assert [e["samples"] for e in first.plan["entries"]] == [2, 2, 2]
         net.speed["c"] = 2.5   # someone started working on c: a quarter of its speed
         replanned = await until(lambda: (r := record(net, "a", job).current_round).reason.startswith("replan")
-                                and r, "a replan round")
+                                and r, "a replan round", timeout=60)
         shares = {e["node_id"]: e["samples"] for e in replanned.plan["entries"]}
         assert shares["c"] < shares["a"] and sum(shares.values()) == 6, shares
-        await finished(net, job)
+        await finished(net, job, timeout=60)
         check_history(net, job, "a")
         reasons = [info.reason for info in record(net, "a", job).rounds]
         assert sum(r.startswith("replan") for r in reasons) == 1, reasons   # no re-planning back and forth
