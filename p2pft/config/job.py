@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from p2pft.config.errors import CROSS_FIELD_ERROR, JobSpecError, to_job_spec_error
+from p2pft.config.elastic import _STRICT, ElasticConfig, _cross_field
+from p2pft.config.errors import JobSpecError, to_job_spec_error
 from p2pft.config.llamafactory_keys import IGNORED_KEYS, UNSUPPORTED_KEYS, ignored_key_warning
 from p2pft.config.lr_schedules import scheduler_kwargs_error, scheduler_type_error
 from p2pft.config.paths import resolve_input_dir, resolve_model, resolve_output_dir
@@ -38,12 +38,6 @@ __all__ = [
 REPORT_TO_CHOICES = ("tensorboard",)  # plus "none"; p2pft never uploads anywhere
 LORA_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target")
 
-_STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, validate_default=False)
-
-
-def _cross_field(message: str) -> PydanticCustomError:
-    """A cross-field problem; `message` starts with the key (relative to its section)."""
-    return PydanticCustomError(CROSS_FIELD_ERROR, message)
 
 
 def _comma_list(value: Any) -> Any:
@@ -51,37 +45,6 @@ def _comma_list(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
-
-
-class ElasticConfig(BaseModel):
-    """The `p2pft:` section: what LLaMA-Factory has no key for."""
-
-    model_config = _STRICT
-
-    global_batch_size: int = Field(gt=0)  # sequences per optimizer step, authoritative
-    min_nodes: int = Field(default=1, ge=1)
-    max_nodes: int | None = Field(default=None, ge=1)
-    replication: int | None = Field(default=None, ge=1)  # boxes holding each committed checkpoint; None = all
-    batch_plan: Literal["auto", "uniform"] = "auto"
-    sample_ledger: bool = False
-    sharding: Literal["ddp", "fsdp"] = "ddp"
-    micro_batch_size: int | None = Field(default=None, gt=0)  # None -> per_device_train_batch_size
-    process_group_timeout_s: float = Field(default=30.0, gt=0)
-    save_merged_model: bool = False  # LoRA: also write merged full weights
-
-    @model_validator(mode="after")
-    def _nodes_in_order(self) -> ElasticConfig:
-        if self.max_nodes is not None and self.max_nodes < self.min_nodes:
-            raise _cross_field(
-                f"max_nodes: {self.max_nodes} is less than min_nodes: {self.min_nodes}; "
-                "max_nodes must be >= min_nodes (or leave it out for no limit)"
-            )
-        if self.global_batch_size < self.min_nodes:
-            raise _cross_field(
-                f"global_batch_size: {self.global_batch_size} is less than min_nodes: {self.min_nodes}; "
-                "every node needs at least one sequence per step"
-            )
-        return self
 
 
 class JobSpec(BaseModel):
