@@ -18,6 +18,9 @@ MAX_ROUND = 10**6
 MAX_STEP = 10**10
 MAX_TERM = 2**31
 MAX_LIST = 10_000                 # members, checkpoints, metric lines in one message
+MAX_WORD = 256                    # statuses, phases, causes, host:port addresses
+MAX_PATH = 4096                   # a path names a directory on its own box (Linux PATH_MAX)
+MAX_TEXT = 64 * 1024              # messages, details, reasons, warnings: a traceback's last lines fit
 NODE_ID = re.compile(r"[A-Za-z0-9._-]{0,64}")   # node ids are 16 hex digits; tests use short names
 
 Check = Callable[[Any], bool]
@@ -47,8 +50,16 @@ def _list_of(check: Check) -> Check:
     return lambda v: isinstance(v, (list, tuple)) and len(v) <= MAX_LIST and all(check(x) for x in v)
 
 
-def _str(v: Any) -> bool:
-    return isinstance(v, str)
+def _text(limit: int) -> Check:
+    """A string of at most `limit` characters: every free-text field has a cap of its own, far below the 16 MiB
+    message cap, so one field cannot fill a record that is copied to every member and kept on disk."""
+    def check(v: Any) -> bool:
+        return isinstance(v, str) and len(v) <= limit
+    check.what = f"a string of at most {limit} characters"  # type: ignore[attr-defined]
+    return check
+
+
+_str, _word, _path = _text(MAX_TEXT), _text(MAX_WORD), _text(MAX_PATH)
 
 
 def _dict(v: Any) -> bool:
@@ -59,31 +70,40 @@ _ROUND, _STEP = _int_in(0, MAX_ROUND), _int_in(0, MAX_STEP)
 
 ROUND_FIELDS: dict[str, Check] = {
     "round": _ROUND, "reason": _str, "coordinator": _node_id, "members": _list_of(_node_id),
-    "addresses": lambda v: _dict(v) and all(_node_id(k) and _str(a) for k, a in v.items()),
-    "plan": _dict, "store": _str, "resume_step": _optional(_STEP), "holders": _list_of(_node_id),
+    "addresses": lambda v: _dict(v) and len(v) <= MAX_LIST and all(_node_id(k) and _word(a) for k, a in v.items()),
+    "plan": _dict, "store": _word, "resume_step": _optional(_STEP), "holders": _list_of(_node_id),
     "resume_marker": _optional(_dict), "started_unix": _number, "cause_unix": _number,
     "first_step_unix": _optional(_number), "first_step": _optional(_STEP), "last_step": _optional(_STEP),
     "ended_reason": _str, "launched": _list_of(_node_id), "join_timeout_s": _int_in(1, 3600),
 }
 
 RECORD_FIELDS: dict[str, Check] = {
-    "job_id": lambda v: _str(v) and valid_job_id(v), "spec": _dict, "submitter": _node_id,
-    "coordinator": _node_id, "term": _int_in(0, MAX_TERM), "status": _str, "message": _str,
+    "job_id": lambda v: _word(v) and valid_job_id(v), "spec": _dict, "submitter": _node_id,
+    "coordinator": _node_id, "term": _int_in(0, MAX_TERM), "status": _word, "message": _str,
     "submitted_unix": _number, "ended_unix": _optional(_number), "rounds": _list_of(_dict),
     "dataset_manifest": _dict, "model_manifest": _optional(_dict), "checkpoints": _list_of(_STEP),
-    "last_step": _STEP, "last_loss": _optional(_loss), "outputs_node": _node_id, "outputs_dir": _str,
+    "last_step": _STEP, "last_loss": _optional(_loss), "outputs_node": _node_id, "outputs_dir": _path,
     "outputs_manifest": _optional(_dict), "warnings": _list_of(_str),
 }
 
-_LINE = lambda v: _dict(v) and _ROUND(v.get("round")) and _dict(v.get("line"))  # noqa: E731
+MAX_LINE_KEYS = 256               # a metrics or ledger line: step, loss, lr, eval values, ...
+
+
+def _line(v: Any) -> bool:
+    if not _dict(v) or not _ROUND(v.get("round")) or not _dict(v.get("line")):
+        return False
+    return len(v["line"]) <= MAX_LINE_KEYS and all(_word(k) for k in v["line"])
+
+
+_LINE = _line
 
 REPORT_FIELDS: dict[str, Check] = {
-    "job_id": lambda v: _str(v) and valid_job_id(v), "node_id": _node_id, "round": _ROUND, "phase": _str,
-    "outcome": _str, "detail": _str, "cause": _str, "local_addr": _str, "term": _int_in(0, MAX_TERM),
+    "job_id": lambda v: _word(v) and valid_job_id(v), "node_id": _node_id, "round": _ROUND, "phase": _word,
+    "outcome": _word, "detail": _str, "cause": _word, "local_addr": _word, "term": _int_in(0, MAX_TERM),
     "stopped_by_us": lambda v: isinstance(v, bool), "leaving": lambda v: isinstance(v, bool),
     "metrics": _list_of(_LINE), "ledger": _list_of(_LINE), "first_step_unix": _optional(_number),
     "first_step": _optional(_STEP), "last_step": _optional(_STEP), "last_loss": _optional(_loss),
-    "checkpoints": _list_of(_STEP), "committed": _list_of(_STEP), "outputs_dir": _str,
+    "checkpoints": _list_of(_STEP), "committed": _list_of(_STEP), "outputs_dir": _path,
     "outputs_manifest": _optional(_dict),
 }
 
@@ -93,5 +113,7 @@ def first_problem(values: Mapping[str, Any], checks: Mapping[str, Check]) -> str
     for name, check in checks.items():
         if name in values and not check(values[name]):
             shown = repr(values[name])
-            return f"field {name!r} is not valid: {shown[:60]}{'...' if len(shown) > 60 else ''}"
+            what = getattr(check, "what", "")
+            return (f"field {name!r} is not valid: {shown[:60]}{'...' if len(shown) > 60 else ''}"
+                    + (f" (must be {what})" if what else ""))
     return None

@@ -96,6 +96,33 @@ def test_reports_with_bad_fields_are_refused(field: str, value: Any) -> None:
         report_from_json(_report_with(**{field: value}))
 
 
+@pytest.mark.parametrize(("reader", "field", "value"), [
+    (lambda f, v: record_from_json(_record_with(**{f: v})), "message", "m" * (64 * 1024 + 1)),
+    (lambda f, v: record_from_json(_record_with(**{f: v})), "status", "s" * 300),
+    (lambda f, v: record_from_json(_record_with(**{f: v})), "outputs_dir", "/" * 5000),
+    (lambda f, v: record_from_json(_record_with(**{f: v})), "warnings", ["w" * (64 * 1024 + 1)]),
+    (lambda f, v: order_from_json(_order_with(**{f: v})), "reason", "r" * (64 * 1024 + 1)),
+    (lambda f, v: order_from_json(_order_with(**{f: v})), "store", "h" * 300),
+    (lambda f, v: order_from_json(_order_with(**{f: v})), "addresses", {"a": "h" * 300}),
+    (lambda f, v: report_from_json(_report_with(**{f: v})), "detail", "d" * (64 * 1024 + 1)),
+    (lambda f, v: report_from_json(_report_with(**{f: v})), "phase", "p" * 300),
+    (lambda f, v: report_from_json(_report_with(**{f: v})), "local_addr", "a" * 300),
+    (lambda f, v: report_from_json(_report_with(**{f: v})), "metrics",
+     [{"round": 2, "line": {f"k{i}": i for i in range(300)}}]),
+])
+def test_string_fields_have_caps_far_below_the_message_cap(reader: Any, field: str, value: Any) -> None:
+    """A 15 MiB `message` would be copied to every member and kept on disk: each text field has its own cap."""
+    with pytest.raises(RecordError) as refused:
+        reader(field, value)
+    line = str(refused.value)
+    assert f"'{field}'" in line and "\n" not in line and len(line) < 300
+
+
+def test_text_at_its_cap_is_accepted() -> None:
+    assert record_from_json(_record_with(message="m" * 64 * 1024)).message == "m" * 64 * 1024
+    assert report_from_json(_report_with(detail="d" * 64 * 1024)).detail == "d" * 64 * 1024
+
+
 def test_outputs_go_where_this_boxs_own_submission_said_never_where_a_record_says(tmp_path: Path) -> None:
     job = RECORD.job_id
     # A record from a peer names this box as submitter and output_dir /victim/.ssh: the state dir it is.
