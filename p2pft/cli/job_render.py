@@ -12,7 +12,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from p2pft.jobs.model import JobRecord, record_from_dict
-from p2pft.jobs.views import duration, name_of, plan_sentence, with_names
+from p2pft.jobs.views import (
+    duration,
+    left_out_sentence,
+    name_of,
+    plan_sentence,
+    starting_sentence,
+    with_names,
+)
 
 SPARK = "▁▂▃▄▅▆▇█"
 STATUS_STYLE = {"running": "cyan", "waiting": "yellow", "paused": "yellow", "succeeded": "green", "failed": "red",
@@ -139,8 +146,9 @@ def job_panel(view: Any, width: int, *, events: Sequence[str] = ()) -> Any:
     parts: list[Any] = [grid, Text.from_markup(line), Text(f"{loss}   {rate_text(view)}", no_wrap=True,
                                                           overflow="ellipsis")]
     if record is not None and record.current_round is not None:
-        parts.append(Text(f"plan (samples x micro-batch per rank): {plan_sentence(record.current_round, view.names)}",
-                          no_wrap=False))
+        plan = plan_sentence(record.current_round, view.names, dict(view.rank_speeds))
+        parts.append(Text(f"plan (samples x micro-batch per rank, measured speed): {plan}", no_wrap=False))
+        parts += [Text(line, style="yellow") for line in _round_notes(record, view.names) if view.status == "running"]
     if view.message and view.status != "running":
         parts.append(Text(view.message, style=STATUS_STYLE.get(view.status, "")))
     return Group(*parts)
@@ -181,13 +189,23 @@ def describe(view: Any, width: int) -> Any:
         if record.checkpoints:
             row("Checkpoints", f"{len(set(record.checkpoints))}, newest step {max(record.checkpoints)}")
         if record.current_round is not None:
-            row("Plan", plan_sentence(record.current_round, names))
+            row("Plan", plan_sentence(record.current_round, names, dict(view.rank_speeds)))
+            for note in _round_notes(record, names) if view.status == "running" else ():
+                row("Round", note)
         for warning in record.warnings:
             row("Warning", warning)
     parts: list[Any] = [facts]
     if record is not None and record.rounds:
         parts += [Text(""), Text("Rounds", style="bold"), rounds_table(record, names, width)]
     return Group(*parts)
+
+
+def _round_notes(record: JobRecord, names: Mapping[str, str]) -> list[str]:
+    current = record.current_round
+    if current is None:
+        return []
+    notes = [starting_sentence(current, names), left_out_sentence(current, names, time.time())]
+    return [note for note in notes if note]
 
 
 def _when(unix: float) -> str:

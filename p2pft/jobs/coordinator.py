@@ -13,6 +13,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from p2pft.jobs.late_members import carried_left_out
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo
 from p2pft.jobs.paths import JobPaths
 from p2pft.jobs.quorum import quorum
@@ -163,7 +164,7 @@ class JobCoordinator:
             return {}
         names = {n: tuple(d.name for d in sorted(m.devices, key=lambda d: d.index))
                  for n, m in self.manager.cluster.state.members.items()}
-        return planning_speeds(placed.nodes, self.manager.measured_speeds.get(self.job_id, {}), names)
+        return planning_speeds(placed.nodes, self.manager.speeds.for_planning(self.record), names)
 
     def replan_gain(self, current: RoundInfo | None) -> float:
         """How much longer the running plan's step is than a plan from the measured speeds would make it."""
@@ -174,7 +175,7 @@ class JobCoordinator:
             plan = plan_from_json(current.plan)
         except BatchPlanError:
             return 0.0
-        gain = plan_excess(plan, self.manager.measured_speeds.get(self.job_id, {}))
+        gain = plan_excess(plan, self.manager.speeds.of_job(self.job_id))
         step = current.last_step or 0
         if gain <= REPLAN_THRESHOLD:
             self._drift_since = None
@@ -300,9 +301,10 @@ class JobCoordinator:
         info = RoundInfo(round=number, reason=action.reason, coordinator=self.manager.node_id, members=members,
                          addresses=addresses, plan=plan_to_json(plan), store=store,
                          resume_step=resume, holders=holders, resume_marker=marker, started_unix=time.time(),
-                         cause_unix=action.cause_unix or time.time(), join_timeout_s=planned.join_timeout_s)
+                         cause_unix=action.cause_unix or time.time(), join_timeout_s=planned.join_timeout_s,
+                         left_out=carried_left_out(previous, action.left_out, time.time()))
         if previous is not None:
-            record = record.with_round_update(ended_reason=action.reason)
+            record = record.with_round_update(ended_reason=action.reason, late=action.late)
         record = replace(record, status="running", message=action.reason, rounds=(*record.rounds, info))
         self.stop_requested = ""
         self.manager.update_record(record)

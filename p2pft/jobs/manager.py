@@ -29,6 +29,7 @@ from p2pft.jobs.outputs import LineBook
 from p2pft.jobs.paths import JobPaths
 from p2pft.jobs.records import RecordSeen, ReportSeen, apply, report_counts, stale_order
 from p2pft.jobs.recovery import kill_orphan_agents
+from p2pft.jobs.speed_cache import JobSpeeds
 from p2pft.jobs.speeds import speeds_in_lines
 from p2pft.jobs.standby import StandbyStores
 from p2pft.jobs.store_process import StoreProcess
@@ -76,7 +77,9 @@ class JobsManager:
         self.coordinators: dict[str, tuple[JobCoordinator, asyncio.Task[None]]] = {}
         self.reports: dict[tuple[str, int], dict[str, MemberReport]] = {}
         self._holdings: dict[str, dict[str, set[int]]] = {}
-        self.measured_speeds: dict[str, dict[tuple[str, int], float]] = {}   # job -> rank -> samples/s
+        self.speeds = JobSpeeds(self.state_dir, lambda: {
+            n: tuple(d.name for d in sorted(m.devices, key=lambda d: d.index))
+            for n, m in self.cluster.state.members.items()})
         self.outbox = Outbox(self.transport, lambda peer: (m := self.cluster.state.members.get(peer)) is not None
                              and m.alive)
         self.standby = StandbyStores(self.node_id, self.new_store_process)
@@ -253,8 +256,7 @@ class JobsManager:
         book.add("metrics", report.metrics)
         book.add("ledger", report.ledger)
         measured = speeds_in_lines(item["line"] for item in report.metrics if isinstance(item.get("line"), dict))
-        if measured:
-            self.measured_speeds.setdefault(job_id, {}).update(measured)
+        self.speeds.seen(record, job_id, measured)
         if report.checkpoints:
             self._holdings.setdefault(job_id, {}).setdefault(report.node_id, set()).update(report.checkpoints)
         if report.phase and report.phase != "progress" and report_counts(record, report):
@@ -330,6 +332,7 @@ class JobsManager:
 
     async def end_job(self, job_id: str, status: str, message: str, *, output_dir: Path | None = None) -> None:
         await self.ending.end_job(job_id, status, message, output_dir=output_dir)
+        self.speeds.cache.flush()
 
     async def collect_outputs(self, holder: MemberReport, output_dir: Path) -> None:
         await self.ending.collect_outputs(holder, output_dir)

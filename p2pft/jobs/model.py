@@ -49,6 +49,8 @@ class RoundInfo:
     ended_reason: str = ""
     launched: tuple[str, ...] = ()      # members whose agent started (prepared: dataset, checkpoint)
     join_timeout_s: int = 60            # how long the agents wait at the rendezvous for the slowest member
+    late: tuple[str, ...] = ()          # members not at the rendezvous when it timed out (p2pft.jobs.late_members)
+    left_out: dict[str, float] = field(default_factory=dict)   # node -> unix time until which it sits out
 
     @property
     def world_size(self) -> int:
@@ -161,6 +163,7 @@ def _round_from(data: dict[str, Any]) -> RoundInfo:
     values["members"] = tuple(values.get("members", ()))
     values["holders"] = tuple(values.get("holders", ()))
     values["launched"] = tuple(values.get("launched", ()))
+    values["late"] = tuple(values.get("late", ()))
     return RoundInfo(**values)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from p2pft.config.job import job_to_dict
 from p2pft.jobs.model import JobRecord
+from p2pft.jobs.speeds import speeds_by_round
 
 SUMMARY_FILE = "summary.json"
 
@@ -111,6 +112,7 @@ def _newest_round_per_step(lines: Mapping[tuple[int, int], Any]) -> dict[int, An
 def summary(record: JobRecord, book: LineBook) -> dict[str, Any]:
     metrics = book.merged_metrics()
     last = metrics[-1] if metrics else {}
+    measured = speeds_by_round(metrics)
     return {
         "job_id": record.job_id,
         "status": record.status,
@@ -133,6 +135,7 @@ def summary(record: JobRecord, book: LineBook) -> dict[str, Any]:
                 "members": list(info.members),
                 "world_size": info.world_size,
                 "plan": info.plan.get("entries", []),
+                "measured_speeds": measured.get(info.round, []),
                 # what the workers really resumed from (they may find a newer step complete on every member
                 # than the coordinator asked for); the coordinator's floor until a step is known
                 "resumed_from_step": info.first_step - 1 if info.first_step is not None else info.resume_step,
@@ -167,10 +170,13 @@ def write_outputs(output_dir: Path, record: JobRecord, book: LineBook) -> None:
     write_summary(output_dir, record, book)
     # LLaMA-Factory's trainer_state.json, *_results.json, trainer_log.jsonl (training_loss.png): rank 0's worker
     # wrote them from its own round's lines only; rebuilt here from every round's (torch-free module).
+    from p2pft.formats.checkpoint_folders import write_states
     from p2pft.formats.lf_outputs import write_lf_outputs
 
-    write_lf_outputs(output_dir, book.merged_metrics() + book.merged_evals(), job_to_dict(record.spec),
+    lines = book.merged_metrics() + book.merged_evals()
+    write_lf_outputs(output_dir, lines, job_to_dict(record.spec),
                      {info.round: info.first_step for info in record.rounds if info.first_step is not None})
+    write_states(output_dir, lines, job_to_dict(record.spec))   # the checkpoint-N folders' too
 
 
 def write_summary(output_dir: Path, record: JobRecord, book: LineBook) -> Path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from p2pft.jobs.late_members import readmission_join_timeout
 from p2pft.jobs.model import JobRecord
 from p2pft.launch.rounds import newest_usable_step
 from p2pft.network.diagnosis import RENDEZVOUS_TIMED_OUT
@@ -56,8 +57,10 @@ def plan_round(record: JobRecord, nodes: Sequence[NodePlacement], *, holdings: M
     mode: PlanMode = "uniform" if record.elastic.get("batch_plan") == "uniform" else "auto"
     plan = plan_batch(int(record.elastic["global_batch_size"]), rank_capacities(record, nodes, speeds), mode, number)
     resume, holders = choose_resume(holdings, alive)
-    return RoundPlan(number=number, members=tuple(n.node_id for n in nodes), plan=plan, resume_step=resume,
-                     holders=holders, join_timeout_s=join_timeout(record, reason))
+    members = tuple(n.node_id for n in nodes)
+    timeout = max(join_timeout(record, reason), min(JOIN_TIMEOUT_S[1], readmission_join_timeout(record, members)))
+    return RoundPlan(number=number, members=members, plan=plan, resume_step=resume, holders=holders,
+                     join_timeout_s=timeout)
 
 
 def join_timeout(record: JobRecord, reason: str) -> int:

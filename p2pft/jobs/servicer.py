@@ -101,6 +101,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         view.steps_per_s, view.tokens_per_s = progress.steps_per_s, progress.tokens_per_s
         view.samples_per_s, view.eta_s = progress.samples_per_s, progress.eta_s
         view.recent_losses.extend(progress.recent_losses)
+        view.rank_speeds.update(progress.rank_speeds)
         if progress.step > view.step:
             view.step = progress.step
         return view

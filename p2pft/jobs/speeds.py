@@ -26,6 +26,16 @@ def speeds_in_lines(lines: Iterable[Mapping[str, Any]]) -> dict[RankKey, float]:
     return found
 
 
+def speeds_by_round(lines: Iterable[Mapping[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """Each round's newest measured speeds (for summary.json): `[{node_id, local_rank, samples_per_s}]`."""
+    newest: dict[int, Mapping[str, Any]] = {}
+    for line in lines:
+        if line.get("speeds") and isinstance(line.get("plan_round"), int):
+            newest[line["plan_round"]] = line
+    return {number: [{"node_id": n, "local_rank": r, "samples_per_s": round(v, 3)}
+                     for (n, r), v in sorted(speeds_in_lines([line]).items())] for number, line in newest.items()}
+
+
 def planning_speeds(nodes: Sequence[NodePlacement], measured: Mapping[RankKey, float],
                     device_names: Mapping[str, Sequence[str]]) -> dict[RankKey, float]:
     """A speed for every rank of `nodes`: measured, or the device estimate scaled to the measured units.

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal
 
+from p2pft.jobs.late_members import excluded_now, late_at_rendezvous, leave_out_reason, to_leave_out
 from p2pft.jobs.model import JobRecord, MemberReport
 from p2pft.jobs.round_plan import RoundPlan, choose_resume, plan_round
 from p2pft.membership.coordinator import choose_coordinator
@@ -66,6 +67,8 @@ class Action:
     members: tuple[str, ...] = ()
     cause_unix: float = 0.0
     round: RoundPlan | None = None           # start_round: everything about the round, decided here
+    late: tuple[str, ...] = ()               # start_round: members the ended round's rendezvous waited for in vain
+    left_out: tuple[str, ...] = ()           # start_round: members left out for being late (late_members)
 
 
 def decide(view: View) -> Action:
@@ -98,6 +101,9 @@ def decide(view: View) -> Action:
             return Action("nothing")
         if view.fruitless_rounds >= MAX_FRUITLESS_ROUNDS:
             return Action("fail", f"{view.fruitless_rounds} rounds in a row failed before a step ({cause.detail})")
+        late = late_at_rendezvous(current, exits, cause.detail)
+        if late:
+            return replace(_late_round(view, cause.detail, late), late=late)
         if cause.cause == "network":  # the sentence already names the box and the address
             return _start_or_wait(view, cause.detail, view.now_unix)
         return _start_or_wait(view, f"agent failed on {', '.join(failed)}: {cause.detail}", view.now_unix)
@@ -125,7 +131,8 @@ def decide(view: View) -> Action:
     if view.replan_gain > REPLAN_THRESHOLD and record.elastic.get("batch_plan") != "uniform":
         return Action("request_stop", f"replan: measured speeds changed; the running plan's step is "
                                       f"{view.replan_gain:.0%} longer than needed")
-    joining = [n for n in view.available if n not in current.members]
+    excluded = excluded_now(record, view.now_unix)
+    joining = [n for n in view.available if n not in current.members and n not in excluded]
     max_nodes = record.elastic.get("max_nodes")
     if joining and (max_nodes is None or len(current.members) < int(max_nodes)):
         reason = f"member {', '.join(joining)} joins"
@@ -153,9 +160,27 @@ def network_failure(reports: Mapping[str, MemberReport]) -> bool:
     return any(r.cause == "network" and r.outcome == "failed" and not r.stopped_by_us for r in reports.values())
 
 
+def _late_round(view: View, detail: str, late: tuple[str, ...]) -> Action:
+    """The next round after a rendezvous timed out waiting for `late`: without the ones late too often, when
+    the others are enough for the job; else with everyone again (with a longer join timeout)."""
+    leave = to_leave_out(view.record, late)
+    excluded = set(excluded_now(view.record, view.now_unix)) | set(leave)
+    staying = tuple(n for n in view.available if n not in excluded)
+    min_nodes = int(view.record.elastic.get("min_nodes") or 1)
+    if not leave or len(staying) < min_nodes:
+        return _start_or_wait(view, detail, view.now_unix)
+    current = view.record.current_round
+    reason = f"{detail}; {leave_out_reason(leave, current.join_timeout_s if current else 0)}"
+    return replace(_start(view, reason, staying, view.now_unix), left_out=leave)
+
+
 def _start_or_wait(view: View, reason: str, cause_unix: float) -> Action:
-    if view.available:
-        return _start(view, reason, view.available, cause_unix)
+    excluded = excluded_now(view.record, view.now_unix)
+    available = tuple(n for n in view.available if n not in excluded)
+    if len(available) < int(view.record.elastic.get("min_nodes") or 1):
+        available = view.available   # too few without them: try everyone again rather than stop
+    if available:
+        return _start(view, reason, available, cause_unix)
     return Action("wait", view.waiting_message or "waiting for members", cause_unix=cause_unix)
 
 

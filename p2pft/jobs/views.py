@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from p2pft.jobs.model import JobRecord, RoundInfo
+from p2pft.jobs.speeds import speeds_in_lines
 
 RATE_WINDOW = 20        # metric lines the rate is measured over: recent enough to follow a new world size
 LOSS_HISTORY = 60       # losses kept for a sparkline
@@ -27,6 +28,7 @@ class Progress:
     samples_per_s: float
     eta_s: float              # 0 = unknown
     recent_losses: tuple[float, ...]
+    rank_speeds: dict[str, float] = field(default_factory=dict)   # "node_id:local_rank" -> measured samples/s
 
 
 def total_steps_of(record: JobRecord, metrics: Sequence[Mapping[str, Any]]) -> int:
@@ -54,7 +56,8 @@ def progress_of(record: JobRecord, metrics: Sequence[Mapping[str, Any]]) -> Prog
     losses = tuple(float(m["loss"]) for m in train[-LOSS_HISTORY:] if _number(m.get("loss")))
     return Progress(step=step, total_steps=total, loss=float(loss) if _number(loss) else None,
                     steps_per_s=steps_per_s, tokens_per_s=sum(tokens) / len(tokens) if tokens else 0.0,
-                    samples_per_s=steps_per_s * batch, eta_s=eta, recent_losses=losses)
+                    samples_per_s=steps_per_s * batch, eta_s=eta, recent_losses=losses,
+                    rank_speeds={f"{n}:{r}": v for (n, r), v in speeds_in_lines(window[-1:]).items()})
 
 
 def _current_world_lines(lines: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -126,13 +129,34 @@ def recovery_sentence(info: RoundInfo) -> str | None:
     return f"round {info.round}: first step {info.first_step}{took}"
 
 
-def plan_sentence(info: RoundInfo, names: Mapping[str, str]) -> str:
-    """`box-a:0 2x1, box-b:0 2x1`: samples x micro-batch per rank."""
+def plan_sentence(info: RoundInfo, names: Mapping[str, str], measured: Mapping[str, float] | None = None) -> str:
+    """`box-a:0 2x1, box-b:0 2x1`: samples x micro-batch per rank; with `measured` ("node:rank" -> samples/s),
+    each rank's measured speed too: `box-a:0 8x1 @41.2/s`."""
     parts = []
     for entry in info.plan.get("entries", ()):
-        parts.append(f"{name_of(str(entry.get('node_id')), names)}:{entry.get('local_rank', 0)} "
-                     f"{entry.get('samples', '?')}x{entry.get('micro_batch_size', '?')}")
+        node, rank = str(entry.get("node_id")), entry.get("local_rank", 0)
+        speed = (measured or {}).get(f"{node}:{rank}")
+        parts.append(f"{name_of(node, names)}:{rank} {entry.get('samples', '?')}x{entry.get('micro_batch_size', '?')}"
+                     + (f" @{speed:.3g}/s" if speed else ""))
     return ", ".join(parts)
+
+
+def starting_sentence(info: RoundInfo, names: Mapping[str, str]) -> str | None:
+    """While a round has not stepped yet: who the others are waiting for, and for how long at most."""
+    if info.first_step is not None:
+        return None
+    waiting = [name_of(n, names) for n in info.members if n not in info.launched]
+    if not waiting:
+        return f"round {info.round} starting: every agent is up; the rendezvous waits up to {info.join_timeout_s} s"
+    return (f"round {info.round} starting: waiting for {', '.join(waiting)} to start its agent (the rendezvous "
+            f"waits up to {info.join_timeout_s} s)")
+
+
+def left_out_sentence(info: RoundInfo, names: Mapping[str, str], now_unix: float) -> str | None:
+    """Members sitting out for being too slow to start (p2pft.jobs.late_members), and until when."""
+    out = [f"{name_of(n, names)} for {duration(until - now_unix)}" for n, until in sorted(info.left_out.items())
+           if until > now_unix]
+    return f"left out (too slow to start; tried again after): {', '.join(out)}" if out else None
 
 
 def metrics_sentence(line: Mapping[str, Any], total_steps: int = 0, round_number: int | None = None) -> str:

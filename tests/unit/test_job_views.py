@@ -87,3 +87,19 @@ def test_boxes_and_jobs_are_found_by_name_id_or_unique_prefix() -> None:
     assert resolve_job_id("nope", jobs) is None
     with pytest.raises(AmbiguousError, match="matches 2 jobs"):
         resolve_job_id("job-2026", jobs)
+
+
+def test_the_plan_shows_each_ranks_measured_speed_and_a_starting_round_whom_it_waits_for() -> None:
+    from p2pft.jobs.views import left_out_sentence, plan_sentence, starting_sentence
+
+    starting = round_info(3, (A, B, C), "r", launched=(A, B), join_timeout_s=120, left_out={C: 1_000.0})
+    assert plan_sentence(starting, NAMES, {f"{A}:0": 41.25}) == "box-a:0 2x2 @41.2/s, box-b:0 2x2, box-c:0 2x2"
+    assert starting_sentence(starting, NAMES) == (
+        "round 3 starting: waiting for box-c to start its agent (the rendezvous waits up to 120 s)")
+    assert starting_sentence(round_info(3, (A,), "r", first_step=5), NAMES) is None
+    assert left_out_sentence(starting, NAMES, 880.0) == "left out (too slow to start; tried again after): box-c for 2m00s"
+    assert left_out_sentence(starting, NAMES, 1_001.0) is None
+    lines = [{"step": 1, "time": 1.0, "plan_round": 3, "speeds": [
+        {"node_id": A, "local_rank": 0, "samples_per_s": 40.0}, {"node_id": B, "local_rank": 0, "samples_per_s": 0}]}]
+    assert progress_of(JobRecord(job_id="j", spec=job_spec(output_dir="/o"), submitter=A, coordinator=A),
+                       lines).rank_speeds == {f"{A}:0": 40.0}

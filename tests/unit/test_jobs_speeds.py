@@ -28,3 +28,14 @@ def test_unmeasured_ranks_get_their_device_estimate_in_measured_units() -> None:
 def test_nothing_measured_plans_from_relative_estimates() -> None:
     speeds = planning_speeds([NodePlacement("a", "cpu", (0,)), NodePlacement("b", "cpu", (0,))], {}, {})
     assert speeds[("a", 0)] == speeds[("b", 0)] > 0
+
+
+def test_summary_gets_each_rounds_newest_measured_speeds() -> None:
+    from p2pft.jobs.speeds import speeds_by_round
+
+    lines = [{"step": 1, "plan_round": 0, "speeds": [{"node_id": "a", "local_rank": 0, "samples_per_s": 2.0}]},
+             {"step": 2, "plan_round": 0, "speeds": [{"node_id": "a", "local_rank": 0, "samples_per_s": 3.0}]},
+             {"step": 3, "plan_round": 1, "speeds": None},
+             {"step": 4, "plan_round": 2, "speeds": [{"node_id": "b", "local_rank": 1, "samples_per_s": 5.0}]}]
+    assert speeds_by_round(lines) == {0: [{"node_id": "a", "local_rank": 0, "samples_per_s": 3.0}],
+                                      2: [{"node_id": "b", "local_rank": 1, "samples_per_s": 5.0}]}

@@ -1,0 +1,64 @@
+"""Members too slow to start: who was late at a failed rendezvous, and when one is left out of the next round
+(pure). A box that is starved of CPU (somebody compiling on it) may need minutes to start its workers; the join
+timeout doubles after each late round (round_plan.join_timeout), and a member late in LATE_ROUNDS rounds in a
+row is left out for LEAVE_OUT_S with that reason, so the others train; afterwards it is tried again, with the
+join timeout it last needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo
+from p2pft.network.diagnosis import RENDEZVOUS_TIMED_OUT
+
+LATE_ROUNDS = 2        # rounds in a row a member was late at the rendezvous before it is left out
+LEAVE_OUT_S = 600.0    # how long it stays out before it is tried again
+
+
+def late_at_rendezvous(current: RoundInfo, exits: Mapping[str, MemberReport], cause_detail: str) -> tuple[str, ...]:
+    """The members that had not even failed when the round's rendezvous timed out: the others waited for them."""
+    if RENDEZVOUS_TIMED_OUT not in cause_detail:
+        return ()
+    return tuple(sorted(n for n in current.members if n not in exits))
+
+
+def excluded_now(record: JobRecord, now_unix: float) -> dict[str, float]:
+    """Members left out of the job's rounds until the given unix time (still in force at `now_unix`)."""
+    current = record.current_round
+    if current is None:
+        return {}
+    return {n: until for n, until in current.left_out.items() if until > now_unix}
+
+
+def to_leave_out(record: JobRecord, late_now: tuple[str, ...]) -> tuple[str, ...]:
+    """Members late in this round and in the LATE_ROUNDS - 1 rounds before it (rounds that never stepped)."""
+    if not late_now:
+        return ()
+    rounds = record.rounds
+    earlier = rounds[-LATE_ROUNDS:-1] if LATE_ROUNDS > 1 else ()
+    if len(earlier) < LATE_ROUNDS - 1 or any(r.first_step is not None for r in earlier):
+        return ()
+    return tuple(n for n in late_now if all(n in r.late for r in earlier))
+
+
+def leave_out_reason(nodes: tuple[str, ...], join_timeout_s: int) -> str:
+    return (f"member {', '.join(nodes)} left out: not at the rendezvous within {join_timeout_s} s in "
+            f"{LATE_ROUNDS} rounds in a row (too slow to start; tried again in {LEAVE_OUT_S / 60:.0f} min)")
+
+
+def carried_left_out(previous: RoundInfo | None, new: tuple[str, ...], now_unix: float) -> dict[str, float]:
+    """The next round's left-out members: the ones still in force, plus `new` (until now + LEAVE_OUT_S)."""
+    kept = {n: until for n, until in (previous.left_out.items() if previous else ()) if until > now_unix}
+    kept.update({n: now_unix + LEAVE_OUT_S for n in new})
+    return kept
+
+
+def readmission_join_timeout(record: JobRecord, members: tuple[str, ...]) -> int:
+    """A member left out earlier and now tried again gets the longest join timeout it was given before: it is
+    known to start slowly, and starting again at 60 s would only repeat the same two failed rounds."""
+    longest = 0
+    for info in record.rounds:
+        if any(n in info.late for n in members):
+            longest = max(longest, 2 * info.join_timeout_s)
+    return longest

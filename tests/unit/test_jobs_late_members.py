@@ -1,0 +1,93 @@
+"""A member too slow to start is waited for, then left out with its reason, then tried again (pure decisions)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import MappingProxyType
+
+from p2pft.jobs.late_members import LEAVE_OUT_S, carried_left_out, excluded_now
+from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo, record_from_json, record_to_json
+from p2pft.jobs.round_plan import JOIN_TIMEOUT_S
+from p2pft.jobs.state import View, decide
+from tests.specs import job_spec
+
+LATE = "b: not every member joined the rendezvous on 10.0.0.1:47342 in time: a box too slow to start"
+NOW = 10_000.0
+
+
+def round_info(number: int, *, late: tuple[str, ...] = (), join_timeout_s: int = 60,
+               left_out: dict[str, float] | None = None, first_step: int | None = None) -> RoundInfo:
+    members = ("a", "b", "c")
+    return RoundInfo(round=number, reason="r", coordinator="a", members=members, addresses={},
+                     plan={"entries": [{"node_id": m, "local_rank": 0, "samples": 2, "micro_batch_size": 1}
+                                       for m in members]},
+                     store="127.0.0.1:1", resume_step=None, late=late, join_timeout_s=join_timeout_s,
+                     left_out=left_out or {}, first_step=first_step, started_unix=NOW - 100,
+                     first_step_unix=None if first_step is None else NOW - 50)
+
+
+def job(*rounds: RoundInfo, min_nodes: int = 1) -> JobRecord:
+    spec = job_spec({"global_batch_size": 6, "min_nodes": min_nodes}, max_steps=10, output_dir="/o")
+    return JobRecord(job_id="j", spec=spec, submitter="c", coordinator="a", status="running", rounds=rounds)
+
+
+def timed_out(*nodes: str, number: int) -> MappingProxyType[str, MemberReport]:
+    """a and b waited at the rendezvous and gave up; c (not in the reports) was still starting."""
+    return MappingProxyType({n: MemberReport(job_id="j", node_id=n, round=number, phase="exited", outcome="failed",
+                                             detail=LATE, cause="network") for n in nodes})
+
+
+def test_the_first_late_round_waits_longer_for_everyone() -> None:
+    record = job(round_info(0))
+    action = decide(View(record, available=("a", "b", "c"), reports=timed_out("a", "b", number=0), now_unix=NOW,
+                         failure_age_s=6.0))
+    assert action.kind == "start_round" and action.members == ("a", "b", "c")
+    assert action.late == ("c",) and action.left_out == ()
+    assert action.round is not None and action.round.join_timeout_s == 2 * JOIN_TIMEOUT_S[0]
+
+
+def test_late_twice_in_a_row_is_left_out_with_the_reason() -> None:
+    record = job(round_info(0, late=("c",)), round_info(1, join_timeout_s=120))
+    action = decide(View(record, available=("a", "b", "c"), reports=timed_out("a", "b", number=1), now_unix=NOW,
+                         failure_age_s=6.0))
+    assert action.kind == "start_round" and action.members == ("a", "b")
+    assert action.left_out == ("c",)
+    assert "member c left out: not at the rendezvous within 120 s in 2 rounds in a row" in action.reason
+
+
+def test_late_twice_but_needed_for_min_nodes_is_waited_for_again() -> None:
+    record = job(round_info(0, late=("c",)), round_info(1, join_timeout_s=120), min_nodes=3)
+    action = decide(View(record, available=("a", "b", "c"), reports=timed_out("a", "b", number=1), now_unix=NOW,
+                         failure_age_s=6.0))
+    assert action.kind == "start_round" and action.members == ("a", "b", "c") and action.left_out == ()
+
+
+def test_a_round_that_stepped_in_between_resets_the_count() -> None:
+    record = job(round_info(0, late=("c",), first_step=5), round_info(1))
+    action = decide(View(record, available=("a", "b", "c"), reports=timed_out("a", "b", number=1), now_unix=NOW,
+                         failure_age_s=6.0))
+    assert action.members == ("a", "b", "c") and action.left_out == ()
+
+
+def test_a_left_out_member_is_not_a_joiner_until_its_time_is_up_then_rejoins_with_the_longer_timeout() -> None:
+    until = carried_left_out(None, ("c",), NOW)
+    assert until == {"c": NOW + LEAVE_OUT_S}
+    running = replace(round_info(2, left_out=until, first_step=3), members=("a", "b"),
+                      plan={"entries": [{"node_id": m, "local_rank": 0, "samples": 3, "micro_batch_size": 1}
+                                        for m in ("a", "b")]})
+    record = job(round_info(0, late=("c",)), round_info(1, late=("c",), join_timeout_s=120), running)
+    assert excluded_now(record, NOW + 1) == until
+    assert decide(View(record, available=("a", "b", "c"), now_unix=NOW + 1)).kind == "nothing"
+    later = decide(View(record, available=("a", "b", "c"), now_unix=NOW + LEAVE_OUT_S + 1))
+    assert later.kind == "request_stop" and "member c joins" in later.reason
+    stopped = MappingProxyType({n: MemberReport(job_id="j", node_id=n, round=2, phase="exited",
+                                                outcome="stopped_on_request") for n in ("a", "b")})
+    back = decide(View(record, available=("a", "b", "c"), reports=stopped, now_unix=NOW + LEAVE_OUT_S + 5))
+    assert back.kind == "start_round" and back.members == ("a", "b", "c")
+    assert back.round is not None and back.round.join_timeout_s == 240   # 2 x the longest it was given
+
+
+def test_late_and_left_out_survive_the_record_json() -> None:
+    record = job(round_info(0, late=("c",), left_out={"c": NOW}))
+    again = record_from_json(record_to_json(record))
+    assert again.rounds[0].late == ("c",) and again.rounds[0].left_out == {"c": NOW}
