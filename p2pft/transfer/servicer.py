@@ -19,6 +19,7 @@ import grpc
 from p2pft.rpc.gen import transfer_pb2, transfer_pb2_grpc
 from p2pft.transfer.serial_io import SerialIO
 from p2pft.transfer.store import (
+    BlobBudgetError,
     BlobBusyError,
     BlobStore,
     DigestMismatchError,
@@ -88,6 +89,7 @@ class BlobServicer(transfer_pb2_grpc.BlobServiceServicer):
             "invalid_requests": 0,
             "push_mismatches": 0,
             "streams_refused": 0,
+            "pushes_over_budget": 0,
         }
 
     @contextlib.asynccontextmanager
@@ -223,6 +225,9 @@ class BlobServicer(transfer_pb2_grpc.BlobServiceServicer):
                 writer = await io.submit(self.store.open_partial, digest, first.size)
             except BlobBusyError as exc:
                 await context.abort(grpc.StatusCode.ABORTED, f"Push: {exc}")
+            except BlobBudgetError as exc:   # this box's --blob-budget: say so, with the sizes
+                self.counters["pushes_over_budget"] += 1
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"Push: {exc}")
             if writer.offset != first.offset:
                 await context.abort(
                     grpc.StatusCode.FAILED_PRECONDITION,

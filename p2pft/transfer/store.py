@@ -5,6 +5,10 @@ for a download or upload in progress (kept across failures so the next attempt r
 whole-file writes before their atomic rename. Every path is built from a validated digest, so nothing a peer
 sends can name a file outside the store.
 
+A store may have a budget (`p2pftd --blob-budget`): a write that would take it past that is refused with a
+`BlobBudgetError` (one line naming the box and the sizes) before its blob becomes visible; a fetch or a push
+is refused before any byte arrives. `p2pft.transfer.collect` removes the blobs nothing references.
+
 All methods here are blocking file I/O; async callers run them through `asyncio.to_thread`.
 """
 
@@ -22,11 +26,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from p2pft.transfer.accounting import SpaceAccount
+from p2pft.transfer.budget import BlobBudgetError
+
 DIGEST_PATTERN = re.compile(r"[0-9a-f]{64}")
 HASH_BLOCK_BYTES = 4 * 1024 * 1024  # large reads keep hashlib (which drops the GIL) busy and syscalls few
 WRITEBACK_BYTES = 16 * 1024 * 1024  # start writing received data to disk every this many bytes
 PARTIAL_SUFFIX = ".partial"
 FICLONE = 0x40049409  # linux/fs.h _IOW(0x94, 9, int): share extents copy-on-write (reflink)
+
+
+__all__ = ["BlobBudgetError", "BlobBusyError", "BlobStore", "DigestMismatchError", "InvalidDigestError",
+           "PartialWriter", "sha256_file", "validate_digest"]
 
 
 class InvalidDigestError(ValueError):
@@ -71,14 +82,17 @@ def _fsync_dir(path: Path) -> None:
 class BlobStore:
     """Blobs named by their sha256 under one root directory."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, budget_bytes: int | None = None, box: str = "this box") -> None:
         self.root = Path(root).resolve()
         self._tmp = self.root / "tmp"
         self._verified: dict[str, tuple[int, int, int, int]] = {}  # digest -> (ino, size, mtime_ns, ctime_ns)
+        self.account = SpaceAccount(self._bytes_on_disk, budget_bytes, box)
+        self._touched: dict[str, float] = {}   # digest -> when content already held was added again
 
     @classmethod
-    def for_state_dir(cls, state_dir: Path | str) -> BlobStore:
-        return cls(Path(state_dir) / "blobs")
+    def for_state_dir(cls, state_dir: Path | str, *, budget_bytes: int | None = None,
+                      box: str = "this box") -> BlobStore:
+        return cls(Path(state_dir) / "blobs", budget_bytes=budget_bytes, box=box)
 
     # ---- paths -------------------------------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
@@ -114,6 +128,28 @@ class BlobStore:
                 for entry in sorted(fan_out.iterdir()):
                     if DIGEST_PATTERN.fullmatch(entry.name):
                         yield entry.name
+
+    def _bytes_on_disk(self) -> int:
+        total = 0
+        for digest in self.digests():
+            with contextlib.suppress(FileNotFoundError):
+                total += self.blob_path(digest).stat().st_size
+        return total
+
+    def used_bytes(self) -> int:
+        """Bytes of complete blobs (what the budget counts)."""
+        return self.account.used
+
+    def touch(self, digest: str) -> None:
+        """Mark a blob as just used: the collector spares blobs younger than its grace period, so content that is
+        added again (deduplicated, not written) is safe until whoever added it has recorded a reference."""
+        self._touched[digest] = time.time()
+        with contextlib.suppress(OSError):
+            os.utime(self.blob_path(digest))
+
+    def touched_at(self, digest: str) -> float:
+        """When this process last added `digest` while the store already held it (0.0: never)."""
+        return self._touched.get(digest, 0.0)
 
     def open_blob(self, digest: str) -> BinaryIO:
         """Open a complete blob for reading; FileNotFoundError when absent, or when its bytes no longer hash to
@@ -152,6 +188,7 @@ class BlobStore:
         if hasher.hexdigest() != digest:
             self._verified.pop(digest, None)
             self.blob_path(digest).unlink(missing_ok=True)
+            self.account.recount()
             return False
         st = os.fstat(f.fileno())
         if (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == version:  # unchanged while hashed
@@ -161,10 +198,13 @@ class BlobStore:
     # ---- whole-file writes -------------------------------------------------------------------------------
     def add_bytes(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
-        if not self.has(digest):
-            with self._temp_file() as (tmp_path, f):
-                f.write(data)
-                self._commit_temp(tmp_path, f, digest)
+        if self.has(digest):
+            self.touch(digest)
+            return digest
+        self.account.admit(len(data), f"a blob of {len(data)} bytes")   # before writing anything
+        with self._temp_file() as (tmp_path, f):
+            f.write(data)
+            self._commit_temp(tmp_path, f, digest, "a blob")
         return digest
 
     def add_file(self, source: Path | str, *, link: bool = False) -> tuple[str, int]:
@@ -193,8 +233,7 @@ class BlobStore:
             except OSError:
                 return None
             digest, size = sha256_file(tmp_path)
-            if not self.has(digest):
-                self._commit_temp(tmp_path, out, digest)
+            self._commit_temp(tmp_path, out, digest, f"adding {source.name}")
         return digest, size
 
     def _copy_in(self, source: Path) -> tuple[str, int]:
@@ -206,8 +245,7 @@ class BlobStore:
                 out.write(block)
                 size += len(block)
             digest = hasher.hexdigest()
-            if not self.has(digest):
-                self._commit_temp(tmp_path, out, digest)
+            self._commit_temp(tmp_path, out, digest, f"adding {source.name}")
         return digest, size
 
     @contextlib.contextmanager
@@ -221,13 +259,25 @@ class BlobStore:
         finally:
             tmp_path.unlink(missing_ok=True)  # no-op after a successful rename
 
-    def _commit_temp(self, tmp_path: Path, f: BinaryIO, digest: str) -> None:
+    def _commit_temp(self, tmp_path: Path, f: BinaryIO, digest: str, what: str) -> None:
+        """Make the temp file the blob `digest`, unless the store holds it already (then it only gets younger),
+        or it would take the store past its budget (BlobBudgetError; the temp file goes)."""
+        target = self.blob_path(digest)
+        if self.has(digest):
+            self.touch(digest)
+            return
         f.flush()
         os.fsync(f.fileno())
         os.chmod(tmp_path, 0o444)  # blobs may be hard-linked into trees: protect them from in-place edits
-        target = self.blob_path(digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp_path, target)
+        size = os.fstat(f.fileno()).st_size
+        with self.account.lock:   # the check and the rename as one: two adds cannot both take the last room
+            if self.has(digest):
+                self.touch(digest)
+                return
+            self.account.admit(size, what)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_path, target)
+            self.account.added(size)
         _fsync_dir(target.parent)
 
     # ---- partial (resumable) writes ----------------------------------------------------------------------
@@ -240,7 +290,11 @@ class BlobStore:
 
     def remove(self, digest: str) -> None:
         self._verified.pop(digest, None)
-        self.blob_path(digest).unlink(missing_ok=True)
+        size = self.size_of(digest)
+        with self.account.lock:
+            self.blob_path(digest).unlink(missing_ok=True)
+            if size is not None:
+                self.account.removed(size)
         self.discard_partial(digest)
 
     def verify(self, digest: str) -> bool:
@@ -252,6 +306,7 @@ class BlobStore:
         if actual != digest:
             self._verified.pop(digest, None)
             self.blob_path(digest).unlink(missing_ok=True)
+            self.account.recount()
             return False
         return True
 
@@ -293,12 +348,19 @@ class PartialWriter:
         self.digest = digest
         self.expected_size = expected_size
         self.path = store.partial_path(digest)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: BinaryIO = open(self.path, "ab+")  # noqa: SIM115 - lives as long as this writer
+        # Before any byte is written (or a file opened): a blob that cannot fit is refused, not half-received.
+        self._reservation = store.account.reserve(expected_size, f"blob {digest[:12]}...")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: BinaryIO = open(self.path, "ab+")  # noqa: SIM115 - lives as long as this writer
+        except BaseException:
+            self._release()
+            raise
         try:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._file.close()
+            self._release()
             raise BlobBusyError(f"blob {digest} is being written by another transfer: retry later") from None
         self._hasher = hashlib.sha256()
         self.offset = self._hash_existing()
@@ -355,7 +417,11 @@ class PartialWriter:
         os.fsync(self._file.fileno())
         os.chmod(self.path, 0o444)
         target = self.store.blob_path(self.digest)
-        os.replace(self.path, target)
+        with self.store.account.lock:
+            existed = target.exists()
+            os.replace(self.path, target)
+            if not existed:
+                self.store.account.added(self.expected_size)
         _fsync_dir(target.parent)
         self.close()
         return target
@@ -367,6 +433,11 @@ class PartialWriter:
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()  # also releases the flock
+        self._release()
+
+    def _release(self) -> None:
+        self.store.account.release(self._reservation)
+        self._reservation = 0
 
     def __enter__(self) -> PartialWriter:
         return self
