@@ -39,6 +39,7 @@ from p2pft.train.distributed import (
     wait_for_everyone,
 )
 from p2pft.train.evaluate import JOB_COPY_FILE, evaluate_examples
+from p2pft.train.lf_checkpoints import CheckpointFolders
 from p2pft.train.metrics import LEDGER_FILE, METRICS_FILE, EventLog, RunRecorder, truncate_after_step
 from p2pft.train.model import build_trainable_model, check_vocabulary, load_tokenizer, trainable_parameter_count
 from p2pft.train.optim import build_optimizer, set_learning_rate
@@ -122,6 +123,9 @@ class Worker:
         self.data_order = {"num_samples": len(data.train), "global_batch_size": sampler.global_batch_size,
                            "seed": spec.seed}
         start = self._maybe_resume(ddp_model, optimizer)
+        # LF's checkpoint-N/ folders; FSDP has none (lf_checkpoints.py says why)
+        self.folders = CheckpointFolders(spec, self.output_dir, self.checkpoint_dir, tokenizer, log=self.log,
+                                         enabled=env.local_rank == 0 and not self.sharded)
         recorder = self._open_recorder(start)
         label_counts = [label_token_count(example.labels) for example in data.train]
         lengths = [len(example.input_ids) for example in data.train]
@@ -181,7 +185,7 @@ class Worker:
             evaluated_at_end = bool(spec.eval_steps) and steps % spec.eval_steps == 0 and start < steps
             if data.val and not evaluated_at_end:
                 self._evaluate(ddp_model, data.val, pad_id, recorder, steps)
-            self._save_outputs(model, tokenizer)
+            self._save_outputs(model, tokenizer, steps)
         finally:
             recorder.close()
         self.events.emit("finished")
@@ -254,6 +258,7 @@ class Worker:
             prune(self.checkpoint_dir, self.spec.save_total_limit)
         self.events.emit("checkpoint_committed", step=progress.step)
         self.log(f"checkpoint step-{progress.step} committed ({seconds * 1000:.0f} ms)")
+        self.folders.after_commit(model, progress.step)
         _maybe_exit_after_commit(progress.step)
 
     def _evaluate(self, model: torch.nn.Module, val: list[Any], pad_id: int, recorder: RunRecorder,
@@ -268,7 +273,7 @@ class Worker:
         self.log(f"eval at step {step}: loss {values['loss']:.4f} perplexity {values['perplexity']:.2f} "
                  f"token accuracy {values['token_accuracy']:.3f}")
 
-    def _save_outputs(self, model: torch.nn.Module, tokenizer: Any) -> None:
+    def _save_outputs(self, model: torch.nn.Module, tokenizer: Any, final_step: int) -> None:
         if self.sharded:  # a collective: the full weights are gathered to rank 0, which saves them
             fsdp.save_full_model(model, str(self.output_dir), is_main=self.is_main)
         if self.is_main:
@@ -279,6 +284,8 @@ class Worker:
             from p2pft.config.job import job_to_dict
 
             (self.output_dir / JOB_COPY_FILE).write_text(json.dumps(job_to_dict(self.spec), indent=1))
+            # before the merge, which unloads the adapter; full fine-tuning's weights are left at an older step
+            self.folders.at_end(model, final_step)
             if self.spec.finetuning_type == "lora" and self.spec.p2pft.save_merged_model:
                 merged_dir = self.output_dir / "merged"
                 model.merge_and_unload().save_pretrained(str(merged_dir))
