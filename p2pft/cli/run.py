@@ -149,6 +149,9 @@ def _apply_rerun_policy(spec: Any, previous: dict[str, Any] | None, current: dic
 
         for name in ("metrics.jsonl", "ledger.jsonl", *OUTPUT_FILES):
             (Path(spec.output_dir) / name).unlink(missing_ok=True)
+        from p2pft.formats.checkpoint_folders import remove_all
+
+        remove_all(Path(spec.output_dir))   # the old run's checkpoint-N folders go with its checkpoints
 
 
 def _stopped_on_request(events: Path, offset: int) -> bool:
