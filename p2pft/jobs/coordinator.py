@@ -17,7 +17,7 @@ from p2pft.jobs.late_members import carried_left_out
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo
 from p2pft.jobs.paths import JobPaths
 from p2pft.jobs.quorum import quorum
-from p2pft.jobs.speeds import planning_speeds
+from p2pft.jobs.speeds import planning_speeds, slowest_recent_step
 from p2pft.jobs.state import REPLAN_THRESHOLD, Action, View, decide, network_failure
 from p2pft.jobs.store_process import StoreProcess
 from p2pft.jobs.submission import output_target
@@ -155,6 +155,7 @@ class JobCoordinator:
             speeds=self.speeds(placed), replan_gain=self.replan_gain(current), takeover=takeover,
             takeover_cause_unix=cause,
             backoff_s=self.network_backoff(), all_stopped_s=self._all_stopped_age(current, reports),
+            slowest_step_s=slowest_recent_step(list(self.manager.book(self.job_id).metrics.values())[-40:]),
         )
 
     def speeds(self, placed: Any) -> dict[tuple[str, int], float]:
@@ -302,7 +303,8 @@ class JobCoordinator:
                          addresses=addresses, plan=plan_to_json(plan), store=store,
                          resume_step=resume, holders=holders, resume_marker=marker, started_unix=time.time(),
                          cause_unix=action.cause_unix or time.time(), join_timeout_s=planned.join_timeout_s,
-                         left_out=carried_left_out(previous, action.left_out, time.time()))
+                         left_out=carried_left_out(previous, action.left_out, time.time()),
+                         collective_timeout_s=planned.collective_timeout_s)
         if previous is not None:
             record = record.with_round_update(ended_reason=action.reason, late=action.late)
         record = replace(record, status="running", message=action.reason, rounds=(*record.rounds, info))

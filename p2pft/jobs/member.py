@@ -36,6 +36,9 @@ from p2pft.transfer import BlobStore, Manifest
 
 log = logging.getLogger("p2pft.jobs.member")
 POLL_S = 0.2
+# A graceful stop waits for the step in flight and its checkpoint save: at least this long, and more when the
+# round's collective timeout says its steps are slow.
+GRACEFUL_STOP_MIN_S = 120.0
 OUTPUT_EXCLUDE = ("metrics.jsonl", "ledger.jsonl")
 STOP_REQUEST = STOP_REQUEST_FILE
 
@@ -103,11 +106,15 @@ class JobMember:
             return
         if graceful and self.request_stop(leaving=leaving):
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(task), timeout=120.0)
+                await asyncio.wait_for(asyncio.shield(task), timeout=self._graceful_stop_s())
             return
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+    def _graceful_stop_s(self) -> float:
+        slow = self.round.collective_timeout_s if self.round is not None else 0.0
+        return max(GRACEFUL_STOP_MIN_S, 2 * slow)
 
     async def close(self) -> None:
         await self.stop(graceful=False)
@@ -281,6 +288,9 @@ class JobMember:
         output = paths.round_output(info.round)
         output.mkdir(parents=True, exist_ok=True)
         spec["output_dir"] = str(output)
+        elastic = spec.setdefault("p2pft", {})
+        elastic["process_group_timeout_s"] = max(float(elastic.get("process_group_timeout_s") or 0.0),
+                                                 info.collective_timeout_s)
         job_file, plan_file = run_dir / "JOB.json", run_dir / "PLAN.json"
         job_file.write_text(json.dumps(spec, indent=1))
         plan_file.write_text(json.dumps(info.plan, indent=1))

@@ -51,6 +51,7 @@ class RoundInfo:
     join_timeout_s: int = 60            # how long the agents wait at the rendezvous for the slowest member
     late: tuple[str, ...] = ()          # members not at the rendezvous when it timed out (p2pft.jobs.late_members)
     left_out: dict[str, float] = field(default_factory=dict)   # node -> unix time until which it sits out
+    collective_timeout_s: float = 0.0   # the workers' process group timeout (0: the job's setting; round_plan)
 
     @property
     def world_size(self) -> int:

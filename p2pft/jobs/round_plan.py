@@ -16,6 +16,10 @@ from p2pft.planning.placement import NodePlacement
 
 DEFAULT_SPEED = 1.0   # samples/s for a rank nothing is known about: only ratios matter
 JOIN_TIMEOUT_S = (60, 600)   # the agents' rendezvous join timeout: from, to (doubling after a late member)
+# A collective waits for the slowest rank's whole step (and a checkpoint save): the process group's timeout is
+# at least this many of the slowest recent steps, so a slow box is not taken for a dead one.
+STEPS_PER_COLLECTIVE_TIMEOUT = 4
+COLLECTIVE_TIMEOUT_MAX_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class RoundPlan:
     resume_step: int | None
     holders: tuple[str, ...]      # live boxes holding the resume step complete
     join_timeout_s: int = JOIN_TIMEOUT_S[0]
+    collective_timeout_s: float = 0.0   # the workers' process group timeout (0: the job's own setting)
 
 
 def choose_resume(holdings: Mapping[str, tuple[int, ...]], alive: frozenset[str]) -> tuple[int | None, tuple[str, ...]]:
@@ -50,7 +55,8 @@ def rank_capacities(record: JobRecord, nodes: Sequence[NodePlacement],
 
 
 def plan_round(record: JobRecord, nodes: Sequence[NodePlacement], *, holdings: Mapping[str, tuple[int, ...]],
-               alive: frozenset[str], speeds: Mapping[tuple[str, int], float], reason: str = "") -> RoundPlan:
+               alive: frozenset[str], speeds: Mapping[tuple[str, int], float], reason: str = "",
+               slowest_step_s: float = 0.0) -> RoundPlan:
     """`reason`: why this round starts (a late member at the last rendezvous lengthens the join timeout)."""
     previous = record.current_round
     number = previous.round + 1 if previous is not None else 0
@@ -60,7 +66,9 @@ def plan_round(record: JobRecord, nodes: Sequence[NodePlacement], *, holdings: M
     members = tuple(n.node_id for n in nodes)
     timeout = max(join_timeout(record, reason), min(JOIN_TIMEOUT_S[1], readmission_join_timeout(record, members)))
     return RoundPlan(number=number, members=members, plan=plan, resume_step=resume, holders=holders,
-                     join_timeout_s=timeout)
+                     join_timeout_s=timeout,
+                     collective_timeout_s=collective_timeout(float(record.elastic["process_group_timeout_s"]),
+                                                             slowest_step_s))
 
 
 def join_timeout(record: JobRecord, reason: str) -> int:
@@ -75,3 +83,9 @@ def join_timeout(record: JobRecord, reason: str) -> int:
     if RENDEZVOUS_TIMED_OUT in reason or RENDEZVOUS_TIMED_OUT in previous.ended_reason:
         return min(high, 2 * max(low, previous.join_timeout_s))
     return max(low, previous.join_timeout_s)
+
+
+def collective_timeout(configured_s: float, slowest_step_s: float) -> float:
+    """The process group timeout of a round: the job's setting, or more when its recent steps were slow (a box
+    someone else is using, a big batch on a small card)."""
+    return min(COLLECTIVE_TIMEOUT_MAX_S, max(configured_s, STEPS_PER_COLLECTIVE_TIMEOUT * slowest_step_s))

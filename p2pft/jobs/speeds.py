@@ -50,3 +50,13 @@ def planning_speeds(nodes: Sequence[NodePlacement], measured: Mapping[RankKey, f
             name = names[index] if index < len(names) else ""
             estimates[(node.node_id, local_rank)] = estimate_speed("cuda", name=name).relative
     return {key: float(value) for key, value in fill_unknown_speeds(dict(measured), estimates).items()}  # type: ignore[misc]
+
+
+RECENT_STEPS = 20
+
+
+def slowest_recent_step(lines: Sequence[Mapping[str, Any]]) -> float:
+    """The longest `step_time_s` among the newest RECENT_STEPS train lines (0 when none is known)."""
+    times = [float(line["step_time_s"]) for line in lines[-RECENT_STEPS:]
+             if isinstance(line.get("step_time_s"), int | float) and line.get("kind") != "eval"]
+    return max(times, default=0.0)

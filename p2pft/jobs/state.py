@@ -58,6 +58,7 @@ class View:
     takeover_cause_unix: float = 0.0
     backoff_s: float = 0.0                   # rounds failed for a network reason: no new round before this
     all_stopped_s: float | None = None       # since every member stopped on request (None: they did not)
+    slowest_step_s: float = 0.0              # the slowest of the job's recent steps (for collective timeouts)
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def _start(view: View, reason: str, members: tuple[str, ...], cause_unix: float)
     nodes = [placed.get(n) or NodePlacement(n, "cpu", (0,)) for n in members]
     try:
         plan = plan_round(view.record, nodes, holdings=view.holdings, alive=view.alive or frozenset(members),
-                          speeds=view.speeds, reason=reason)
+                          speeds=view.speeds, reason=reason, slowest_step_s=view.slowest_step_s)
     except BatchPlanError as exc:
         return Action("wait", f"waiting: {exc}", cause_unix=cause_unix)
     return Action("start_round", reason, plan.members, cause_unix, round=plan)

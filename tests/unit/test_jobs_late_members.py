@@ -91,3 +91,21 @@ def test_late_and_left_out_survive_the_record_json() -> None:
     record = job(round_info(0, late=("c",), left_out={"c": NOW}))
     again = record_from_json(record_to_json(record))
     assert again.rounds[0].late == ("c",) and again.rounds[0].left_out == {"c": NOW}
+
+
+def test_slow_recent_steps_lengthen_the_rounds_collective_timeout_and_the_member_uses_it() -> None:
+    from p2pft.jobs.round_plan import COLLECTIVE_TIMEOUT_MAX_S, collective_timeout
+    from p2pft.jobs.speeds import slowest_recent_step
+
+    assert collective_timeout(30.0, 2.0) == 30.0              # fast steps: the job's own setting
+    assert collective_timeout(30.0, 20.0) == 80.0             # 4 x the slowest recent step
+    assert collective_timeout(30.0, 10_000.0) == COLLECTIVE_TIMEOUT_MAX_S
+    lines = [{"step": s, "step_time_s": t} for s, t in enumerate([1.0, 25.0, 2.0])] + [
+        {"step": 9, "kind": "eval", "step_time_s": 99.0}]
+    assert slowest_recent_step(lines) == 25.0
+    record = job(round_info(0, first_step=1))
+    action = decide(View(record, available=("a", "b", "c"), now_unix=NOW, slowest_step_s=25.0,
+                         reports=MappingProxyType({n: MemberReport(job_id="j", node_id=n, round=0, phase="exited",
+                                                                   outcome="stopped_on_request")
+                                                   for n in ("a", "b", "c")})))
+    assert action.round is not None and action.round.collective_timeout_s == 100.0
