@@ -4,8 +4,11 @@ by default), on the tiny model. Measures, in one run, the training throughput (s
 - the three together with `batch_plan: uniform` (the naive split, paced by the slowest box);
 - the three together with `batch_plan: auto` (shares from the measured speeds; the first round is planned
   from device estimates, then re-planned when the measured speeds say so);
-- optionally (`--slowdown`) auto with the fastest box slowed 2x mid-run: the drift re-plan, and the
-  throughput after it as a share of the new ideal.
+- optionally (`--modes ...,slowdown`) auto with the fastest box slowed 2x mid-run: the drift re-plan, and the
+  throughput after it as a share of the new ideal;
+- optionally (`--modes ...,starved`) auto with the submitting box's quota tightened (`--starved-cpu`, default
+  0.03) until it cannot start its workers within the rendezvous join timeouts: it is left out with the reason
+  and the other two train (p2pft.jobs.late_members).
 The submitting box is the slowest one (the case that used to never train). Throughput = global batch /
 median step time of the steps after the last re-plan (checkpoint steps excluded: step_time_s does not include
 the save). Writes its section of docs/benchmarks.md.
@@ -57,7 +60,7 @@ def throughput(out: Path, after_round: int = -1) -> tuple[float, int, list[dict[
 
 
 def run(root: Path, model: Path, cpus: list[float], *, together: bool, mode: str, only: int = -1,
-        slowdown: bool = False) -> dict[str, Any]:
+        slowdown: bool = False, starved: float = 0.0) -> dict[str, Any]:
     cluster = Cluster(root / "boxes")
     cluster.root.mkdir(parents=True)
     quotas = []
@@ -67,7 +70,7 @@ def run(root: Path, model: Path, cpus: list[float], *, together: bool, mode: str
         daemons = []
         for i in picked:
             daemon = cluster.start(names[i], peers=[d for d in daemons])
-            quota = create(f"{root.name}-{names[i]}", cpus[i])
+            quota = create(f"{root.name}-{names[i]}", starved if starved and i == 0 else cpus[i])
             quota.add(daemon.proc.pid)  # type: ignore[union-attr]
             quotas.append(quota)
             daemons.append(daemon)
@@ -84,14 +87,22 @@ def run(root: Path, model: Path, cpus: list[float], *, together: bool, mode: str
         if record["status"] != "succeeded":
             raise RuntimeError(f"{mode} run failed: {record['message']}")
         rate, steps, plan = throughput(out)
+        names_by_id = {d.node_id: d.name for d in daemons}
+        rounds = [_named(r["reason"], names_by_id) for r in record["rounds"]]
         return {"mode": mode if together else f"alone:{names[only]}", "samples_per_s": round(rate, 2),
-                "steps_measured": steps, "rounds": [r["reason"] for r in record["rounds"]],
+                "steps_measured": steps, "rounds": rounds,
                 "world": len(record["rounds"][-1]["members"]),
-                "plan": {f"{e['node_id'][:6]}": e["samples"] for e in plan}}
+                "plan": {names_by_id.get(e["node_id"], e["node_id"][:6]): e["samples"] for e in plan}}
     finally:
         cluster.stop_all()
         for quota in quotas:
             quota.remove()
+
+
+def _named(text: str, names: dict[str, str]) -> str:
+    for node_id, name in names.items():
+        text = text.replace(node_id, name)
+    return text
 
 
 def write_section(results: list[dict[str, Any]], cpus: list[float], command: str) -> None:
@@ -121,6 +132,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpus", default="0.25,0.5,1.0", help="CPU quota of the slow, mid and fast box")
     parser.add_argument("--modes", default="alone,uniform,auto", help="any of alone, uniform, auto, slowdown")
+    parser.add_argument("--starved-cpu", type=float, default=0.03, help="the slow box's quota in the starved run")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     reason = unavailable_reason()
@@ -141,11 +153,15 @@ def main() -> int:
         runs += [(m, {"together": True, "mode": m}) for m in ("uniform", "auto") if m in modes]
         if "slowdown" in modes:
             runs.append(("slowdown", {"together": True, "mode": "auto", "slowdown": True}))
+        if "starved" in modes:
+            runs.append(("starved", {"together": True, "mode": "auto", "starved": args.starved_cpu}))
         for name, kwargs in runs:
             started = time.monotonic()
             result = run(root / name, model, cpus, **kwargs)
             if kwargs.get("slowdown"):
                 result["mode"] = "auto, fast box slowed 2x mid-run"
+            if kwargs.get("starved"):
+                result["mode"] = f"auto, submitting box starved to {args.starved_cpu:g} CPU"
             results.append(result)
             print(json.dumps(result), f"({time.monotonic() - started:.0f} s)", flush=True)
     if not args.no_write:
