@@ -19,6 +19,7 @@ import yaml
 
 from p2pft import __version__
 from p2pft.daemon.state_dir import default_state_dir
+from p2pft.transfer.budget import DEFAULT_BLOB_BUDGET, BlobBudget, parse_budget
 
 DEFAULT_PORT = 47341
 DEFAULT_JOIN_PORT = 47340             # the join listener, on a box that holds the cluster CA key
@@ -48,6 +49,7 @@ class DaemonSettings:
     join_listen: str = ""                       # empty: the listen host, port 47340 (0 when listen's port is 0)
     max_blob_bytes: int = 64 * 1024**3          # the largest blob a peer may push or this box fetch
     max_streams_per_peer: int = 16              # blob streams (Read/Push) one peer may hold open here at once
+    blob_budget: BlobBudget = DEFAULT_BLOB_BUDGET  # how large <state-dir>/blobs may grow (default: half the disk)
     config: Path | None = None
 
     @property
@@ -237,6 +239,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "join_listen": _host_port,
     "max_blob_bytes": _size_bytes,
     "max_streams_per_peer": _streams,
+    "blob_budget": parse_budget,
 }
 ENV_PREFIX = "P2PFT_"
 
@@ -298,6 +301,8 @@ def flag_layer(args: argparse.Namespace) -> dict[str, Any]:
         layer["store_ports"] = args.store_ports
     if getattr(args, "join_listen", None) is not None:
         layer["join_listen"] = args.join_listen
+    if getattr(args, "blob_budget", None) is not None:
+        layer["blob_budget"] = args.blob_budget
     return layer
 
 
@@ -329,6 +334,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--join-listen", metavar="HOST:PORT",
                    help="where boxes joining with a token reach this box, when it holds the cluster CA key "
                         "(default: the --listen host, port 47340; env P2PFT_JOIN_LISTEN)")
+    p.add_argument("--blob-budget", metavar="SIZE",
+                   help="the most disk the blob store (datasets, models, checkpoint copies, outputs shared "
+                        "with peers) may use, e.g. 50GiB, or a share of the state dir's disk such as 40%% "
+                        "(default 50%%); a push or fetch past it is refused (env P2PFT_BLOB_BUDGET)")
     return p
 
 

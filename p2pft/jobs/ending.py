@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from p2pft.jobs.job_cleanup import JobCleanup
 from p2pft.jobs.model import JobRecord, MemberReport
 from p2pft.jobs.outputs import write_outputs
 from p2pft.jobs.records import freshness
@@ -25,6 +26,7 @@ log = logging.getLogger("p2pft.jobs")
 class JobEnding:
     def __init__(self, manager: JobsManager) -> None:
         self.manager = manager
+        self.cleanup = JobCleanup(manager)   # at every box's end of a job (forget_member), and periodically
 
     async def collect_outputs(self, holder: MemberReport, output_dir: Path) -> None:
         manager = self.manager

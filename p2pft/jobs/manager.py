@@ -285,6 +285,7 @@ class JobsManager:
             await member.close()
         await self.standby.drop(job_id)
         self.refresh_busy()
+        self.background(self.ending.cleanup.after_end(job_id))   # an ended job's leftovers and blobs go
 
     # ---- sending ------------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ already), the JobsManager component, and the drain hook (SIGTERM / `p2pft drain`
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,13 @@ from p2pft.jobs.manager import JobsManager
 from p2pft.jobs.servicer import JobServicer
 from p2pft.rpc.gen import jobs_pb2_grpc, transfer_pb2_grpc
 from p2pft.transfer import BlobStore, servicer_entry
+from p2pft.transfer.budget import BlobBudget
 
 
 def compose_jobs(node: Any) -> JobsManager:
     state_dir = Path(node.settings.state_dir)
-    store = BlobStore.for_state_dir(state_dir)
+    store = BlobStore.for_state_dir(state_dir, budget_bytes=blob_budget_bytes(node.settings.blob_budget, state_dir),
+                                    box=node.settings.name)
     if not any(add_fn is transfer_pb2_grpc.add_BlobServiceServicer_to_server for add_fn, _ in node.services):
         node.add_service(*servicer_entry(store))
     settings = node.settings
@@ -28,6 +31,7 @@ def compose_jobs(node: Any) -> JobsManager:
     node.add_service(jobs_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(manager))
     node.add_component(manager)
     node.add_component(EndSummaryWriter(manager))  # failed/cancelled jobs leave their summary.json too
+    node.add_component(manager.ending.cleanup)   # periodically: ended jobs' leftovers, blobs no job references
     if node.settings.warm_workers:
         from p2pft.launch.zygote import ZygoteKeeper  # torch-free; the zygote is its own process
 
@@ -38,3 +42,11 @@ def compose_jobs(node: Any) -> JobsManager:
     node.add_drain_hook(manager.drain)
     node.jobs = manager
     return manager
+
+
+def blob_budget_bytes(budget: BlobBudget, state_dir: Path) -> int:
+    """The budget in bytes: a share of the state dir's file system is taken from its size at start."""
+    probe = state_dir
+    while not probe.exists() and probe != probe.parent:   # `p2pft init` may not have made it yet
+        probe = probe.parent
+    return budget.resolve(shutil.disk_usage(probe).total)
