@@ -132,10 +132,12 @@ class PeerLinks:
                     log.warning("peer %s is revoked: no more heartbeats to it", link.node_id)
                     del self.links[key]
                     return
-                if client is None or client.target != link.address:
+                # Once a Hello said who answers at the address, the channel is made again expecting that node's
+                # certificate: a box that claims another node's id (gossip) fails the handshake from then on.
+                if client is None or client.target != link.address or client.node_id != link.node_id:
                     if client is not None:
                         await client.close()
-                    client = DaemonClient(link.address, self.credentials)
+                    client = DaemonClient(link.address, self.credentials, node_id=link.node_id)
                 started = time.monotonic()
                 timing = self.timing()
                 try:
@@ -246,9 +248,9 @@ class PeerLinks:
         if not peers:
             return 0
 
-        async def tell(address: str) -> bool:
+        async def tell(address: str, node_id: str) -> bool:
             try:
-                async with DaemonClient(address, self.credentials) as client:
+                async with DaemonClient(address, self.credentials, node_id=node_id) as client:
                     request = daemon_pb2.HeartbeatRequest(peer=self._my_info(), sent_unix_s=time.time())
                     await client.heartbeat(request, timeout_s=timeout_s)
                 return True
@@ -258,7 +260,7 @@ class PeerLinks:
 
         try:
             async with asyncio.timeout(timeout_s + 0.5):  # the channels' own set-up must not hold the stop either
-                told = await asyncio.gather(*(tell(m.address) for m in peers))
+                told = await asyncio.gather(*(tell(m.address, m.node_id) for m in peers))
         except TimeoutError:
             log.info("goodbye: not every peer answered within %.1fs", timeout_s)
             return 0

@@ -91,7 +91,7 @@ class GrpcTransport:
         cached = self._channels.get(node)
         if cached is not None and cached[0] == member.address:
             return cached[1]
-        channel = secure_channel(member.address, self.credentials)
+        channel = secure_channel(member.address, self.credentials, node_id=node)   # only `node` may answer
         self._channels[node] = (member.address, channel)
         return channel
 

@@ -21,7 +21,8 @@ def describe_rpc_error(exc: BaseException, target: str) -> str:
     details = (exc.details() if hasattr(exc, "details") else "") or ""
     lowered = details.lower()
     if "handshake" in lowered or "ssl" in lowered or "certificate" in lowered or "tsi_" in lowered:
-        return (f"TLS handshake with {target} failed: it is a daemon of another cluster or not a p2pft daemon "
+        return (f"TLS handshake with {target} failed: it is a daemon of another cluster, not a p2pft daemon, "
+                f"or a member that is not the node expected at that address "
                 f"(join this cluster with `p2pft init --token-file F`, F from `p2pft join-token` on the CA box)")
     if code == grpc.StatusCode.UNAVAILABLE:
         return f"no daemon answers at {target}: is p2pftd running there? ({details.splitlines()[0] if details else ''})"
@@ -33,10 +34,12 @@ def describe_rpc_error(exc: BaseException, target: str) -> str:
 class DaemonClient:
     """One channel to one daemon. Use `async with`, or call `close()`."""
 
-    def __init__(self, target: str, credentials: Credentials, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, target: str, credentials: Credentials, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 node_id: str | None = None) -> None:
         self.target = target
+        self.node_id = node_id      # the node meant at `target`: its certificate must name it (None: any member)
         self.timeout_s = timeout_s
-        self.channel = secure_channel(target, credentials)
+        self.channel = secure_channel(target, credentials, node_id=node_id)
         self.stub = daemon_pb2_grpc.DaemonStub(self.channel)
 
     async def __aenter__(self) -> DaemonClient:

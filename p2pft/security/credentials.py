@@ -180,10 +180,19 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def channel_options(extra: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
-    """Options every p2pft channel uses: the fixed TLS name, message size caps, fast reconnects."""
+def node_target_name(node_id: str) -> str:
+    """The TLS name only `node_id`'s certificate carries (its SAN `<node id>.p2pft-node`, p2pft.security.certs)."""
+    return f"{node_id}.{TLS_TARGET_NAME}"
+
+
+def channel_options(extra: Sequence[tuple[str, Any]] = (), *, node_id: str | None = None) -> list[tuple[str, Any]]:
+    """Options every p2pft channel uses: the TLS name, message size caps, fast reconnects.
+
+    With `node_id` the handshake checks the server's certificate names that node: a member that gossiped another
+    node's id with its own address, or answers at an address that changed hands, is refused in the handshake.
+    Without it (a first dial by address, the CLI to its own daemon) any certificate of the cluster is accepted."""
     return [
-        ("grpc.ssl_target_name_override", TLS_TARGET_NAME),
+        ("grpc.ssl_target_name_override", node_target_name(node_id) if node_id else TLS_TARGET_NAME),
         ("grpc.default_authority", TLS_TARGET_NAME),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -195,7 +204,8 @@ def channel_options(extra: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, An
     ]
 
 
-def secure_channel(target: str, state_dir: Path | Credentials) -> grpc.aio.Channel:
-    """An asyncio mTLS channel to a p2pft daemon (peers and the CLI)."""
+def secure_channel(target: str, state_dir: Path | Credentials, *, node_id: str | None = None) -> grpc.aio.Channel:
+    """An asyncio mTLS channel to a p2pft daemon (peers and the CLI); `node_id`: the node we mean to reach,
+    whose certificate the server must present (see channel_options)."""
     creds = state_dir if isinstance(state_dir, Credentials) else load_credentials(Path(state_dir))
-    return grpc.aio.secure_channel(target, creds.channel_credentials(), options=channel_options())
+    return grpc.aio.secure_channel(target, creds.channel_credentials(), options=channel_options(node_id=node_id))
