@@ -96,3 +96,33 @@ def test_a_missing_retained_folder_is_written_at_the_end_from_its_dcp_step(lora_
     assert (out / "checkpoint-4" / "trainer_state.json").is_file()
     assert messages == ["checkpoint-4/ written from the committed step-4 held on this box"]
     assert all(torch.equal(p, final[n]) for n, p in model.named_parameters() if p.requires_grad)   # put back
+
+
+def test_full_finetuning_writes_its_folders_at_the_end(tmp_path: Path) -> None:
+    """Full fine-tuning: no model write at each save; at the end the last step (not a save step here) from
+    memory and the committed step 2 from its DCP files, both `from_pretrained`-loadable."""
+    import torch
+    from transformers import AutoModelForCausalLM, TrainerState
+
+    from p2pft.config.job import load_job
+    from p2pft.testing.tiny_model import build_tiny_model
+    from p2pft.train.export import export_step
+
+    model = build_tiny_model(tmp_path / "tiny-model")
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.yaml", model, out, finetuning_type="full", max_steps=3, save_steps=2,
+                    save_total_limit=2, learning_rate=1e-3, logging_steps=1)
+    code, log = run(job, nproc=1, log=tmp_path / "run.log")
+    assert code == 0, log[-3000:]
+    assert "checkpoint-2/ written from the committed step-2" in log
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("checkpoint-")) == ["checkpoint-2",
+                                                                                         "checkpoint-3"]
+    export_step(out / "checkpoints", 2, load_job(job).spec, tmp_path / "export-2")
+    for folder, reference in ((out / "checkpoint-2", tmp_path / "export-2"), (out / "checkpoint-3", out)):
+        mine = dict(AutoModelForCausalLM.from_pretrained(str(folder)).named_parameters())
+        theirs = dict(AutoModelForCausalLM.from_pretrained(str(reference)).named_parameters())
+        assert set(mine) == set(theirs) and all(torch.equal(p, theirs[n]) for n, p in mine.items())
+    assert TrainerState.load_from_json(str(out / "checkpoint-3" / "trainer_state.json")).global_step == 3
+    two = dict(AutoModelForCausalLM.from_pretrained(str(out / "checkpoint-2")).named_parameters())
+    three = dict(AutoModelForCausalLM.from_pretrained(str(out / "checkpoint-3")).named_parameters())
+    assert any(not torch.equal(p, three[n]) for n, p in two.items())   # two different steps
