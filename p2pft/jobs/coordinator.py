@@ -338,12 +338,11 @@ class JobCoordinator:
                                                 detail="did not take the round order"))
 
     async def finish(self) -> None:
-        record = self.record
-        current = record.current_round
-        reports = self.manager.round_reports(self.job_id, current.round) if current else {}
-        holder = next(r for r in reports.values() if r.outcome == "finished" and r.outputs_manifest)
+        current = self.record.current_round
         # The submitting box gets them where its own user's job file said (p2pft.jobs.submission, never the
         # record's paths); another box keeps them in its state dir.
         output_dir = output_target(self.manager.state_dir, self.job_id)
-        await self.manager.collect_outputs(holder, output_dir)
+        if current is None or await self.manager.ending.collect_from_any(self.job_id, current.round, output_dir) \
+                is None:
+            return   # no holder delivered yet: decided again next tick (a gone holder's report was dropped)
         await self.manager.end_job(self.job_id, "succeeded", "finished", output_dir=output_dir)

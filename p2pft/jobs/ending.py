@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from p2pft.jobs.job_cleanup import JobCleanup
 from p2pft.jobs.model import JobRecord, MemberReport
+from p2pft.jobs.output_holders import MAX_COLLECT_PASSES, choose_holders, collection_failed
 from p2pft.jobs.outputs import write_outputs
 from p2pft.jobs.records import freshness
 from p2pft.jobs.submission import output_target
@@ -27,6 +28,7 @@ class JobEnding:
     def __init__(self, manager: JobsManager) -> None:
         self.manager = manager
         self.cleanup = JobCleanup(manager)   # at every box's end of a job (forget_member), and periodically
+        self._collect_passes: dict[str, int] = {}   # job -> passes over its live output holders that all failed
 
     async def collect_outputs(self, holder: MemberReport, output_dir: Path) -> None:
         manager = self.manager
@@ -38,6 +40,36 @@ class JobEnding:
             await asyncio.to_thread(write_tree, manager.store, manifest, output_dir.resolve(), link=False)
         else:
             await manager.transport.fetch_tree(manifest, output_dir, output_dir, [holder.node_id])
+
+    async def collect_from_any(self, job_id: str, round_number: int, output_dir: Path) -> MemberReport | None:
+        """The outputs from the first holder that delivers (p2pft.jobs.output_holders); None when none did yet.
+        Holders whose box is gone lose their report, so the coordinator's next decision is not `finish` on
+        them; a live holder that keeps failing fails the job after MAX_COLLECT_PASSES, naming every error."""
+        manager = self.manager
+        slot = manager.reports.get((job_id, round_number), {})
+        alive = {n for n, m in manager.cluster.state.members.items() if m.alive}
+        choice = choose_holders(slot.values(), manager.node_id, alive)
+        for node in choice.gone:
+            log.warning("job %s: %s, which holds outputs, is gone: taking them from another member", job_id,
+                        manager.box_name(node))
+            slot.pop(node, None)
+        errors: dict[str, str] = {}
+        for holder in choice.ordered:
+            try:
+                await self.collect_outputs(holder, output_dir)
+                self._collect_passes.pop(job_id, None)
+                return holder
+            except Exception as exc:   # a box that died a moment ago (not lost yet), a disk, a budget
+                errors[manager.box_name(holder.node_id)] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                log.warning("job %s: outputs not collected from %s (%s)", job_id, manager.box_name(holder.node_id),
+                            errors[manager.box_name(holder.node_id)])
+        if errors:
+            passes = self._collect_passes.get(job_id, 0) + 1
+            self._collect_passes[job_id] = passes
+            if passes >= MAX_COLLECT_PASSES:
+                raise RuntimeError(collection_failed(job_id, errors))
+            await asyncio.sleep(1.0)   # the membership may call a dead holder lost meanwhile
+        return None
 
     async def end_job(self, job_id: str, status: str, message: str, *, output_dir: Path | None = None) -> None:
         manager = self.manager

@@ -161,8 +161,13 @@ class SimMember:
                 return
         while not self._may_finish(info):   # the last all-reduce: everybody reached the end
             await asyncio.sleep(STEP_S)
+        await asyncio.sleep(self.net.finish_delay_s.get(self.node_id, 0.0))
+        saves = rank0 or self.net.outputs_on_every_node
         await send(replace(base, phase="exited", outcome="finished",
-                           outputs_manifest=self._outputs(record, self.step) if rank0 else None))
+                           outputs_manifest=self._outputs(record, self.step) if saves else None))
+        if self.node_id in self.net.die_after_finish:
+            self.net.die_after_finish.discard(self.node_id)
+            self.net.kill_soon(self.node_id)
 
     def _outputs(self, record: JobRecord, step: int) -> dict[str, Any]:
         out = self.manager.state_dir / "outputs" / record.job_id

@@ -60,6 +60,11 @@ class SimNet:
     steps: StepLog = field(default_factory=StepLog)
     members: dict[str, SimMember] = field(default_factory=dict)   # each box's newest member runtime
     speed: dict[str, float] = field(default_factory=dict)          # samples/s the members report (default 10)
+    # Issue 10's end of a job: every member saves the final outputs (DDP holds the whole state on each box; off:
+    # rank 0's box alone, as FSDP), a member may report "finished" late, and a box may die right after its report.
+    outputs_on_every_node: bool = True
+    finish_delay_s: dict[str, float] = field(default_factory=dict)
+    die_after_finish: set[str] = field(default_factory=set)
     messages: int = 0
 
     def __post_init__(self) -> None:
@@ -107,6 +112,12 @@ class SimNet:
     def _run_box(self, node_id: str) -> None:
         manager = self.add_box(node_id)
         self._boxes[node_id] = asyncio.create_task(manager.run(), name=f"jobs {node_id}")
+
+    def kill_soon(self, node_id: str) -> None:
+        """kill -9 of a box, from code that runs on that box (its member): silent at once, its tasks stopped
+        in a task of their own."""
+        self.paused.add(node_id)
+        self._tasks.append(asyncio.create_task(self.kill(node_id), name=f"kill {node_id}"))
 
     async def kill(self, node_id: str) -> None:
         """kill -9 of the box's daemon: its member stops with it; nothing is said to anyone."""
@@ -220,6 +231,7 @@ class SimTransport:
     async def fetch_tree(self, manifest: Manifest, dest: Path, root: Path, sources: list[str] | tuple[str, ...],
                          policy: TransferPolicy | None = None) -> None:
         mine = self.net.managers[self.me].store
+        await asyncio.sleep(0.05)   # a transfer takes time: a source may die meanwhile
         for source in sources:
             if not self.net.connected(self.me, source):
                 continue
