@@ -70,3 +70,9 @@ class JobAccess:
     async def share(self, record: JobRecord, context: grpc.aio.ServicerContext) -> None:
         reason = authz.may_share(caller_of(context), record, self._known(record.job_id), self.manager.node_id)
         await self._enforce("ShareRecord", reason, context)
+
+    def shown(self, record: JobRecord, context: grpc.aio.ServicerContext) -> JobRecord:
+        """The record as a GetRecord caller may see it: without the rendezvous keys outside the job."""
+        if authz.sees_rendezvous(caller_of(context), record, self.manager.node_id):
+            return record
+        return record.without_rendezvous()

@@ -21,6 +21,13 @@ def job_nodes(record: JobRecord) -> frozenset[str]:
     return frozenset(n for n in nodes if n)
 
 
+def sees_rendezvous(caller: str, record: JobRecord, self_id: str) -> bool:
+    """Whether a GetRecord caller may read the rounds' rendezvous keys: this box's CLI and the boxes of the job.
+    Any member may read a record (records are refreshed from every box), but the key lets whoever holds it into
+    the round's unauthenticated store, so a box outside the job gets the record without it."""
+    return caller == self_id or caller in job_nodes(record)
+
+
 def _short(node: str) -> str:
     return repr(node[:40])
 

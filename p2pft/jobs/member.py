@@ -157,7 +157,7 @@ class JobMember:
             nnodes=len(info.members), nproc_per_node=nproc, node_id=self.node_id, local_addr=choice.address,
             run_dir=run_dir, job_file=job_file, plan_file=plan_file, checkpoint_dir=paths.checkpoints,
             env_extras={"HF_HUB_OFFLINE": "1", **self.addressing.worker_env(choice)},
-            timeouts=RdzvTimeouts(join_s=info.join_timeout_s),
+            timeouts=RdzvTimeouts(join_s=info.join_timeout_s), rdzv_key=info.rendezvous,
         )
         log.info("job %s round %d: this box is %s on %s (%s)", record.job_id, info.round, choice.address,
                  choice.interface or "?", choice.how)

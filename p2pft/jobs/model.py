@@ -25,6 +25,10 @@ class RecordError(ValueError):
     """A JSON document that is not a valid record/order/report; one line."""
 
 
+def new_rendezvous_key() -> str:
+    return secrets.token_hex(16)
+
+
 def new_job_id() -> str:
     return "job-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
@@ -52,6 +56,11 @@ class RoundInfo:
     late: tuple[str, ...] = ()          # members not at the rendezvous when it timed out (p2pft.jobs.late_members)
     left_out: dict[str, float] = field(default_factory=dict)   # node -> unix time until which it sits out
     collective_timeout_s: float = 0.0   # the workers' process group timeout (0: the job's setting; round_plan)
+    # The round's rendezvous id on the store (128 random bits, made with the round; "" in records written before
+    # it existed). The store listens on the LAN without authentication: whoever knows the id can join or spoil the
+    # round's rendezvous, so it is never derived from the job id and only boxes of the job are told it.
+    # compare=False: two RoundInfos describing the same round are equal whatever key each was made with.
+    rendezvous: str = field(default_factory=lambda: new_rendezvous_key(), compare=False)
 
     @property
     def world_size(self) -> int:
@@ -102,6 +111,10 @@ class JobRecord:
     @property
     def elastic(self) -> dict[str, Any]:
         return self.spec.p2pft.model_dump()
+
+    def without_rendezvous(self) -> JobRecord:
+        """This record with every round's rendezvous key blanked: what a box outside the job is shown."""
+        return replace(self, rounds=tuple(replace(info, rendezvous="") for info in self.rounds))
 
     def with_round_update(self, **changes: Any) -> JobRecord:
         if not self.rounds:
@@ -165,6 +178,7 @@ def _round_from(data: dict[str, Any]) -> RoundInfo:
     values["holders"] = tuple(values.get("holders", ()))
     values["launched"] = tuple(values.get("launched", ()))
     values["late"] = tuple(values.get("late", ()))
+    values.setdefault("rendezvous", "")   # a record from before the field: never invent a key members disagree on
     return RoundInfo(**values)
 
 

@@ -294,7 +294,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def GetRecord(self, request: jobs_pb2.GetRecordRequest,
                         context: grpc.aio.ServicerContext) -> jobs_pb2.RecordMessage:
         record = self.manager.records.get(request.job_id)
-        return jobs_pb2.RecordMessage(record_json=record_to_json(record) if record is not None else "")
+        if record is None:
+            return jobs_pb2.RecordMessage(record_json="")
+        return jobs_pb2.RecordMessage(record_json=record_to_json(self.access.shown(record, context)))
 
 
 def job_view(record: JobRecord) -> jobs_pb2.JobView:

@@ -21,6 +21,7 @@ MAX_LIST = 10_000                 # members, checkpoints, metric lines in one me
 MAX_WORD = 256                    # statuses, phases, causes, host:port addresses
 MAX_PATH = 4096                   # a path names a directory on its own box (Linux PATH_MAX)
 MAX_TEXT = 64 * 1024              # messages, details, reasons, warnings: a traceback's last lines fit
+RENDEZVOUS = re.compile(r"(?:[0-9a-f]{32})?")   # 128 random bits in hex, or "" (records from before the key)
 NODE_ID = re.compile(r"[A-Za-z0-9._-]{0,64}")   # node ids are 16 hex digits; tests use short names
 
 Check = Callable[[Any], bool]
@@ -77,6 +78,7 @@ ROUND_FIELDS: dict[str, Check] = {
     "ended_reason": _str, "launched": _list_of(_node_id), "join_timeout_s": _int_in(1, 3600),
     "late": _list_of(_node_id), "collective_timeout_s": lambda v: _number(v) and 0 <= v <= 86_400,
     "left_out": lambda v: _dict(v) and len(v) <= MAX_LIST and all(_node_id(k) and _number(u) for k, u in v.items()),
+    "rendezvous": lambda v: isinstance(v, str) and bool(RENDEZVOUS.fullmatch(v)),
 }
 
 RECORD_FIELDS: dict[str, Check] = {

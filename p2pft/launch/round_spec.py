@@ -1,8 +1,8 @@
 """What one member runs for one round: the torchrun agent's argv and environment (pure, torch-free).
 
-Every round is its own rendezvous (`--rdzv-id <job>-r<round>`) on the job's long-lived store process, with
-exactly the round's members (`--nnodes N:N`), so torchrun never waits for a last call and never admits a node
-the coordinator did not place. Every timeout is bounded so that a lost peer turns into a prompt agent exit
+Every round is its own rendezvous (`--rdzv-id p2pft-<the round's 128 random bits>`) on the job's long-lived store
+process, with exactly the round's members (`--nnodes N:N`), so torchrun never waits for a last call and never
+admits a node the coordinator did not place. Every timeout is bounded so that a lost peer turns into a prompt agent exit
 that the daemon sees, instead of torchrun's own (slow) elastic recovery. See docs/torchrun-notes.md.
 """
 
@@ -18,6 +18,7 @@ from p2pft.launch.contract import ENV_CHECKPOINT_DIR, ENV_JOB_ID, ENV_NODE_ID, E
 
 DEFAULT_WORKER_MODULE = "p2pft.train"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_RDZV_KEY = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,13 @@ class RoundLaunch:
     gloo_socket_ifname: str | None = None
     timeouts: RdzvTimeouts = field(default_factory=RdzvTimeouts)
     env_extras: Mapping[str, str] = field(default_factory=dict)
+    rdzv_key: str = ""  # the round's 128-bit random key (RoundInfo.rendezvous); "" only for old records
 
     @property
     def rdzv_id(self) -> str:
-        return f"{self.job_id}-r{self.round}"
+        # The store is unauthenticated: an id an outsider can guess (the job id is printed, logged and only 24
+        # bits random) would let it join or spoil the round's rendezvous. The key is not derived from the job.
+        return f"p2pft-{self.rdzv_key}" if self.rdzv_key else f"{self.job_id}-r{self.round}"
 
     @property
     def rdzv_endpoint(self) -> str:
@@ -98,6 +102,8 @@ def validate_round_launch(r: RoundLaunch) -> None:
         raise ValueError(f"job_id {r.job_id!r} must be letters, digits, '_', '.' or '-' (rendezvous ids embed it)")
     if not _SAFE_ID.match(r.node_id):
         raise ValueError(f"node_id {r.node_id!r} must be letters, digits, '_', '.' or '-'")
+    if r.rdzv_key and not _RDZV_KEY.fullmatch(r.rdzv_key):
+        raise ValueError("rdzv_key must be 32 lowercase hex digits (128 random bits)")
     if r.round < 0:
         raise ValueError(f"round {r.round} must be >= 0")
     if not 1 <= r.rdzv_port <= 65535:

@@ -29,7 +29,16 @@ def test_agent_argv_pins_exact_membership_and_round_scoped_rendezvous() -> None:
     assert argv[:3] == ["/venv/bin/python", "-m", "torch.distributed.run"]
     assert option(argv, "--rdzv-backend") == "c10d"
     assert option(argv, "--rdzv-endpoint") == "10.0.0.5:29400"
-    assert option(argv, "--rdzv-id") == "job7-r3"
+    assert option(argv, "--rdzv-id") == "job7-r3"   # a round from a record older than the key
+
+
+def test_the_rendezvous_id_is_the_rounds_random_key_never_derived_from_the_job() -> None:
+    key = "0123456789abcdef" * 2
+    argv, _ = build_agent_command(make_launch(rdzv_key=key))
+    assert option(argv, "--rdzv-id") == f"p2pft-{key}"
+    assert "job7" not in option(argv, "--rdzv-id")
+    with pytest.raises(ValueError, match="rdzv_key"):
+        build_agent_command(make_launch(rdzv_key="job7-r3"))
     assert option(argv, "--nnodes") == "2:2"
     assert option(argv, "--nproc-per-node") == "4"
     assert option(argv, "--max-restarts") == "0"
