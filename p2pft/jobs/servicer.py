@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 
+from p2pft.jobs import validation
 from p2pft.jobs.access import JobAccess
 from p2pft.jobs.boxes import AmbiguousError, newest_round_of, resolve_box, resolve_job_id
 from p2pft.jobs.manager import JobsManager
@@ -265,6 +266,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
 
     async def StopRound(self, request: jobs_pb2.StopRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.Ack:
         await self.access.stop(request.job_id, context)
+        if len(request.reason) > validation.MAX_TEXT:   # it reaches the job's record, logs and summary
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"stop request: field 'reason' is longer than {validation.MAX_TEXT} characters")
         # Runs in the background: a hard stop waits for the agent to die, the caller need not.
         stop = StopOrder(job_id=request.job_id, round=request.round, term=request.term, graceful=request.graceful,
                          reason=request.reason)

@@ -205,7 +205,7 @@ REGRESSIONS: list[tuple[str, Callable[[], Any], str]] = [
     ("ShareRecord", lambda: jobs_pb2.RecordMessage(record_json=json.dumps(
         _mutated(_base_share(), SHARE_PATHS, [(SHARE_PATHS.index(("outputs_dir",)), "/etc")]))), PEER),
     ("StopRound", lambda: jobs_pb2.StopRequest(job_id=THEIRS, round=2**32 - 1, term=2**64 - 1,
-                                               reason="x" * 70_000), PEER),
+                                               reason="x" * 70_000), PEER),   # refused: 'reason' too long
     ("Fetch", lambda: jobs_pb2.FetchRequest(job_id="../../outside"), ME),
     ("GetRecord", lambda: jobs_pb2.GetRecordRequest(job_id="\x00"), PEER),
 ]
@@ -277,3 +277,18 @@ def test_no_exception_escapes_a_handler_and_no_file_leaves_the_state_dirs(tmp_pa
     for method in ("StartRound", "Report", "ShareRecord", "GetRecord"):
         assert tally[f"{method} answered"] > 0, sorted(tally.items())
     assert tally["StartRound INVALID_ARGUMENT"] > 0 and tally["Report INVALID_ARGUMENT"] > 0, sorted(tally.items())
+
+
+def test_a_stop_with_a_huge_reason_is_refused_naming_the_field(tmp_path: Path) -> None:
+    async def scenario() -> Any:
+        box = await open_box(tmp_path, ME, peers=(PEER,))
+        try:
+            box.manager.update_record(_record(THEIRS, PEER, (PEER, ME)))
+            return await box.call("StopRound", jobs_pb2.StopRequest(job_id=THEIRS, round=1, term=1,
+                                                                    reason="x" * 70_000), PEER)
+        finally:
+            await close_box(box)
+
+    answer = asyncio.run(scenario())
+    assert isinstance(answer, Aborted) and answer.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'reason'" in answer.details
