@@ -276,7 +276,7 @@ class Worker:
     def _save_outputs(self, model: torch.nn.Module, tokenizer: Any, final_step: int) -> None:
         if self.sharded:  # a collective: the full weights are gathered to rank 0, which saves them
             fsdp.save_full_model(model, str(self.output_dir), is_main=self.is_main)
-        if self.is_main:
+        if writes_final_outputs(sharded=self.sharded, rank=self.env.rank, local_rank=self.env.local_rank):
             self.output_dir.mkdir(parents=True, exist_ok=True)
             if not self.sharded:
                 model.save_pretrained(str(self.output_dir))
@@ -285,18 +285,28 @@ class Worker:
 
             (self.output_dir / JOB_COPY_FILE).write_text(json.dumps(job_to_dict(self.spec), indent=1))
             # before the merge, which unloads the adapter; full fine-tuning's weights are left at an older step
-            self.folders.at_end(model, final_step)
+            if self.is_main:
+                self.folders.at_end(model, final_step)
             if self.spec.finetuning_type == "lora" and self.spec.p2pft.save_merged_model:
                 merged_dir = self.output_dir / "merged"
                 model.merge_and_unload().save_pretrained(str(merged_dir))
                 tokenizer.save_pretrained(str(merged_dir))
             self.log(f"saved {'adapter' if self.spec.finetuning_type == 'lora' else 'model'} to {self.output_dir}")
+        if self.is_main:
             # trainer_state.json, *_results.json, trainer_log.jsonl, training_loss.png: from metrics.jsonl, which
             # covers every restart of this run (its lines are flushed as written)
+            from p2pft.config.job import job_to_dict
             from p2pft.formats.lf_outputs import read_metric_lines, write_lf_outputs
 
             write_lf_outputs(self.output_dir, read_metric_lines(self.output_dir / METRICS_FILE), job_to_dict(self.spec))
         dist.barrier()  # nobody reports "finished" before the outputs exist
+
+
+def writes_final_outputs(*, sharded: bool, rank: int, local_rank: int) -> bool:
+    """Who saves the final adapter or model. Under DDP every rank holds the whole trainable state, so each
+    node's local rank 0 saves it into that box's own output dir: the job's outputs survive the loss of any one
+    box, the rank-0 box included (issue 10). FSDP gathers the full weights on rank 0 alone."""
+    return rank == 0 or (not sharded and local_rank == 0)
 
 
 def no_forward_buffer_sync() -> dict[str, bool]:

@@ -1,0 +1,66 @@
+"""Issue 10: under DDP every node holds the whole trainable state, so every node saves the final adapter into its
+own output dir (the rank-0 box is no single point of loss). Real torchrun agents and `p2pft.train` workers,
+two nodes on loopback, each with its own output and checkpoint dirs as two boxes have."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from p2pft.launch.agent import AgentOutcome, AgentProcess
+from p2pft.launch.round_spec import RoundLaunch
+from tests.integration.test_launch_rounds import (  # noqa: F401 - fixtures
+    StoreProcess,
+    agents,
+    explain,
+    round_launch,
+    start_agent,
+    store,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_node_saves_the_same_final_adapter(tmp_path: Path, store: StoreProcess,  # noqa: F811
+                                                 agents: list[AgentProcess]) -> None:  # noqa: F811
+    from p2pft.config.job import job_to_dict, load_job
+    from p2pft.planning.batch_plan import RankCapacity, plan_batch, plan_to_json
+    from p2pft.testing.tiny_model import build_tiny_model
+    from tests.integration.train_harness import max_weight_diff, write_job
+
+    model = build_tiny_model(tmp_path / "model")
+    nodes = ("a", "b")
+
+    def launch_of(node: str) -> RoundLaunch:
+        output = tmp_path / node / "output"
+        job_yaml = write_job(tmp_path / f"{node}.yaml", model, output, max_steps=3, save_steps=3, logging_steps=1,
+                             p2pft={"global_batch_size": 4, "sample_ledger": False})
+        job_file = tmp_path / node / "JOB.json"
+        job_file.parent.mkdir(parents=True, exist_ok=True)
+        job_file.write_text(json.dumps(job_to_dict(load_job(job_yaml).spec)))
+        launch = replace(round_launch(tmp_path, store, node=node, round_no=1, nnodes=len(nodes)),
+                         worker_module="p2pft.train", job_file=job_file, checkpoint_dir=tmp_path / node / "ckpt")
+        ranks = [RankCapacity(n, 0, throughput=1.0, max_micro_batch=4) for n in nodes]
+        launch.plan_file.write_text(json.dumps(plan_to_json(plan_batch(4, ranks, "uniform", round=1))))
+        return launch
+
+    launches = [launch_of(node) for node in nodes]
+
+    async def scenario() -> None:
+        started = [await start_agent(launch, agents) for launch in launches]
+        for agent, launch in zip(started, launches, strict=True):
+            exit_ = await agent.wait()
+            assert exit_.outcome is AgentOutcome.FINISHED, explain(exit_, launch)
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=240))
+    out_a, out_b = tmp_path / "a" / "output", tmp_path / "b" / "output"
+    for out in (out_a, out_b):
+        assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file(), \
+            sorted(p.name for p in out.iterdir())
+    assert max_weight_diff(out_a, out_b) == 0.0                 # the same state, saved twice
+    assert (out_a / "metrics.jsonl").is_file()                   # the lines stay global rank 0's
+    assert not (out_b / "metrics.jsonl").exists()
