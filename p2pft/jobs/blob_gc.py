@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from p2pft.formats.checkpoint_index import COMMIT_MARKER, list_steps, read_manifest, step_dir
-from p2pft.jobs.blob_refs import job_references
+from p2pft.jobs.blob_refs import job_references, manifest_digests
 from p2pft.jobs.model import JobRecord, record_from_json
 from p2pft.jobs.paths import JOBS_DIR, RECORD_FILE, JobPaths
 from p2pft.transfer import ManifestError, build_manifest
@@ -88,10 +88,13 @@ def round_outputs(state_dir: Path, job_id: str) -> list[dict[str, Any]]:
 
 
 def job_blobs(state_dir: Path, record: JobRecord, reported_outputs: Iterable[Mapping[str, Any]]) -> set[str]:
-    """Every blob an ended job used on this box, as if it were still live: the candidates its end frees."""
-    live = replace(record, status="running")
+    """Every blob an ended job used on this box, as if it were still live: the candidates its end frees. Never
+    the job's final outputs: the submitting box may be pulling them right now (under DDP a member's own round
+    output has the same bytes, so they may already be here); the periodic pass takes them after the grace."""
+    live = replace(record, status="running", outputs_manifest=None)
     outputs = [*reported_outputs, *round_outputs(state_dir, record.job_id)]
-    return job_references(live, "", markers=held_markers(state_dir, record.job_id), reported_outputs=outputs)
+    used = job_references(live, "", markers=held_markers(state_dir, record.job_id), reported_outputs=outputs)
+    return used - manifest_digests(record.outputs_manifest)
 
 
 class BlobCollector:
