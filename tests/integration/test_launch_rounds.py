@@ -11,6 +11,7 @@ checks use a tiny gloo stand-in with the real worker's command line and files
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -93,6 +94,8 @@ def round_launch(tmp_path: Path, store: StoreProcess, *, node: str, round_no: in
         nproc_per_node=1, node_id=node, local_addr="127.0.0.1", run_dir=run_dir,
         job_file=tmp_path / "job.json", plan_file=run_dir / "plan.json", checkpoint_dir=tmp_path / node / "ckpt",
         worker_module=ECHO_WORKER, env_extras={"PYTHONPATH": str(REPO_ROOT)},
+        # As in a real round: every member of a round gets the same 128-bit key (RoundInfo.rendezvous).
+        rdzv_key=hashlib.sha256(f"{tmp_path}-{round_no}".encode()).hexdigest()[:32],
     )
 
 
