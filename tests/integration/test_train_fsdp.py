@@ -81,6 +81,8 @@ def test_uneven_sharded_world_2_matches_one_process(reference: Path, sharded_wor
     plans = {tuple(e["samples"] for e in r["plan"]) for r in read_jsonl(sharded_world_2 / "metrics.jsonl")
              if "plan" in r}
     assert plans == {(12, 4)}
+    # LF's checkpoint-N folders: the DDP run writes them at the end, FSDP none (`p2pft export` makes them)
+    assert list(reference.glob("checkpoint-*")) and not list(sharded_world_2.glob("checkpoint-*"))
 
 
 def test_sharded_checkpoint_from_world_2_resumes_at_world_3(workdir: Path, tiny_model: Path, reference: Path,
