@@ -79,6 +79,23 @@ async def open_box(root: Path, node_id: str, peers: tuple[str, ...] = ()) -> Box
         box.escaped.append(context.get("exception") or RuntimeError(str(context.get("message"))))
 
     asyncio.get_running_loop().set_exception_handler(escaped)
+    # The handlers hand work to manager.background (stops, pulls, forgetting a job): a failure there would only
+    # reach the loop's handler when the task is collected, maybe after the test, so it is recorded as it happens.
+    start_background = manager.background
+
+    def background(coro: Any) -> None:
+        async def watched() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                box.escaped.append(exc)
+                raise
+
+        start_background(watched())
+
+    manager.background = background  # type: ignore[method-assign]
     from p2pft.membership.state import MemberJoined
     from tests.sim.net import VERSIONS
 
@@ -95,3 +112,4 @@ async def close_box(box: Box) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
