@@ -32,7 +32,8 @@ from p2pft.launch.round_spec import RdzvTimeouts, RoundLaunch
 from p2pft.launch.worker_error import read_worker_errors, root_error
 from p2pft.network.diagnosis import RoundAddresses, explain
 from p2pft.network.routes import NoReachableAddress, route_source
-from p2pft.transfer import BlobStore, Manifest
+from p2pft.transfer import BlobStore, Manifest, ManifestError
+from p2pft.transfer.budget import BlobBudgetError
 
 log = logging.getLogger("p2pft.jobs.member")
 POLL_S = 0.2
@@ -205,8 +206,13 @@ class JobMember:
         outputs_dir = ""
         out = paths.round_output(info.round)
         if result.outcome == AgentOutcome.FINISHED and _has_model_files(out):
-            manifest = await asyncio.to_thread(_ingest_outputs, self.store, out)
-            outputs_manifest, outputs_dir = manifest.to_dict(), str(out)
+            try:
+                manifest = await asyncio.to_thread(_ingest_outputs, self.store, out)
+                outputs_manifest, outputs_dir = manifest.to_dict(), str(out)
+            except (BlobBudgetError, ManifestError, OSError) as exc:
+                # Reported finished without outputs, never not at all (the job would wait forever): another
+                # member's copy is collected instead (p2pft.jobs.output_holders).
+                log.error("job %s round %d: outputs not offered to the others: %s", record.job_id, info.round, exc)
         log.info("job %s round %d: agent exited %d (%s)", record.job_id, info.round, result.returncode,
                  result.outcome.value)
         detail, cause = f"agent exit {result.returncode}", ""

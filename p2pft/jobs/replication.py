@@ -28,6 +28,7 @@ from p2pft.formats.checkpoint_index import (
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo
 from p2pft.jobs.paths import JobPaths
 from p2pft.transfer import BlobClient, BlobStore, Manifest, TransferPolicy
+from p2pft.transfer.budget import BlobBudgetError
 from p2pft.transfer.tree import write_tree
 
 log = logging.getLogger("p2pft.jobs.replication")
@@ -55,6 +56,7 @@ class CheckpointReplicator:
         # offered again (keyed by (step, name) alone, re-saved files were never offered).
         self._ingested: set[tuple[int, str, tuple[int, int, int, int]]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._budget_warned = ""   # the last blob-budget refusal logged (every pass retries: say it once)
 
     def follow(self, record: JobRecord, info: RoundInfo) -> None:
         """The job's current record and round; starts replicating on the first call."""
@@ -149,6 +151,7 @@ class CheckpointReplicator:
                     raise
                 except Exception as exc:
                     log.debug("replication pass failed: %s", exc)
+                    self._warn_if_over_budget(exc)
         finally:
             offering.cancel()
 
@@ -163,6 +166,7 @@ class CheckpointReplicator:
                     await asyncio.to_thread(self._ingest_local, paths, step)
             except Exception as exc:
                 log.debug("offering checkpoint files failed: %s", exc)
+                self._warn_if_over_budget(exc)
 
     async def _replicate_once(self, record: JobRecord, info: RoundInfo) -> None:
         paths = self.paths(record.job_id)
@@ -185,6 +189,14 @@ class CheckpointReplicator:
         except Exception:
             log.exception("job %s: could not deliver a report", record.job_id)
 
+    def _warn_if_over_budget(self, exc: BaseException) -> None:
+        """A full store stalls replication until blobs are collected or the budget raised: the user must hear
+        it (the other failures of a pass are retried quietly; they heal by themselves)."""
+        refused = over_budget(exc)
+        if refused is not None and str(refused) != self._budget_warned:
+            self._budget_warned = str(refused)
+            log.warning("checkpoint replication stalls: %s", refused)
+
     def _ingest_local(self, paths: JobPaths, step: int) -> None:
         directory = step_dir(paths.checkpoints, step)
         if not directory.is_dir():
@@ -202,6 +214,15 @@ class CheckpointReplicator:
             # A clone or a copy, never a hard link: the worker may rewrite this file when it saves the step again.
             self.store.add_file(child, link=True)
             self._ingested.add(key)
+
+
+def over_budget(exc: BaseException | None) -> BlobBudgetError | None:
+    """The store's budget refusal behind a failure (a fetch wraps it in a TransferError), if that is what it was."""
+    while exc is not None:
+        if isinstance(exc, BlobBudgetError):
+            return exc
+        exc = exc.__cause__
+    return None
 
 
 def _check_same_save(directory: Path, step: int, marker: dict[str, Any]) -> None:

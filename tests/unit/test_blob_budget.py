@@ -120,3 +120,30 @@ def test_content_added_again_is_young_again(tmp_path: Path) -> None:
     # ... also when the collector ignores writes (right after a job ended): being added again is a use
     assert collect_garbage(store, set(), candidates=[digest], grace_s=600, count_writes=False).removed == ()
     assert collect_garbage(store, set(), grace_s=600, now=time.time() + 601).removed == (digest,)
+
+
+def test_a_full_store_stalling_replication_is_said_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Replication retries every pass quietly (DEBUG); a budget refusal does not heal by itself: one WARNING."""
+    import logging
+
+    from p2pft.jobs.replication import CheckpointReplicator, over_budget
+    from p2pft.transfer import TransferError
+
+    store = BlobStore(tmp_path / "blobs", budget_bytes=MIB, box="gpu-7")
+    replicator = CheckpointReplicator(node_id="n", state_dir=tmp_path, store=store, channels_for=lambda _: [],
+                                      send=lambda _: None)  # type: ignore[arg-type, return-value]
+    step = tmp_path / "step-2"
+    step.mkdir()
+    (step / "shard").write_bytes(os.urandom(2 * MIB))
+    try:
+        store.add_file(step / "shard", link=True)
+    except BlobBudgetError as refused:
+        wrapped = TransferError("blob x: failed")
+        wrapped.__cause__ = refused
+    assert over_budget(wrapped) is not None and over_budget(TransferError("peer gone")) is None
+    with caplog.at_level(logging.WARNING, logger="p2pft.jobs.replication"):
+        for _ in range(3):
+            replicator._warn_if_over_budget(wrapped)
+        replicator._warn_if_over_budget(TransferError("peer gone"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "box gpu-7: blob store full" in warnings[0]
