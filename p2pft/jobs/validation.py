@@ -7,6 +7,7 @@ a path. Each function returns None, or one line naming the first bad field (the 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ MAX_LIST = 10_000                 # members, checkpoints, metric lines in one me
 MAX_WORD = 256                    # statuses, phases, causes, host:port addresses
 MAX_PATH = 4096                   # a path names a directory on its own box (Linux PATH_MAX)
 MAX_TEXT = 64 * 1024              # messages, details, reasons, warnings: a traceback's last lines fit
+MAX_SPEC_JSON = 256 * 1024        # a job spec is ~2 KB of JSON; lists of datasets and LoRA targets stay far below
 RENDEZVOUS = re.compile(r"(?:[0-9a-f]{32})?")   # 128 random bits in hex, or "" (records from before the key)
 NODE_ID = re.compile(r"[A-Za-z0-9._-]{0,64}")   # node ids are 16 hex digits; tests use short names
 
@@ -67,6 +69,14 @@ def _dict(v: Any) -> bool:
     return isinstance(v, dict)
 
 
+def _spec(v: Any) -> bool:
+    """The job spec as JSON: its own fields are checked by JobSpec (types), its size here (pydantic caps no string)."""
+    return _dict(v) and len(json.dumps(v)) <= MAX_SPEC_JSON
+
+
+_spec.what = f"a JSON object of at most {MAX_SPEC_JSON} characters"  # type: ignore[attr-defined]
+
+
 _ROUND, _STEP = _int_in(0, MAX_ROUND), _int_in(0, MAX_STEP)
 
 ROUND_FIELDS: dict[str, Check] = {
@@ -82,7 +92,7 @@ ROUND_FIELDS: dict[str, Check] = {
 }
 
 RECORD_FIELDS: dict[str, Check] = {
-    "job_id": lambda v: _word(v) and valid_job_id(v), "spec": _dict, "submitter": _node_id,
+    "job_id": lambda v: _word(v) and valid_job_id(v), "spec": _spec, "submitter": _node_id,
     "coordinator": _node_id, "term": _int_in(0, MAX_TERM), "status": _word, "message": _str,
     "submitted_unix": _number, "ended_unix": _optional(_number), "rounds": _list_of(_dict),
     "dataset_manifest": _dict, "model_manifest": _optional(_dict), "checkpoints": _list_of(_STEP),

@@ -101,6 +101,8 @@ def test_reports_with_bad_fields_are_refused(field: str, value: Any) -> None:
     (lambda f, v: record_from_json(_record_with(**{f: v})), "status", "s" * 300),
     (lambda f, v: record_from_json(_record_with(**{f: v})), "outputs_dir", "/" * 5000),
     (lambda f, v: record_from_json(_record_with(**{f: v})), "warnings", ["w" * (64 * 1024 + 1)]),
+    (lambda f, v: record_from_json(_record_with(**{f: v})), "spec",
+     {**job_to_dict(RECORD.spec), "template": "t" * (256 * 1024)}),
     (lambda f, v: order_from_json(_order_with(**{f: v})), "reason", "r" * (64 * 1024 + 1)),
     (lambda f, v: order_from_json(_order_with(**{f: v})), "store", "h" * 300),
     (lambda f, v: order_from_json(_order_with(**{f: v})), "addresses", {"a": "h" * 300}),
