@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from p2pft.formats.checkpoint_index import COMMIT_MARKER, committed_steps, list_steps, prune, step_dir
+from p2pft.formats.checkpoint_index import COMMIT_MARKER, committed_steps, list_steps, newest_committed, step_dir
 from p2pft.jobs.blob_gc import GC_INTERVAL_S, BlobCollector
 from p2pft.jobs.model import JobRecord
 from p2pft.jobs.paths import JobPaths
@@ -35,6 +35,19 @@ def retained_limit(record: JobRecord) -> int | None:
     return int(limit) if isinstance(limit, int) and limit > 0 else None
 
 
+def surplus_steps(committed: list[int], newest_complete: int | None, limit: int | None) -> list[int]:
+    """Committed steps an ended job no longer keeps here (pure): all but the `limit` newest, and never the newest
+    step complete here. Unlike the worker's prune, a step need not be complete to count: on a box past the job's
+    `replication` index a step is never complete here (the others' files never come), so prune would keep every
+    one of them for ever; after the end nothing resumes from them."""
+    if limit is None:
+        return []
+    kept = set(committed[-limit:])
+    if newest_complete is not None:
+        kept.add(newest_complete)
+    return [s for s in committed if s not in kept]
+
+
 def torn_steps(all_steps: list[int], committed: list[int]) -> list[int]:
     """Step dirs without a commit marker: after the end no save can be in progress in them (pure)."""
     done = set(committed)
@@ -45,9 +58,12 @@ def tidy_ended_job(state_dir: Path, record: JobRecord) -> list[str]:
     """Remove what an ended job no longer needs on this box; returns what went (blocking, idempotent)."""
     paths = JobPaths.of(state_dir, record.job_id)
     gone: list[str] = []
-    # The newest complete step always stays (prune's rule), whatever the limit says.
-    gone += [f"checkpoint step-{s}" for s in prune(paths.checkpoints, retained_limit(record))]
-    for step in torn_steps(list_steps(paths.checkpoints), committed_steps(paths.checkpoints, verify=False)):
+    committed = committed_steps(paths.checkpoints, verify=False)
+    newest_complete = newest_committed(paths.checkpoints, verify=True)
+    for step in surplus_steps(committed, newest_complete, retained_limit(record)):
+        _remove_step(paths.checkpoints, step)
+        gone.append(f"checkpoint step-{step}")
+    for step in torn_steps(list_steps(paths.checkpoints), committed):
         _remove_step(paths.checkpoints, step)
         gone.append(f"torn checkpoint step-{step}")
     for directory in (paths.data, paths.model, *sorted((paths.root / "rounds").glob("*/output"))):

@@ -112,6 +112,22 @@ def test_the_box_holding_the_outputs_keeps_their_blobs(tmp_path: Path) -> None:
     assert not (JobPaths.of(state_dir, "job-1").checkpoints / "step-10").exists()
 
 
+def test_a_box_past_the_replication_index_keeps_only_the_retained_steps(tmp_path: Path) -> None:
+    """Such a box never holds a step complete (the others' files never come), so the worker's prune keeps every
+    step there; after the end, the save_total_limit newest go on, complete or not."""
+    state_dir = tmp_path / "c"
+    store = BlobStore.for_state_dir(state_dir)
+    record = a_job(state_dir, store, "job-1", save_total_limit=1)
+    checkpoints = JobPaths.of(state_dir, "job-1").checkpoints
+    for step in (2, 4, 6, 8):   # the other box's shard, listed in every marker, never arrived here
+        (checkpoints / f"step-{step}" / "__1_0.distcp").unlink()
+    manager = Manager(state_dir, store, node_id="box-c")
+    manager.records["job-1"] = replace(record, status="failed")
+    asyncio.run(JobCleanup(cast(JobsManager, manager)).after_end("job-1"))
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-8"]
+    assert disk_bytes(state_dir) <= STEP_BYTES + 64 * 1024
+
+
 def test_the_collector_spares_what_a_live_job_needs_and_takes_pruned_steps(tmp_path: Path) -> None:
     state_dir = tmp_path / "b"
     store = BlobStore.for_state_dir(state_dir)
