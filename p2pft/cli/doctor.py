@@ -137,7 +137,8 @@ async def _probe_peer(node: Any, me: BoxFacts, our_grpc: str, interfaces: Sequen
             "collective": ours.endpoint if ours.port else ""}
     back = {k: v for k, v in back.items() if v}
     try:
-        async with DaemonClient(address, credentials, timeout_s=timeout_s) as client:
+        # Expecting the node's own certificate: a box answering at a member's address under another identity shows.
+        async with DaemonClient(address, credentials, timeout_s=timeout_s, node_id=node.peer.node_id or None) as client:
             reply, offset, rtt = await _timed_probe(client, daemon_pb2.ProbeRequest(listen_s=LISTEN_S,
                                                                                      dial=list(back.values())))
     except grpc.RpcError as exc:
