@@ -284,9 +284,9 @@ class Worker:
             from p2pft.config.job import job_to_dict
 
             (self.output_dir / JOB_COPY_FILE).write_text(json.dumps(job_to_dict(self.spec), indent=1))
-            # before the merge, which unloads the adapter; full fine-tuning's weights are left at an older step
-            if self.is_main:
-                self.folders.at_end(model, final_step)
+            # Every box that writes outputs: the coordinator may collect any box's. Before the merge, which unloads
+            # the adapter; full fine-tuning's weights are left at an older step.
+            self.folders.at_end(model, final_step)
             if self.spec.finetuning_type == "lora" and self.spec.p2pft.save_merged_model:
                 merged_dir = self.output_dir / "merged"
                 model.merge_and_unload().save_pretrained(str(merged_dir))
