@@ -28,7 +28,11 @@ class RdzvTimeouts:
     join_s: int = 60  # every member's agent must reach the rendezvous within this
     last_call_s: int = 1  # unused when min == max nodes, but torch needs a positive value
     close_s: int = 10
-    keep_alive_interval_s: int = 1
+    # Every waiting agent rewrites the rendezvous state at each keep-alive, and a joining agent's compare-and-set
+    # fails whenever the state changed since it read it: with a 1 s keep-alive, an agent on a CPU-starved box
+    # (one read-modify-write takes it over a second) never got in. p2pft's rounds never re-rendezvous (exact
+    # membership, no restarts), so a slow keep-alive costs no recovery time.
+    keep_alive_interval_s: int = 10
     keep_alive_max_attempt: int = 3
     read_timeout_s: int = 30  # one store operation; bounds a hang on a silent store
 

@@ -49,7 +49,7 @@ def test_rdzv_conf_is_bounded_and_never_hosts_the_store() -> None:
     argv, _ = build_agent_command(make_launch())
     conf = dict(item.split("=") for item in option(argv, "--rdzv-conf").split(","))
     assert conf == {
-        "join_timeout": "60", "last_call_timeout": "1", "close_timeout": "10", "keep_alive_interval": "1",
+        "join_timeout": "60", "last_call_timeout": "1", "close_timeout": "10", "keep_alive_interval": "10",
         "keep_alive_max_attempt": "3", "read_timeout": "30", "is_host": "0",
     }
 
