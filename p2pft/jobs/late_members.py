@@ -1,8 +1,13 @@
-"""Members too slow to start: who was late at a failed rendezvous, and when one is left out of the next round
-(pure). A box that is starved of CPU (somebody compiling on it) may need minutes to start its workers; the join
-timeout doubles after each late round (round_plan.join_timeout), and a member late in LATE_ROUNDS rounds in a
-row is left out for LEAVE_OUT_S with that reason, so the others train; afterwards it is tried again, with the
-join timeout it last needed.
+"""Members too slow for a round: who was late when a round failed before its first step, and when one is left out
+of the next round (pure). A box that is starved of CPU (somebody compiling on it) may need minutes to start its
+workers, or to compute its first share while the others time out waiting for it. The join timeout doubles after
+a late rendezvous (round_plan.join_timeout) and collective timeouts follow the measured steps; a member late in
+LATE_ROUNDS rounds in a row is left out for LEAVE_OUT_S with that reason, so the others train; afterwards it is
+tried again, with the longest join timeout it was given, doubled.
+
+Late: in a round that never stepped and failed for a reason other than a named unreachable address, the members
+with no exit report of their own when the others had failed (after the coordinator's grace for reports): they
+were still starting, or still computing, when everybody else gave up waiting for them.
 """
 
 from __future__ import annotations
@@ -10,17 +15,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo
-from p2pft.network.diagnosis import RENDEZVOUS_TIMED_OUT
+
+UNREACHABLE = "could not reach"   # p2pft.network.diagnosis's words for a named address: a wiring fault, not speed
 
 LATE_ROUNDS = 2        # rounds in a row a member was late at the rendezvous before it is left out
 LEAVE_OUT_S = 600.0    # how long it stays out before it is tried again
 
 
-def late_at_rendezvous(current: RoundInfo, exits: Mapping[str, MemberReport], cause_detail: str) -> tuple[str, ...]:
-    """The members that had not even failed when the round's rendezvous timed out: the others waited for them."""
-    if RENDEZVOUS_TIMED_OUT not in cause_detail:
+def late_members(current: RoundInfo, exits: Mapping[str, MemberReport], cause_detail: str) -> tuple[str, ...]:
+    """The members that had not even failed when the others gave up on a round that never stepped."""
+    if not never_stepped(current) or UNREACHABLE in cause_detail:
         return ()
     return tuple(sorted(n for n in current.members if n not in exits))
+
+
+def never_stepped(info: RoundInfo) -> bool:
+    return info.first_step is None and info.first_step_unix is None
 
 
 def excluded_now(record: JobRecord, now_unix: float) -> dict[str, float]:
@@ -43,8 +53,9 @@ def to_leave_out(record: JobRecord, late_now: tuple[str, ...]) -> tuple[str, ...
 
 
 def leave_out_reason(nodes: tuple[str, ...], join_timeout_s: int) -> str:
-    return (f"member {', '.join(nodes)} left out: not at the rendezvous within {join_timeout_s} s in "
-            f"{LATE_ROUNDS} rounds in a row (too slow to start; tried again in {LEAVE_OUT_S / 60:.0f} min)")
+    return (f"member {', '.join(nodes)} left out: still starting or computing when the others gave up, in "
+            f"{LATE_ROUNDS} rounds in a row (rendezvous wait {join_timeout_s} s; too slow for this job now, tried "
+            f"again in {LEAVE_OUT_S / 60:.0f} min)")
 
 
 def carried_left_out(previous: RoundInfo | None, new: tuple[str, ...], now_unix: float) -> dict[str, float]:

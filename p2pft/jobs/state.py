@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal
 
-from p2pft.jobs.late_members import excluded_now, late_at_rendezvous, leave_out_reason, to_leave_out
+from p2pft.jobs.late_members import excluded_now, late_members, leave_out_reason, never_stepped, to_leave_out
 from p2pft.jobs.model import JobRecord, MemberReport
 from p2pft.jobs.round_plan import RoundPlan, choose_resume, plan_round
 from p2pft.membership.coordinator import choose_coordinator
@@ -97,12 +97,14 @@ def decide(view: View) -> Action:
         cause = root_cause([exits[n] for n in failed])
         if cause.cause == "deterministic":  # the worker found a fault in the job itself: retrying cannot help
             return Action("fail", cause.detail)
-        if cause.cause == "network" and "could not reach" not in cause.detail and len(exits) < len(
-                current.members) and view.failure_age_s < ROOT_CAUSE_GRACE_S:
+        others_silent = len(exits) < len(current.members) and view.failure_age_s < ROOT_CAUSE_GRACE_S
+        if others_silent and "could not reach" not in cause.detail and (
+                cause.cause == "network" or never_stepped(current)):
+            # Wait for the report that names the cause, and in a round that never stepped, to see who is late.
             return Action("nothing")
         if view.fruitless_rounds >= MAX_FRUITLESS_ROUNDS:
             return Action("fail", f"{view.fruitless_rounds} rounds in a row failed before a step ({cause.detail})")
-        late = late_at_rendezvous(current, exits, cause.detail)
+        late = late_members(current, exits, cause.detail)
         if late:
             return replace(_late_round(view, cause.detail, late), late=late)
         if cause.cause == "network":  # the sentence already names the box and the address

@@ -97,7 +97,8 @@ def test_the_plan_shows_each_ranks_measured_speed_and_a_starting_round_whom_it_w
     assert starting_sentence(starting, NAMES) == (
         "round 3 starting: waiting for box-c to start its agent (the rendezvous waits up to 120 s)")
     assert starting_sentence(round_info(3, (A,), "r", first_step=5), NAMES) is None
-    assert left_out_sentence(starting, NAMES, 880.0) == "left out (too slow to start; tried again after): box-c for 2m00s"
+    assert left_out_sentence(starting, NAMES, 880.0) == (
+        "left out (too slow to start; tried again after): box-c for 2m00s")
     assert left_out_sentence(starting, NAMES, 1_001.0) is None
     lines = [{"step": 1, "time": 1.0, "plan_round": 3, "speeds": [
         {"node_id": A, "local_rank": 0, "samples_per_s": 40.0}, {"node_id": B, "local_rank": 0, "samples_per_s": 0}]}]

@@ -52,7 +52,8 @@ def test_late_twice_in_a_row_is_left_out_with_the_reason() -> None:
                          failure_age_s=6.0))
     assert action.kind == "start_round" and action.members == ("a", "b")
     assert action.left_out == ("c",)
-    assert "member c left out: not at the rendezvous within 120 s in 2 rounds in a row" in action.reason
+    assert "member c left out: still starting or computing when the others gave up, in 2 rounds in a row " \
+           "(rendezvous wait 120 s" in action.reason
 
 
 def test_late_twice_but_needed_for_min_nodes_is_waited_for_again() -> None:
@@ -109,3 +110,18 @@ def test_slow_recent_steps_lengthen_the_rounds_collective_timeout_and_the_member
                                                                    outcome="stopped_on_request")
                                                    for n in ("a", "b", "c")})))
     assert action.round is not None and action.round.collective_timeout_s == 100.0
+
+
+def test_a_member_still_computing_when_the_others_timed_out_in_a_collective_is_late_too() -> None:
+    collective = "agent failed on a: Timed out waiting 30000ms for recv operation to complete"
+    reports = MappingProxyType({n: MemberReport(job_id="j", node_id=n, round=0, phase="exited", outcome="failed",
+                                                detail=collective) for n in ("a", "b")})
+    record = job(round_info(0))
+    early = decide(View(record, available=("a", "b", "c"), reports=reports, now_unix=NOW, failure_age_s=1.0))
+    assert early.kind == "nothing"                    # a round that never stepped: see who else reports
+    action = decide(View(record, available=("a", "b", "c"), reports=reports, now_unix=NOW, failure_age_s=6.0))
+    assert action.kind == "start_round" and action.late == ("c",)
+    unreachable = MappingProxyType({n: replace(r, detail="a could not reach c's workers' store 10.0.0.3:29400",
+                                               cause="network") for n, r in reports.items()})
+    named = decide(View(record, available=("a", "b", "c"), reports=unreachable, now_unix=NOW, failure_age_s=1.0))
+    assert named.kind == "start_round" and named.late == ()    # a wiring fault is said at once, not slowness
