@@ -212,7 +212,9 @@ class CheckpointReplicator:
             if key in self._ingested:
                 continue
             # A clone or a copy, never a hard link: the worker may rewrite this file when it saves the step again.
-            self.store.add_file(child, link=True)
+            # touch=False: replication wrote many of these files from blobs this very store holds; offering them
+            # again is no new use, and must not keep the job's blobs from the collector once it ended.
+            self.store.add_file(child, link=True, touch=False)
             self._ingested.add(key)
 
 

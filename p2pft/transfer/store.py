@@ -207,8 +207,12 @@ class BlobStore:
             self._commit_temp(tmp_path, f, digest, "a blob")
         return digest
 
-    def add_file(self, source: Path | str, *, link: bool = False) -> tuple[str, int]:
+    def add_file(self, source: Path | str, *, link: bool = False, touch: bool = True) -> tuple[str, int]:
         """Add a file's content; returns (digest, size). The blob never shares its bytes with `source`.
+
+        Content the store already holds is `touch`ed (kept from the collector for its grace period) unless
+        `touch=False`: a caller whose file a live reference already covers (a job's own checkpoint files,
+        offered again after replication wrote them) must not make its job's blobs look used by someone else.
 
         A blob is never a hard link to the source: torch rewrites a checkpoint file in place when a step is saved
         again (after a fall-back), which would silently change a blob other boxes were told to trust. `link=True`
@@ -220,12 +224,12 @@ class BlobStore:
         if source.is_symlink() or not source.is_file():
             raise FileNotFoundError(f"{source} is not a regular file: only regular files can be added to the store")
         if link:
-            cloned = self._clone_in(source)
+            cloned = self._clone_in(source, touch)
             if cloned is not None:
                 return cloned
-        return self._copy_in(source)
+        return self._copy_in(source, touch)
 
-    def _clone_in(self, source: Path) -> tuple[str, int] | None:
+    def _clone_in(self, source: Path, touch: bool) -> tuple[str, int] | None:
         """A reflink of `source` hashed after the clone; None where the file system cannot clone."""
         with self._temp_file() as (tmp_path, out), open(source, "rb") as src:
             try:
@@ -233,10 +237,10 @@ class BlobStore:
             except OSError:
                 return None
             digest, size = sha256_file(tmp_path)
-            self._commit_temp(tmp_path, out, digest, f"adding {source.name}")
+            self._commit_temp(tmp_path, out, digest, f"adding {source.name}", touch=touch)
         return digest, size
 
-    def _copy_in(self, source: Path) -> tuple[str, int]:
+    def _copy_in(self, source: Path, touch: bool) -> tuple[str, int]:
         hasher = hashlib.sha256()
         size = 0
         with self._temp_file() as (tmp_path, out), open(source, "rb") as src:
@@ -245,7 +249,7 @@ class BlobStore:
                 out.write(block)
                 size += len(block)
             digest = hasher.hexdigest()
-            self._commit_temp(tmp_path, out, digest, f"adding {source.name}")
+            self._commit_temp(tmp_path, out, digest, f"adding {source.name}", touch=touch)
         return digest, size
 
     @contextlib.contextmanager
@@ -259,12 +263,13 @@ class BlobStore:
         finally:
             tmp_path.unlink(missing_ok=True)  # no-op after a successful rename
 
-    def _commit_temp(self, tmp_path: Path, f: BinaryIO, digest: str, what: str) -> None:
+    def _commit_temp(self, tmp_path: Path, f: BinaryIO, digest: str, what: str, *, touch: bool = True) -> None:
         """Make the temp file the blob `digest`, unless the store holds it already (then it only gets younger),
         or it would take the store past its budget (BlobBudgetError; the temp file goes)."""
         target = self.blob_path(digest)
         if self.has(digest):
-            self.touch(digest)
+            if touch:
+                self.touch(digest)
             return
         f.flush()
         os.fsync(f.fileno())
@@ -272,7 +277,8 @@ class BlobStore:
         size = os.fstat(f.fileno()).st_size
         with self.account.lock:   # the check and the rename as one: two adds cannot both take the last room
             if self.has(digest):
-                self.touch(digest)
+                if touch:
+                    self.touch(digest)
                 return
             self.account.admit(size, what)
             target.parent.mkdir(parents=True, exist_ok=True)

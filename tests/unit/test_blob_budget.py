@@ -147,3 +147,27 @@ def test_a_full_store_stalling_replication_is_said_once(tmp_path: Path, caplog: 
         replicator._warn_if_over_budget(TransferError("peer gone"))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "box gpu-7: blob store full" in warnings[0]
+
+
+def test_a_replicated_step_offered_again_is_collected_when_its_job_ends(tmp_path: Path) -> None:
+    """Replication writes a peer's step files here from blobs, then offers them back to the store: that must not
+    count as a new use (touch), or every replicated file of an ended job would outlive the job by the grace
+    period (seen in `p2pft demo`: 50 of 79 blobs stayed on a member)."""
+    from p2pft.formats.checkpoint_index import describe_files, write_commit_marker
+    from p2pft.jobs.paths import JobPaths
+    from p2pft.jobs.replication import CheckpointReplicator
+
+    store = BlobStore.for_state_dir(tmp_path)
+    paths = JobPaths.of(tmp_path, "job-1")
+    step = paths.checkpoints / "step-4"
+    step.mkdir(parents=True)
+    data = os.urandom(5000)
+    digest = store.add_bytes(data)              # fetched from the peer that saved it
+    (step / "__1_0.distcp").write_bytes(data)   # laid out from the blob
+    write_commit_marker(step, {"step": 4, "files": describe_files(step)})
+    replicator = CheckpointReplicator(node_id="n", state_dir=tmp_path, store=store, channels_for=lambda _: [],
+                                      send=lambda _: None)  # type: ignore[arg-type, return-value]
+    replicator._ingest_local(paths, 4)
+    assert store.touched_at(digest) == 0.0
+    done = collect_garbage(store, set(), candidates=[digest], grace_s=600, count_writes=False)
+    assert done.removed == (digest,)
