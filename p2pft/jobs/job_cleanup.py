@@ -4,9 +4,9 @@ goes: older and torn checkpoint steps, the copies of the dataset and model, each
 outputs were collected from one of them into the output dir; the merged lines are in lines.jsonl), and every
 blob of the job that nothing else references.
 
-Runs when this box learns the job ended (the manager's `forget_member`), and every GC_INTERVAL_S for every ended
-job and the whole blob store (a box that was down when a job ended catches up; blobs of pruned steps of live
-jobs go).
+Runs when this box learns the job ended (the manager's `forget_member`), and a minute after start then every
+GC_INTERVAL_S for every ended job and the whole blob store (a box that was down, or stopped, when a job ended
+catches up; blobs of pruned steps of live jobs go).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from p2pft.jobs.manager import JobsManager
 
 log = logging.getLogger("p2pft.jobs.cleanup")
+FIRST_SWEEP_S = 60.0
 
 
 def retained_limit(record: JobRecord) -> int | None:
@@ -106,8 +107,12 @@ class JobCleanup:
             log.exception("job %s: cleaning up after its end failed; the periodic pass tries again", job_id)
 
     async def run(self) -> None:
+        # First a minute after start (not at once: the manager loads its records first): a daemon stopped
+        # right after a job ended (a demo, a reboot) did not finish that job's cleanup.
+        delay = min(FIRST_SWEEP_S, self.interval_s)
         while True:
-            await asyncio.sleep(self.interval_s)   # not at start: the manager loads its records first
+            await asyncio.sleep(delay)
+            delay = self.interval_s
             try:
                 await self.sweep()
             except Exception:

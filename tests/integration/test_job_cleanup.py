@@ -169,3 +169,19 @@ def test_an_unreadable_record_stops_the_collection(tmp_path: Path) -> None:
 def _step_blobs(state_dir: Path, step: int) -> set[str]:
     directory = JobPaths.of(state_dir, "job-live").checkpoints / f"step-{step}"
     return {entry["sha256"] for entry in describe_files(directory).values()}
+
+
+def test_the_periodic_pass_tidies_an_ended_job_a_stopped_daemon_left(tmp_path: Path) -> None:
+    """`p2pft demo` stops its daemons seconds after the job ends: a box may stop before its cleanup ran. The pass a
+    minute after its next start does it."""
+    state_dir = tmp_path / "b"
+    store = BlobStore.for_state_dir(state_dir)
+    record = a_job(state_dir, store, "job-1", save_total_limit=1)
+    manager = Manager(state_dir, store)
+    manager.records["job-1"] = replace(record, status="cancelled")
+    cleanup = JobCleanup(cast(JobsManager, manager))
+    cleanup.collector.grace_s = 0.0   # as ten minutes later
+    asyncio.run(cleanup.sweep())
+    paths = JobPaths.of(state_dir, "job-1")
+    assert not paths.data.exists() and committed_steps(paths.checkpoints) == [8]
+    assert list(store.digests()) == []
