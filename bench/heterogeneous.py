@@ -7,7 +7,7 @@ by default), on the tiny model. Measures, in one run, the training throughput (s
 - optionally (`--modes ...,slowdown`) auto with the fastest box slowed 2x mid-run: the drift re-plan, and the
   throughput after it as a share of the new ideal;
 - optionally (`--modes ...,starved`) auto with the submitting box's quota tightened (`--starved-cpu`, default
-  0.03) until it cannot start its workers within the rendezvous join timeouts: it is left out with the reason
+  0.06) until it cannot start its workers within the rendezvous join timeouts: it is left out with the reason
   and the other two train (p2pft.jobs.late_members).
 The submitting box is the slowest one (the case that used to never train). Throughput = global batch /
 median step time of the steps after the last re-plan (checkpoint steps excluded: step_time_s does not include
@@ -38,8 +38,12 @@ from p2pft.testing.cpu_quota import create, unavailable_reason  # noqa: E402
 from tests.e2e.conftest import Cluster, cli, job_dict  # noqa: E402
 
 SECTION = "heterogeneous"
-GLOBAL_BATCH = 24
-STEPS = 60
+GLOBAL_BATCH = 48
+STEPS = 60          # together: a re-plan can only come after 30 (20 steps, then a drift lasting 10)
+STEPS_ALONE = 20    # alone: nothing to re-plan, the median settles quickly
+# The CFS period of the quotas: with the kernel's 100 ms, a 0.25-CPU box computes in 25 ms bursts and stalls
+# 75 ms, a jitter no slow GPU has, and every synchronous step waits for the unluckiest rank's stall.
+PERIOD_US = 10_000
 
 
 def write_job(path: Path, model: Path, out: Path, mode: str, steps: int) -> Path:
@@ -70,18 +74,19 @@ def run(root: Path, model: Path, cpus: list[float], *, together: bool, mode: str
         daemons = []
         for i in picked:
             daemon = cluster.start(names[i], peers=[d for d in daemons])
-            quota = create(f"{root.name}-{names[i]}", starved if starved and i == 0 else cpus[i])
+            quota = create(f"{root.name}-{names[i]}", starved if starved and i == 0 else cpus[i], period_us=PERIOD_US)
             quota.add(daemon.proc.pid)  # type: ignore[union-attr]
             quotas.append(quota)
             daemons.append(daemon)
         cluster.wait_mesh(daemons, timeout=60)
         out = root / "out"
-        job = write_job(root / "job.yaml", model, out, mode, STEPS * (2 if slowdown else 1))
+        steps = STEPS if together else STEPS_ALONE
+        job = write_job(root / "job.yaml", model, out, mode, steps * (2 if slowdown else 1))
         submitted = cli("submit", str(job), "--detach", state_dir=daemons[0].state_dir)   # the slowest submits
         job_id = submitted.stdout.split()[0]
         if slowdown:
             cluster.wait_job(daemons[0], job_id, lambda j: j["last_step"] >= STEPS, 1800, "half the steps")
-            quotas[-1].set_cpus(cpus[-1] / 2)
+            quotas[-1].set_cpus(cpus[-1] / 2, period_us=PERIOD_US)
         record = cluster.wait_job(daemons[0], job_id, lambda j: j["status"] in ("succeeded", "failed"), 3600,
                                   "the job to end")
         if record["status"] != "succeeded":
@@ -110,7 +115,8 @@ def write_section(results: list[dict[str, Any]], cpus: list[float], command: str
     ideal = sum(r["samples_per_s"] for r in alone)
     lines = [f"<!-- bench:{SECTION} -->", "## Mixed-speed boxes (`bench/heterogeneous.py`)", "",
              f"Command: `{command}` ({date.today()}, 2 shared CPU cores, loopback, three real p2pftd daemons in "
-             f"cgroup v1 CPU quotas {', '.join(f'{c:g}' for c in cpus)} CPUs (slow, mid, fast), tiny Llama, global "
+             f"cgroup v1 CPU quotas {', '.join(f'{c:g}' for c in cpus)} CPUs (slow, mid, fast; CFS period "
+             f"{PERIOD_US // 1000} ms), tiny Llama, global "
              f"batch {GLOBAL_BATCH}, the slowest box submits). Throughput = global batch / median step time of "
              "the final plan's steps; ideal = the sum of each box alone.", "",
              "| run | samples/s | share of ideal | world | rounds (reasons) | final plan (samples per rank) |",
@@ -132,7 +138,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpus", default="0.25,0.5,1.0", help="CPU quota of the slow, mid and fast box")
     parser.add_argument("--modes", default="alone,uniform,auto", help="any of alone, uniform, auto, slowdown")
-    parser.add_argument("--starved-cpu", type=float, default=0.03, help="the slow box's quota in the starved run")
+    parser.add_argument("--starved-cpu", type=float, default=0.06, help="the slow box's quota in the starved run")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     reason = unavailable_reason()
