@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from p2pft.testing.cpu_quota import create, unavailable_reason  # noqa: E402
-from tests.e2e.conftest import Cluster, cli, job_dict  # noqa: E402
+from tests.e2e.conftest import Cluster, adapter_max_diff, cli, job_dict  # noqa: E402
 
 SECTION = "heterogeneous"
 GLOBAL_BATCH = 48
@@ -92,11 +92,13 @@ def run(root: Path, model: Path, cpus: list[float], *, together: bool, mode: str
         if record["status"] != "succeeded":
             raise RuntimeError(f"{mode} run failed: {record['message']}")
         rate, steps, plan = throughput(out)
+        plans_seen = sorted({tuple(e["samples"] for e in r["plan"]["entries"]) for r in record["rounds"]})
         names_by_id = {d.node_id: d.name for d in daemons}
         rounds = [_named(r["reason"], names_by_id) for r in record["rounds"]]
         return {"mode": mode if together else f"alone:{names[only]}", "samples_per_s": round(rate, 2),
                 "steps_measured": steps, "rounds": rounds,
-                "world": len(record["rounds"][-1]["members"]),
+                "world": len(record["rounds"][-1]["members"]), "out": str(out),
+                "steps_total": record["last_step"], "plans_seen": "; ".join("+".join(map(str, p)) for p in plans_seen),
                 "plan": {names_by_id.get(e["node_id"], e["node_id"][:6]): e["samples"] for e in plan}}
     finally:
         cluster.stop_all()
@@ -108,6 +110,22 @@ def _named(text: str, names: dict[str, str]) -> str:
     for node_id, name in names.items():
         text = text.replace(node_id, name)
     return text
+
+
+def exact_maths(results: list[dict[str, Any]]) -> list[str]:
+    """The same job under other plans (same steps) must give the same adapter: the plan changes no maths."""
+    uniform = next((r for r in results if r["mode"] == "uniform"), None)
+    if uniform is None:
+        return []
+    lines = []
+    for other in results:
+        if other is uniform or other["mode"].startswith("alone") or other.get("steps_total") != uniform.get(
+                "steps_total"):
+            continue
+        diff = adapter_max_diff(Path(uniform["out"]), Path(other["out"]))
+        lines.append(f"Exact maths: the adapter of `{other['mode']}` (plans {other['plans_seen']}) equals the uniform "
+                     f"run's within {diff:.1e} (max abs difference).")
+    return lines
 
 
 def write_section(results: list[dict[str, Any]], cpus: list[float], command: str) -> None:
@@ -125,7 +143,7 @@ def write_section(results: list[dict[str, Any]], cpus: list[float], command: str
         share = f"{r['samples_per_s'] / ideal:.2f}" if ideal and not r["mode"].startswith("alone") else "-"
         lines.append(f"| {r['mode']} | {r['samples_per_s']:.2f} | {share} | {r['world']} | "
                      f"{'; '.join(r['rounds'])} | {r['plan']} |")
-    lines += ["", f"Ideal (sum alone): {ideal:.2f} samples/s.", f"<!-- /bench:{SECTION} -->"]
+    lines += ["", f"Ideal (sum alone): {ideal:.2f} samples/s.", *exact_maths(results), f"<!-- /bench:{SECTION} -->"]
     path = REPO / "docs" / "benchmarks.md"
     text = path.read_text()
     block = "\n".join(lines)
@@ -170,8 +188,10 @@ def main() -> int:
                 result["mode"] = f"auto, submitting box starved to {args.starved_cpu:g} CPU"
             results.append(result)
             print(json.dumps(result), f"({time.monotonic() - started:.0f} s)", flush=True)
-    if not args.no_write:
-        write_section(results, cpus, " ".join(["bench/heterogeneous.py", *sys.argv[1:]]))
+        for line in exact_maths(results):
+            print(line, flush=True)
+        if not args.no_write:
+            write_section(results, cpus, " ".join(["bench/heterogeneous.py", *sys.argv[1:]]))
     return 0
 
 
