@@ -22,6 +22,7 @@ from p2pft.formats.checkpoint_index import COMMIT_MARKER, committed_steps, list_
 from p2pft.jobs.blob_gc import GC_INTERVAL_S, BlobCollector
 from p2pft.jobs.model import JobRecord
 from p2pft.jobs.paths import JobPaths
+from p2pft.transfer.collect import remove_stale_leftovers
 
 if TYPE_CHECKING:
     from p2pft.jobs.manager import JobsManager
@@ -126,3 +127,6 @@ class JobCleanup:
                 if gone:
                     log.info("job %s (ended): removed %s", job_id, ", ".join(gone))
         await self.collector.collect()
+        leftovers = await asyncio.to_thread(remove_stale_leftovers, self.manager.store)
+        if leftovers:
+            log.info("blob store: removed %d abandoned partial or temp files", leftovers)

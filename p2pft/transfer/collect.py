@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from p2pft.transfer.store import BlobStore
 
 GRACE_S = 600.0   # longer than a submission takes to ingest a large model, or a round to lay its trees out
+# A partial or temp file nobody wrote to for this long belongs to a transfer that will not come back (a peer gone
+# for good, a daemon killed mid-add); a live transfer writes at least every stall timeout (30 s).
+STALE_LEFTOVER_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -66,3 +69,19 @@ def collect_garbage(store: BlobStore, referenced: AbstractSet[str], *, candidate
                 removed.append(digest)
                 freed += st.st_size
     return Collected(tuple(removed), freed, spared)
+
+
+def remove_stale_leftovers(store: BlobStore, *, max_age_s: float = STALE_LEFTOVER_S,
+                           now: float | None = None) -> int:
+    """Abandoned `.partial` files (unless a writer holds them) and temp files of interrupted adds, untouched for
+    `max_age_s`: they take disk the budget does not see. Returns how many went. Blocking."""
+    now = time.time() if now is None else now
+    removed = len(store.remove_stale_partials(max_age_s, now=now))
+    tmp = store.root / "tmp"
+    for leftover in sorted(tmp.glob("add-*")) if tmp.is_dir() else []:
+        with contextlib.suppress(FileNotFoundError):
+            if young(leftover.stat().st_mtime, now, max_age_s):
+                continue
+            leftover.unlink()
+            removed += 1
+    return removed

@@ -171,3 +171,28 @@ def test_a_replicated_step_offered_again_is_collected_when_its_job_ends(tmp_path
     assert store.touched_at(digest) == 0.0
     done = collect_garbage(store, set(), candidates=[digest], grace_s=600, count_writes=False)
     assert done.removed == (digest,)
+
+
+def test_abandoned_partials_and_temp_files_go_after_an_hour(tmp_path: Path) -> None:
+    """Nothing removed them: a transfer whose peer never came back left its .partial for good, outside the
+    budget's count."""
+    from p2pft.transfer.collect import remove_stale_leftovers
+
+    store = BlobStore(tmp_path / "blobs")
+    old, live = os.urandom(100), os.urandom(100)
+    with store.open_partial(sha(old), 1000) as writer:
+        writer.write(old)
+    held = store.open_partial(sha(live), 1000)   # a transfer in progress holds its partial
+    held.write(live)
+    (tmp_path / "blobs" / "tmp").mkdir(exist_ok=True)
+    stale_tmp = tmp_path / "blobs" / "tmp" / "add-x"
+    stale_tmp.write_bytes(b"half")
+    past = time.time() - 7200
+    for path in (store.partial_path(sha(old)), store.partial_path(sha(live)), stale_tmp):
+        os.utime(path, (past, past))
+    fresh_tmp = tmp_path / "blobs" / "tmp" / "add-y"
+    fresh_tmp.write_bytes(b"now")
+    assert remove_stale_leftovers(store) == 2
+    assert not store.partial_path(sha(old)).exists() and not stale_tmp.exists()
+    assert store.partial_path(sha(live)).exists() and fresh_tmp.exists()
+    held.close()
