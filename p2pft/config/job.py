@@ -159,8 +159,13 @@ class JobSpec(BaseModel):
     @field_validator("val_size")
     @classmethod
     def _fraction_or_count(cls, value: float) -> float:
+        # LLaMA-Factory cuts 2.5 to 2 rows: refused here rather than guessed at
         if value >= 1.0 and not value.is_integer():
-            raise ValueError("is neither a fraction in [0, 1) nor a whole count of examples >= 1")
+            raise ValueError("is neither a fraction in [0, 1) nor a whole count of examples >= 2")
+        # LLaMA-Factory hands 1 to datasets' train_test_split as the share 1.0, which it refuses
+        if value == 1.0:
+            raise ValueError("is read as a share of all rows (LLaMA-Factory refuses it too); use a fraction "
+                             "below 1 or a count of 2 or more")
         return value
 
     @field_validator("dataset", "lora_target")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from p2pft.train.data import DataError, prepare_data
-from p2pft.train.data.prepare import choose_val_positions, val_count
+from p2pft.train.data.selection import split_positions
 from p2pft.train.data.tokenize import MaskRules, build_example, split_budget
 from tests.compat import COMPAT_DIR, needs_compat
 from tests.unit.test_data_support import FIXTURES_DIR, make_spec, tokenizer, trained_text, write_dataset
@@ -117,7 +117,7 @@ def test_cutoff_never_exceeded_on_the_demo_data() -> None:
 
 # ---------------------------------------------------------------------------------------------- val split
 @needs_compat
-def test_val_split_is_seeded_disjoint_and_keeps_train_order() -> None:
+def test_val_split_is_seeded_disjoint_and_in_the_split_order() -> None:
     everything = _prepare("identity", COMPAT_DIR).train
     split = _prepare("identity", COMPAT_DIR, val_size=0.1)
     again = _prepare("identity", COMPAT_DIR, val_size=0.1)
@@ -131,8 +131,8 @@ def test_val_split_is_seeded_disjoint_and_keeps_train_order() -> None:
     assert len(positions) == len(everything)  # identity.json rows are distinct, so ids identify positions
     train_positions = [positions[e.input_ids] for e in split.train]
     val_positions = [positions[e.input_ids] for e in split.val]
-    assert train_positions == sorted(train_positions) and val_positions == sorted(val_positions)
-    assert set(train_positions).isdisjoint(val_positions)
+    # LLaMA-Factory's order (test_data_selection.py checks it against train_test_split itself)
+    assert (train_positions, val_positions) == split_positions(91, 0.1, 42)
     assert set(train_positions) | set(val_positions) == set(range(91))
 
 
@@ -140,21 +140,6 @@ def test_val_split_is_seeded_disjoint_and_keeps_train_order() -> None:
 def test_val_size_as_a_count() -> None:
     split = _prepare("identity", COMPAT_DIR, val_size=5)
     assert (len(split.train), len(split.val)) == (86, 5)
-
-
-def test_val_count_rules() -> None:
-    assert [val_count(91, size) for size in (0, 0.1, 0.5, 1, 90)] == [0, 10, 46, 1, 90]
-    with pytest.raises(DataError, match=r"val_size: 91 leaves no training rows out of 91"):
-        val_count(91, 91)
-    with pytest.raises(DataError, match=r"val_size: 2.5 must be a fraction in \[0, 1\) or a whole number"):
-        val_count(91, 2.5)
-
-
-def test_val_positions_are_a_pure_function_of_seed_and_size() -> None:
-    # Pinned: the same on every box and Python version (sha256 order, not Python's random module).
-    assert choose_val_positions(10, 0.3, seed=42) == choose_val_positions(10, 0.3, seed=42)
-    assert len(choose_val_positions(1000, 0.25, seed=1)) == 250
-    assert choose_val_positions(10, 0.3, seed=42) == frozenset({0, 1, 6})
 
 
 def test_jsonl_rows_are_numbered_by_line(tmp_path: Path) -> None:

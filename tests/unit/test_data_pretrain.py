@@ -60,7 +60,7 @@ def test_pad_equal_to_eos_carries_no_loss_and_bos_starts_every_block(tmp_path: P
 
 def test_val_rows_are_split_off_before_packing(tmp_path: Path) -> None:
     spec = make_spec("corpus", _pt_dir(tmp_path, ["ab", "cd", "ea", "bc"]), stage="pt", template="default",
-                     cutoff_len=3, val_size=1.0)
+                     cutoff_len=3, val_size=0.25)
     data = prepare_data(spec, tokenizer())
     assert len(data.val) == 1 and data.val[0].input_ids in {(A, B, EOS), (C, D, EOS), (E, A, EOS), (B, C, EOS)}
     assert len(data.train) == 3  # 9 tokens, 3 blocks: no block mixes the val row in
