@@ -27,7 +27,8 @@ demo: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python -m p2pft.rpc.codegen
 
-# Long fault campaigns (partitions of every shape): minutes each, so not part of `make test`.
+# Long fault campaigns (partitions of every shape, a restart) and the long end-to-end scenarios whose paths
+# `make test` covers more cheaply (each says where): minutes each, so not part of `make test`.
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -q -m chaos
 

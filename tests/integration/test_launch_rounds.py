@@ -181,6 +181,8 @@ def test_terminate_stops_agent_and_workers(tmp_path: Path, store: StoreProcess, 
     assert exit_.outcome is AgentOutcome.FAILED
 
 
+# ~37 s: behind `make chaos`; make test keeps a lost member end to end (tests/e2e/test_elastic_member_lost.py).
+@pytest.mark.chaos
 def test_real_worker_node_lost_then_survivor_resumes_alone(tmp_path: Path, store: StoreProcess,
                                                            agents: list[AgentProcess]) -> None:
     """The whole loop with `p2pft.train`: world 2, a node dies after a commit, the survivor's agent fails
