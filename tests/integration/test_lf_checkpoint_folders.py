@@ -11,15 +11,6 @@ from typing import Any
 import pytest
 
 from p2pft.formats.checkpoint_index import committed_steps
-from p2pft.launch.agent import AgentProcess
-from tests.integration.test_launch_rounds import (  # noqa: F401 - fixtures
-    StoreProcess,
-    agents,
-    explain,
-    round_launch,
-    start_agent,
-    store,
-)
 from tests.integration.train_harness import adapter_weights, run, write_job
 
 pytestmark = pytest.mark.slow
@@ -137,47 +128,5 @@ def test_full_finetuning_writes_its_folders_at_the_end(tmp_path: Path) -> None:
     assert any(not torch.equal(p, three[n]) for n, p in two.items())   # two different steps
 
 
-def test_every_box_that_writes_outputs_has_the_folders(tmp_path: Path, store: StoreProcess,  # noqa: F811
-                                                      agents: list[AgentProcess]) -> None:  # noqa: F811
-    """Two real torchrun nodes, each with its own output and checkpoint dirs as two boxes have: the coordinator
-    collects the outputs of any member, so each box writes every folder (step 2 saved, step 3 the last)."""
-    import asyncio
-    import json
-    from dataclasses import replace
-
-    from p2pft.config.job import job_to_dict, load_job
-    from p2pft.launch.agent import AgentOutcome
-    from p2pft.launch.round_spec import RoundLaunch
-    from p2pft.planning.batch_plan import RankCapacity, plan_batch, plan_to_json
-    from p2pft.testing.tiny_model import build_tiny_model
-
-    model = build_tiny_model(tmp_path / "model")
-    nodes = ("a", "b")
-
-    def launch_of(node: str) -> RoundLaunch:
-        job_yaml = write_job(tmp_path / f"{node}.yaml", model, tmp_path / node / "output", max_steps=3, save_steps=2,
-                             logging_steps=1, p2pft={"global_batch_size": 4, "sample_ledger": False})
-        job_file = tmp_path / node / "JOB.json"
-        job_file.parent.mkdir(parents=True, exist_ok=True)
-        job_file.write_text(json.dumps(job_to_dict(load_job(job_yaml).spec)))
-        launch = replace(round_launch(tmp_path, store, node=node, round_no=1, nnodes=len(nodes)),
-                         worker_module="p2pft.train", job_file=job_file, checkpoint_dir=tmp_path / node / "ckpt")
-        ranks = [RankCapacity(n, 0, throughput=1.0, max_micro_batch=4) for n in nodes]
-        launch.plan_file.write_text(json.dumps(plan_to_json(plan_batch(4, ranks, "uniform", round=1))))
-        return launch
-
-    launches = [launch_of(node) for node in nodes]
-
-    async def scenario() -> None:
-        started = [await start_agent(launch, agents) for launch in launches]
-        for agent, launch in zip(started, launches, strict=True):
-            exit_ = await agent.wait()
-            assert exit_.outcome is AgentOutcome.FINISHED, explain(exit_, launch)
-
-    asyncio.run(asyncio.wait_for(scenario(), timeout=240))
-    out_a, out_b = tmp_path / "a" / "output", tmp_path / "b" / "output"
-    for step in (2, 3):
-        assert max_diff(adapter_weights(out_a / f"checkpoint-{step}"), adapter_weights(out_b / f"checkpoint-{step}")) \
-            == 0.0
-    assert max_diff(adapter_weights(out_b / "checkpoint-3"), adapter_weights(out_b)) == 0.0
-    assert max_diff(adapter_weights(out_b / "checkpoint-2"), adapter_weights(out_b)) > 0
+# Every box that writes the outputs has the folders: tests/integration/test_outputs_every_node.py (one two-node run
+# checks both the final adapter and the folders on each box).

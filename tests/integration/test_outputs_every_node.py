@@ -1,6 +1,7 @@
 """Issue 10: under DDP every node holds the whole trainable state, so every node saves the final adapter into its
-own output dir (the rank-0 box is no single point of loss). Real torchrun agents and `p2pft.train` workers,
-two nodes on loopback, each with its own output and checkpoint dirs as two boxes have."""
+own output dir (the rank-0 box is no single point of loss), and (issue 13) its LLaMA-Factory checkpoint-N
+folders, since the coordinator collects the outputs of any member. Real torchrun agents and `p2pft.train`
+workers, two nodes on loopback, each with its own output and checkpoint dirs as two boxes have."""
 
 from __future__ import annotations
 
@@ -25,19 +26,19 @@ from tests.integration.test_launch_rounds import (  # noqa: F401 - fixtures
 pytestmark = pytest.mark.slow
 
 
-def test_every_node_saves_the_same_final_adapter(tmp_path: Path, store: StoreProcess,  # noqa: F811
-                                                 agents: list[AgentProcess]) -> None:  # noqa: F811
+def test_every_node_saves_the_same_final_adapter_and_folders(tmp_path: Path, store: StoreProcess,  # noqa: F811
+                                                             agents: list[AgentProcess]) -> None:  # noqa: F811
     from p2pft.config.job import job_to_dict, load_job
     from p2pft.planning.batch_plan import RankCapacity, plan_batch, plan_to_json
     from p2pft.testing.tiny_model import build_tiny_model
-    from tests.integration.train_harness import max_weight_diff, write_job
+    from tests.integration.train_harness import adapter_weights, max_weight_diff, write_job
 
     model = build_tiny_model(tmp_path / "model")
     nodes = ("a", "b")
 
     def launch_of(node: str) -> RoundLaunch:
         output = tmp_path / node / "output"
-        job_yaml = write_job(tmp_path / f"{node}.yaml", model, output, max_steps=3, save_steps=3, logging_steps=1,
+        job_yaml = write_job(tmp_path / f"{node}.yaml", model, output, max_steps=3, save_steps=2, logging_steps=1,
                              p2pft={"global_batch_size": 4, "sample_ledger": False})
         job_file = tmp_path / node / "JOB.json"
         job_file.parent.mkdir(parents=True, exist_ok=True)
@@ -64,3 +65,8 @@ def test_every_node_saves_the_same_final_adapter(tmp_path: Path, store: StorePro
     assert max_weight_diff(out_a, out_b) == 0.0                 # the same state, saved twice
     assert (out_a / "metrics.jsonl").is_file()                   # the lines stay global rank 0's
     assert not (out_b / "metrics.jsonl").exists()
+    for step in (2, 3):   # step 2 saved during the run, step 3 the last: every box has both, the same
+        assert max_weight_diff(out_a / f"checkpoint-{step}", out_b / f"checkpoint-{step}") == 0.0
+    assert adapter_weights(out_b / "checkpoint-3").keys() == adapter_weights(out_b).keys()
+    assert max_weight_diff(out_b / "checkpoint-3", out_b) == 0.0
+    assert max_weight_diff(out_b / "checkpoint-2", out_b) > 0
