@@ -15,16 +15,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo
+from p2pft.network.diagnosis import RENDEZVOUS_TIMED_OUT
 
 UNREACHABLE = "could not reach"   # p2pft.network.diagnosis's words for a named address: a wiring fault, not speed
+TIMEOUT_WORDS = (RENDEZVOUS_TIMED_OUT, "timed out", "timeout")   # the rendezvous's, gloo's and the store's
 
 LATE_ROUNDS = 2        # rounds in a row a member was late at the rendezvous before it is left out
 LEAVE_OUT_S = 600.0    # how long it stays out before it is tried again
 
 
+def timed_out(detail: str) -> bool:
+    """Did the failure come from waiting too long (for a slow member), rather than from a crash or a refusal?"""
+    words = detail.lower()
+    return any(w in words for w in TIMEOUT_WORDS)
+
+
+def waits_for_late(current: RoundInfo, cause_detail: str) -> bool:
+    """A round that never stepped and failed on a timeout: worth the report grace to see who is silent. A crash
+    ("connection reset", an order not taken) is not: its recovery must not wait."""
+    return never_stepped(current) and timed_out(cause_detail) and UNREACHABLE not in cause_detail
+
+
 def late_members(current: RoundInfo, exits: Mapping[str, MemberReport], cause_detail: str) -> tuple[str, ...]:
-    """The members that had not even failed when the others gave up on a round that never stepped."""
-    if not never_stepped(current) or UNREACHABLE in cause_detail:
+    """The members that had not even failed when the others gave up waiting on a round that never stepped."""
+    if not waits_for_late(current, cause_detail):
         return ()
     return tuple(sorted(n for n in current.members if n not in exits))
 

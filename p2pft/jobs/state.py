@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal
 
-from p2pft.jobs.late_members import excluded_now, late_members, leave_out_reason, never_stepped, to_leave_out
+from p2pft.jobs.late_members import excluded_now, late_members, leave_out_reason, to_leave_out, waits_for_late
 from p2pft.jobs.model import JobRecord, MemberReport
 from p2pft.jobs.round_plan import RoundPlan, choose_resume, plan_round
 from p2pft.membership.coordinator import choose_coordinator
@@ -99,7 +99,7 @@ def decide(view: View) -> Action:
             return Action("fail", cause.detail)
         others_silent = len(exits) < len(current.members) and view.failure_age_s < ROOT_CAUSE_GRACE_S
         if others_silent and "could not reach" not in cause.detail and (
-                cause.cause == "network" or never_stepped(current)):
+                cause.cause == "network" or waits_for_late(current, cause.detail)):
             # Wait for the report that names the cause, and in a round that never stepped, to see who is late.
             return Action("nothing")
         if view.fruitless_rounds >= MAX_FRUITLESS_ROUNDS:

@@ -125,3 +125,12 @@ def test_a_member_still_computing_when_the_others_timed_out_in_a_collective_is_l
                                                cause="network") for n, r in reports.items()})
     named = decide(View(record, available=("a", "b", "c"), reports=unreachable, now_unix=NOW, failure_age_s=1.0))
     assert named.kind == "start_round" and named.late == ()    # a wiring fault is said at once, not slowness
+
+
+def test_a_crash_in_a_round_that_never_stepped_restarts_at_once() -> None:
+    """Recovery must not wait for the late-member grace when nobody timed out: a box died (its order not taken,
+    a peer's connection reset)."""
+    crashed = MappingProxyType({"b": MemberReport(job_id="j", node_id="b", round=0, phase="prepare_failed",
+                                                  outcome="failed", detail="did not take the round order")})
+    action = decide(View(job(round_info(0)), available=("a", "c"), reports=crashed, now_unix=NOW, failure_age_s=0.0))
+    assert action.kind == "start_round" and action.late == ()
