@@ -23,6 +23,7 @@ import grpc
 
 from p2pft.rpc.gen import transfer_pb2, transfer_pb2_grpc
 from p2pft.transfer.manifest import Manifest, ManifestError
+from p2pft.transfer.partial import PartialWriter
 from p2pft.transfer.retry import (
     IncompleteStreamError,
     TransferError,
@@ -34,7 +35,7 @@ from p2pft.transfer.retry import (
 )
 from p2pft.transfer.serial_io import SerialIO
 from p2pft.transfer.servicer import MAX_HAS_DIGESTS
-from p2pft.transfer.store import BlobStore, DigestMismatchError, PartialWriter, validate_digest
+from p2pft.transfer.store import BlobStore, DigestMismatchError, validate_digest
 from p2pft.transfer.tree import resolve_destination, target_path, write_tree
 
 log = logging.getLogger(__name__)

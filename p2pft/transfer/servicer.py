@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 import grpc
 
 from p2pft.rpc.gen import transfer_pb2, transfer_pb2_grpc
+from p2pft.transfer.partial import PartialWriter
 from p2pft.transfer.serial_io import SerialIO
 from p2pft.transfer.store import (
     BlobBudgetError,
@@ -24,7 +25,6 @@ from p2pft.transfer.store import (
     BlobStore,
     DigestMismatchError,
     InvalidDigestError,
-    PartialWriter,
     validate_digest,
 )
 
