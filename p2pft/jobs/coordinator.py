@@ -17,6 +17,7 @@ from p2pft.jobs.late_members import carried_left_out
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo
 from p2pft.jobs.paths import JobPaths
 from p2pft.jobs.quorum import quorum
+from p2pft.jobs.speed_cache import device_names
 from p2pft.jobs.speeds import planning_speeds, slowest_recent_step
 from p2pft.jobs.state import REPLAN_THRESHOLD, Action, View, decide, network_failure
 from p2pft.jobs.store_process import StoreProcess
@@ -163,8 +164,7 @@ class JobCoordinator:
         box's device estimate in the same units."""
         if not isinstance(placed, Placed):
             return {}
-        names = {n: tuple(d.name for d in sorted(m.devices, key=lambda d: d.index))
-                 for n, m in self.manager.cluster.state.members.items()}
+        names = device_names(self.manager.cluster.state)
         return planning_speeds(placed.nodes, self.manager.speeds.for_planning(self.record), names)
 
     def replan_gain(self, current: RoundInfo | None) -> float:

@@ -29,7 +29,7 @@ from p2pft.jobs.outputs import LineBook
 from p2pft.jobs.paths import JobPaths
 from p2pft.jobs.records import RecordSeen, ReportSeen, apply, report_counts, stale_order
 from p2pft.jobs.recovery import kill_orphan_agents
-from p2pft.jobs.speed_cache import JobSpeeds
+from p2pft.jobs.speed_cache import JobSpeeds, device_names
 from p2pft.jobs.speeds import speeds_in_lines
 from p2pft.jobs.standby import StandbyStores
 from p2pft.jobs.store_process import StoreProcess
@@ -77,9 +77,7 @@ class JobsManager:
         self.coordinators: dict[str, tuple[JobCoordinator, asyncio.Task[None]]] = {}
         self.reports: dict[tuple[str, int], dict[str, MemberReport]] = {}
         self._holdings: dict[str, dict[str, set[int]]] = {}
-        self.speeds = JobSpeeds(self.state_dir, lambda: {
-            n: tuple(d.name for d in sorted(m.devices, key=lambda d: d.index))
-            for n, m in self.cluster.state.members.items()})
+        self.speeds = JobSpeeds(self.state_dir, lambda: device_names(self.cluster.state))
         self.outbox = Outbox(self.transport, lambda peer: (m := self.cluster.state.members.get(peer)) is not None
                              and m.alive)
         self.standby = StandbyStores(self.node_id, self.new_store_process)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from p2pft.jobs.model import JobRecord
+from p2pft.membership.state import ClusterState
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,11 @@ def settings_key(record: JobRecord) -> str:
         "sharding": elastic.get("sharding"), "precision": "bf16" if spec.bf16 else "fp16" if spec.fp16 else "fp32",
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def device_names(state: ClusterState) -> dict[str, tuple[str, ...]]:
+    """Each known box's device names, in device-index order."""
+    return {n: tuple(d.name for d in sorted(m.devices, key=lambda d: d.index)) for n, m in state.members.items()}
 
 
 def device_signature(device_names: Sequence[str]) -> str:
