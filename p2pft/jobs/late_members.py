@@ -5,9 +5,10 @@ a late rendezvous (round_plan.join_timeout) and collective timeouts follow the m
 LATE_ROUNDS rounds in a row is left out for LEAVE_OUT_S with that reason, so the others train; afterwards it is
 tried again, with the longest join timeout it was given, doubled.
 
-Late: in a round that never stepped and failed for a reason other than a named unreachable address, the members
-with no exit report of their own when the others had failed (after the coordinator's grace for reports): they
-were still starting, or still computing, when everybody else gave up waiting for them.
+Late: in a round that never stepped and failed on a timeout (the rendezvous, a collective, or rank 0's workers'
+store waiting for the others) rather than on a named unreachable address, the members with no exit report of
+their own when the others had failed (after the coordinator's grace for reports): they were still starting, or
+still computing, when everybody else gave up waiting for them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo
-from p2pft.network.diagnosis import RENDEZVOUS_TIMED_OUT
+from p2pft.network.diagnosis import RENDEZVOUS_TIMED_OUT, waited_in_vain
 
 UNREACHABLE = "could not reach"   # p2pft.network.diagnosis's words for a named address: a wiring fault, not speed
 TIMEOUT_WORDS = (RENDEZVOUS_TIMED_OUT, "timed out", "timeout")   # the rendezvous's, gloo's and the store's
@@ -27,13 +28,19 @@ LEAVE_OUT_S = 600.0    # how long it stays out before it is tried again
 def timed_out(detail: str) -> bool:
     """Did the failure come from waiting too long (for a slow member), rather than from a crash or a refusal?"""
     words = detail.lower()
-    return any(w in words for w in TIMEOUT_WORDS)
+    return any(w in words for w in TIMEOUT_WORDS) or waited_in_vain(detail)
+
+
+def named_unreachable(detail: str) -> bool:
+    """Does the sentence name an address that a box could not connect to (a wiring fault, not a slow member)?
+    A workers' store that waited in vain for the others uses the same words but names no failed connection."""
+    return UNREACHABLE in detail and not waited_in_vain(detail)
 
 
 def waits_for_late(current: RoundInfo, cause_detail: str) -> bool:
     """A round that never stepped and failed on a timeout: worth the report grace to see who is silent. A crash
     ("connection reset", an order not taken) is not: its recovery must not wait."""
-    return never_stepped(current) and timed_out(cause_detail) and UNREACHABLE not in cause_detail
+    return never_stepped(current) and timed_out(cause_detail) and not named_unreachable(cause_detail)
 
 
 def late_members(current: RoundInfo, exits: Mapping[str, MemberReport], cause_detail: str) -> tuple[str, ...]:

@@ -13,11 +13,19 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal
 
-from p2pft.jobs.late_members import excluded_now, late_members, leave_out_reason, to_leave_out, waits_for_late
+from p2pft.jobs.late_members import (
+    excluded_now,
+    late_members,
+    leave_out_reason,
+    named_unreachable,
+    to_leave_out,
+    waits_for_late,
+)
 from p2pft.jobs.model import JobRecord, MemberReport
 from p2pft.jobs.round_plan import RoundPlan, choose_resume, plan_round
 from p2pft.membership.coordinator import choose_coordinator
 from p2pft.membership.state import ClusterState
+from p2pft.network.diagnosis import waited_in_vain
 from p2pft.planning.batch_plan import BatchPlanError
 from p2pft.planning.placement import NodePlacement
 
@@ -98,7 +106,7 @@ def decide(view: View) -> Action:
         if cause.cause == "deterministic":  # the worker found a fault in the job itself: retrying cannot help
             return Action("fail", cause.detail)
         others_silent = len(exits) < len(current.members) and view.failure_age_s < ROOT_CAUSE_GRACE_S
-        if others_silent and "could not reach" not in cause.detail and (
+        if others_silent and not named_unreachable(cause.detail) and (
                 cause.cause == "network" or waits_for_late(current, cause.detail)):
             # Wait for the report that names the cause, and in a round that never stepped, to see who is late.
             return Action("nothing")
@@ -154,13 +162,16 @@ def root_cause(failures: list[MemberReport]) -> MemberReport:
             return 3
         if report.cause != "network":
             return 0
-        return 2 if "could not reach" in report.detail else 1
+        return 2 if named_unreachable(report.detail) else 1
     return max(failures, key=weight)
 
 
 def network_failure(reports: Mapping[str, MemberReport]) -> bool:
-    """Did the round fail because a box could not reach another (retrying at once would only spin)?"""
-    return any(r.cause == "network" and r.outcome == "failed" and not r.stopped_by_us for r in reports.values())
+    """Did the round fail because a box could not reach another (retrying at once would only spin)? A workers'
+    store that waited in vain is not enough: the members it waited for were slow unless their own reports say
+    they could not connect."""
+    return any(r.cause == "network" and r.outcome == "failed" and not r.stopped_by_us and not waited_in_vain(r.detail)
+               for r in reports.values())
 
 
 def _late_round(view: View, detail: str, late: tuple[str, ...]) -> Action:

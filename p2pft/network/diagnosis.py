@@ -34,6 +34,14 @@ _GLOO_CONNECT = re.compile(r"gloo.*connect(?: timeout)?:? (network is unreachabl
 # The words of a round that failed because some member joined the rendezvous too late (p2pft.jobs.round_plan
 # gives the next round a longer join timeout when it sees them).
 RENDEZVOUS_TIMED_OUT = "not every member joined the rendezvous"
+# The sentence of a workers' store that waited for the other members in vain ("(1 of 3 joined)"): it says who
+# waited, not who failed. A member cut off by a firewall says so in its own report; a silent one was slow.
+_WAITED_IN_VAIN = re.compile(r"'s workers' store.*\(\d+ of \d+ joined\)")
+
+
+def waited_in_vain(sentence: str) -> bool:
+    """Is `sentence` (from `explain`) a workers' store that waited for members in vain?"""
+    return _WAITED_IN_VAIN.search(sentence) is not None
 
 
 @dataclass(frozen=True)

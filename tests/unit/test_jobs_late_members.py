@@ -8,7 +8,7 @@ from types import MappingProxyType
 from p2pft.jobs.late_members import LEAVE_OUT_S, carried_left_out, excluded_now
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo, record_from_json, record_to_json
 from p2pft.jobs.round_plan import JOIN_TIMEOUT_S
-from p2pft.jobs.state import View, decide
+from p2pft.jobs.state import View, decide, network_failure
 from tests.specs import job_spec
 
 LATE = "b: not every member joined the rendezvous on 10.0.0.1:47342 in time: a box too slow to start"
@@ -134,3 +134,26 @@ def test_a_crash_in_a_round_that_never_stepped_restarts_at_once() -> None:
                                                   outcome="failed", detail="did not take the round order")})
     action = decide(View(job(round_info(0)), available=("a", "c"), reports=crashed, now_unix=NOW, failure_age_s=0.0))
     assert action.kind == "start_round" and action.late == ()
+
+
+def test_a_member_silent_while_rank0s_workers_store_waited_for_it_is_late_not_unreachable() -> None:
+    """The store's sentence says who waited ("could not reach a's workers' store ... (2 of 3 joined)"), not who
+    failed: the silent member was still starting. It is waited for, counted late, and no network back-off follows."""
+    waited = ("b and c could not reach a's workers' store at 10.0.0.1:29400 (2 of 3 joined); check the collective "
+              "interface of a (--collective-interface, or leave it unset to choose automatically)")
+    reports = MappingProxyType({"a": MemberReport(job_id="j", node_id="a", round=0, phase="exited", outcome="failed",
+                                                  detail=waited, cause="network"),
+                                "b": MemberReport(job_id="j", node_id="b", round=0, phase="exited", outcome="failed",
+                                                  detail="b: agent exit 1")})
+    record = job(round_info(0))
+    early = decide(View(record, available=("a", "b", "c"), reports=reports, now_unix=NOW, failure_age_s=1.0))
+    assert early.kind == "nothing"                    # c may yet say it could not connect
+    action = decide(View(record, available=("a", "b", "c"), reports=reports, now_unix=NOW, failure_age_s=6.0))
+    assert action.kind == "start_round" and action.late == ("c",)
+    assert not network_failure(reports)
+    refused = MemberReport(job_id="j", node_id="c", round=0, phase="exited", outcome="failed", cause="network",
+                           detail="c could not reach a's workers' store 10.0.0.1:29400 (connection refused)")
+    with_c = MappingProxyType({**reports, "c": refused})
+    named = decide(View(record, available=("a", "b", "c"), reports=with_c, now_unix=NOW, failure_age_s=1.0))
+    assert named.kind == "start_round" and named.late == () and "connection refused" in named.reason
+    assert network_failure(with_c)
