@@ -60,13 +60,14 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from p2pft.train.data import DataError
     from p2pft.train.distributed import RankMappingError
     from p2pft.train.evaluate import EvaluationError
+    from p2pft.train.fingerprint import FingerprintError
     from p2pft.train.fsdp import FsdpConfigError
     from p2pft.train.model import ModelLoadError
     from p2pft.train.optim import OptimizerError
     from p2pft.train.sampler import SamplerError
 
     return (JobSpecError, BatchPlanError, CheckpointError, DataError, RankMappingError, EvaluationError,
-            FsdpConfigError, ModelLoadError, OptimizerError, SamplerError)
+            FingerprintError, FsdpConfigError, ModelLoadError, OptimizerError, SamplerError)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ from p2pft.launch.worker_error import WorkerError, write_worker_error
 # Errors the worker finds in what the job itself brings: retrying the same job cannot help. A checkpoint,
 # batch-plan or rank-mapping error depends on the round (another world or checkpoint may work): not listed.
 # A full disk found before a save is listed: a retry would train up to the same save and stop there again,
-# until a person frees space (its message names the box and the free space).
+# until a person frees space (its message names the box and the free space). So is a fingerprint mismatch: the
+# boxes hold different models, data or library versions, and another round on them would meet the same.
 DETERMINISTIC_TYPES = frozenset({
     "DataError", "TemplateError", "JobSpecError", "ModelLoadError", "FsdpConfigError", "OptimizerError",
-    "SamplerError", "EvaluationError", "ResumeFromError", "CheckpointSpaceError",
+    "SamplerError", "EvaluationError", "ResumeFromError", "CheckpointSpaceError", "FingerprintError",
 })
 
 

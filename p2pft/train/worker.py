@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from p2pft.config.job import parse_job
 from p2pft.formats.checkpoint_index import prune, step_dir
-from p2pft.launch.contract import EXIT_STOPPED_ON_REQUEST, STOP_REQUEST_FILE
+from p2pft.launch.contract import ENV_DAEMON_PRUNES, EXIT_STOPPED_ON_REQUEST, STOP_REQUEST_FILE
 from p2pft.planning.batch_plan import BatchPlan, plan_from_json, plan_to_json
 from p2pft.train import fsdp
 from p2pft.train.allreduce_hook import ReportingAllReduce
@@ -39,6 +39,7 @@ from p2pft.train.distributed import (
     wait_for_everyone,
 )
 from p2pft.train.evaluate import JOB_COPY_FILE, evaluate_examples
+from p2pft.train.fingerprint_check import ModelHash, check_same_everywhere, local_fingerprint
 from p2pft.train.lf_checkpoints import CheckpointFolders
 from p2pft.train.metrics import LEDGER_FILE, METRICS_FILE, EventLog, RunRecorder, truncate_after_step
 from p2pft.train.model import build_trainable_model, check_vocabulary, load_tokenizer, trainable_parameter_count
@@ -95,6 +96,9 @@ class Worker:
         spec, env = self.spec, self.env
         entry_of_rank = map_ranks_to_entries(self.plan, env)
         my_entry = entry_of_rank[env.rank]
+        # The model is hashed while it loads; ranks of one box read the same files, so one of them hashes it.
+        boxes = {entry.node_id for entry in self.plan.entries}
+        model_hash = ModelHash.start(spec.model_name_or_path, needed=len(boxes) > 1 and env.local_rank == 0)
         self.precision = choose_precision(spec.bf16, spec.fp16, self.device)
         if self.precision.note:
             self.log(f"note: {self.precision.note}")
@@ -111,6 +115,7 @@ class Worker:
                  f"{len(data.train)} train / {len(data.val)} val examples; world {env.world_size}, "
                  f"plan {[e.samples for e in self.plan.entries]}")
         wait_for_everyone("loaded", STARTUP_TIMEOUT_S, self.launch_token)
+        self._check_fingerprints(model_hash, data.train, data.val, len(boxes))
         ddp_model = self._wrap(model)
         speed = RankSpeed(self.device, env.rank, env.world_size)  # compute time without the all-reduce wait
         if not self.sharded:
@@ -205,6 +210,19 @@ class Worker:
         self.report_hook.install(ddp)
         return ddp
 
+    def _check_fingerprints(self, model_hash: ModelHash, train: list[Any], val: list[Any], boxes: int) -> None:
+        """Refuse to train when the boxes hold different models, data, settings or library versions (issue 10)."""
+        from p2pft.config.job import job_to_dict
+
+        started = time.monotonic()
+        mine = local_fingerprint(node_id=self.env.node_id, model=model_hash.result(), job=job_to_dict(self.spec),
+                                 train=train, val=val)
+        check_same_everywhere(mine, self.device)
+        hashed = f", model hashed in {model_hash.seconds:.2f} s ({model_hash.hashed_bytes:,} bytes read)" \
+            if model_hash.future is not None else ""
+        self.log(f"fingerprints agree on {boxes} box(es): model, data, settings, versions "
+                 f"({(time.monotonic() - started) * 1000:.0f} ms{hashed})")
+
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
 
@@ -254,8 +272,8 @@ class Worker:
         seconds = save_checkpoint(self.checkpoint_dir, model, optimizer, progress, node_id=self.env.node_id,
                                   local_rank=self.env.local_rank, data_order=self.data_order,
                                   scaler=self.precision.scaler)
-        if self.env.local_rank == 0:
-            prune(self.checkpoint_dir, self.spec.save_total_limit)
+        if self.env.local_rank == 0 and os.environ.get(ENV_DAEMON_PRUNES) != "1":   # else the daemon's, from
+            prune(self.checkpoint_dir, self.spec.save_total_limit)                  # every box's holdings
         self.events.emit("checkpoint_committed", step=progress.step)
         self.log(f"checkpoint step-{progress.step} committed ({seconds * 1000:.0f} ms)")
         self.folders.after_commit(model, progress.step)

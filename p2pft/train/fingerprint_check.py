@@ -1,0 +1,108 @@
+"""The fingerprint check at a round's start: every rank sends what it is about to train on (p2pft.train.fingerprint)
+to every other, as a fixed-size uint8 tensor all-gather over the round's process group (no pickle), and every
+rank raises the same FingerprintError on a mismatch, before any step.
+
+The model is hashed on a background thread started before the model loads (hashlib releases the GIL on large
+reads), by each box's local rank 0 only, and only when the round spans more than one box: ranks of one box
+read the same files.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from p2pft.train.digest_cache import DigestCache, default_cache_path
+from p2pft.train.fingerprint import (
+    FINGERPRINT_BYTES,
+    NOT_CHECKED,
+    Fingerprint,
+    FingerprintError,
+    data_digest,
+    decode,
+    encode,
+    mismatch,
+    model_digest,
+    name_digest,
+    package_versions,
+    spec_digest,
+)
+
+BOX_NAME_ENV = "P2PFT_BOX_NAME"   # the daemon's name for this box; a box without one is its hostname
+
+
+def box_name() -> str:
+    return os.environ.get(BOX_NAME_ENV) or socket.gethostname()
+
+
+def resolve_model_dir(name: str) -> Path | None:
+    """The directory the model loads from: the path itself, or the local Hugging Face cache's snapshot."""
+    if Path(name).is_dir():
+        return Path(name)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=name, local_files_only=True))
+    except Exception:   # not in the cache (or no hub name): loading says so in its own words
+        return None
+
+
+@dataclass
+class ModelHash:
+    """The model's digest, computed on a thread while the model loads."""
+    future: Future[bytes] | None
+    started: float
+    seconds: float = 0.0
+    hashed_bytes: int = 0
+
+    @staticmethod
+    def start(name: str, *, needed: bool) -> ModelHash:
+        if not needed:
+            return ModelHash(None, time.monotonic())
+        hashing = ModelHash(None, time.monotonic())
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2pft-model-hash")
+        hashing.future = executor.submit(hashing._digest, name)
+        executor.shutdown(wait=False)
+        return hashing
+
+    def _digest(self, name: str) -> bytes:
+        directory = resolve_model_dir(name)
+        if directory is None:
+            return name_digest(name)
+        cache = DigestCache(default_cache_path())
+        digest = model_digest(directory, cache.digest)
+        cache.save()
+        self.hashed_bytes = cache.hashed_bytes
+        self.seconds = time.monotonic() - self.started
+        return digest
+
+    def result(self) -> bytes:
+        return self.future.result() if self.future is not None else NOT_CHECKED
+
+
+def local_fingerprint(*, node_id: str, model: bytes, job: dict[str, Any], train: list[Any],
+                      val: list[Any]) -> Fingerprint:
+    return Fingerprint(box=box_name(), node_id=node_id, model=model, spec=spec_digest(job),
+                       data=data_digest(train, val), versions=package_versions())
+
+
+def check_same_everywhere(mine: Fingerprint, device: torch.device) -> list[Fingerprint]:
+    """All-gather every rank's fingerprint (a collective: every rank calls it at the same point) and raise the
+    same FingerprintError on every rank when they differ. Returns them, rank order."""
+    raw = torch.tensor(list(encode(mine)), dtype=torch.uint8, device=device)
+    gathered = [torch.empty(FINGERPRINT_BYTES, dtype=torch.uint8, device=device)
+                for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, raw)
+    prints = [decode(bytes(tensor.cpu().tolist())) for tensor in gathered]
+    problem = mismatch(prints)
+    if problem:
+        raise FingerprintError(problem)
+    return prints
