@@ -187,7 +187,7 @@ def describe(view: Any, width: int) -> Any:
         row("Output dir", view.output_dir + (f" (outputs on {name_of(view.outputs_node, names)})"
                                              if view.outputs_node else ""))
         if record.checkpoints:
-            row("Checkpoints", f"{len(set(record.checkpoints))}, newest step {max(record.checkpoints)}")
+            row("Checkpoints", checkpoints_text(record))
         if record.current_round is not None:
             row("Plan", plan_sentence(record.current_round, names, dict(view.rank_speeds)))
             for note in _round_notes(record, names) if view.status == "running" else ():
@@ -198,6 +198,16 @@ def describe(view: Any, width: int) -> Any:
     if record is not None and record.rounds:
         parts += [Text(""), Text("Rounds", style="bold"), rounds_table(record, names, width)]
     return Group(*parts)
+
+
+def checkpoints_text(record: JobRecord) -> str:
+    """How many steps were committed, the newest, and the newest durable one (held complete by enough boxes to
+    survive a box's loss: p2pft.jobs.durability), which the job resumes from at worst."""
+    text = f"{len(set(record.checkpoints))}, newest step {max(record.checkpoints)}"
+    if not record.durable:
+        return text + ", none durable yet"
+    newest = max(record.durable)
+    return text + (" (durable)" if newest == max(record.checkpoints) else f", newest durable step {newest}")
 
 
 def _round_notes(record: JobRecord, names: Mapping[str, str]) -> list[str]:

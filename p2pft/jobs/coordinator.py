@@ -46,7 +46,8 @@ class JobCoordinator:
         self.job_id = job_id
         self.store: StoreProcess | None = None
         self.stop_requested = ""
-        self.fruitless_rounds = 0
+        self._stop_asked = 0.0                      # monotonic time of that graceful stop request
+        self.fruitless: tuple[str, ...] = ()        # failed rounds in a row without a new checkpoint (progress.py)
         self.waiting_since = 0.0
         self.cooldown: dict[str, float] = {}        # node -> monotonic time until which it is left out
         self._poke = asyncio.Event()
@@ -149,7 +150,8 @@ class JobCoordinator:
             waiting_message="" if isinstance(placed, Placed) else placed.message,
             lost=lost, draining=draining, reports=reports, stop_requested=self.stop_requested,
             failure_age_s=self._failure_age(current.round if current else -1, reports),
-            fruitless_rounds=self.fruitless_rounds, now_unix=now_unix,
+            stop_age_s=time.monotonic() - self._stop_asked if self.stop_requested else 0.0,
+            fruitless=self.fruitless, now_unix=now_unix,
             nodes=placed.nodes if isinstance(placed, Placed) else (),
             holdings=self.manager.holdings(self.job_id),
             alive=frozenset(n for n, m in state.members.items() if m.alive),
@@ -235,6 +237,7 @@ class JobCoordinator:
                 self.manager.update_record(replace(record, message=action.reason))
         elif action.kind == "request_stop":
             self.stop_requested = action.reason
+            self._stop_asked = time.monotonic()
             current = self.record.current_round
             log.info("job %s: asking round %d to stop at the next step (%s)", self.job_id,
                      current.round if current else -1, action.reason)
@@ -276,13 +279,7 @@ class JobCoordinator:
         self.takeover = ("", 0.0)
         record = self.record
         previous = record.current_round
-        network_failed = previous is not None and network_failure(
-            self.manager.round_reports(self.job_id, previous.round))
-        if previous is not None and previous.first_step_unix is None and record.status == "running":
-            # A network failure backs off instead: the user may be fixing a firewall; the job waits for them.
-            self.fruitless_rounds += 0 if network_failed else 1
-        elif previous is not None:
-            self.fruitless_rounds = 0
+        if previous is not None and (previous.first_step_unix is not None or record.status != "running"):
             self.network_failures = 0
         state = self.manager.cluster.state
         members, number, resume, holders = planned.members, planned.number, planned.resume_step, planned.holders
@@ -309,6 +306,7 @@ class JobCoordinator:
             record = record.with_round_update(ended_reason=action.reason, late=action.late)
         record = replace(record, status="running", message=action.reason, rounds=(*record.rounds, info))
         self.stop_requested = ""
+        self.fruitless = action.fruitless
         self.manager.update_record(record)
         log.info("job %s: round %d (%s): members %s, world %d, resume from %s", self.job_id, number, action.reason,
                  ",".join(members), info.world_size, resume)

@@ -24,6 +24,7 @@ from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo, RoundOrder
 from p2pft.jobs.paths import JobPaths
 from p2pft.jobs.replication import CheckpointReplicator
 from p2pft.jobs.round_files import AGENT_LOG_TAIL_BYTES, LineCursor, NoRouteWatch
+from p2pft.jobs.stop_timeouts import MEMBER_MARGIN_S, collective_timeout_s, graceful_stop_s
 from p2pft.jobs.submission import own_path
 from p2pft.launch.agent import AgentExit, AgentOutcome, AgentProcess
 from p2pft.launch.contract import STOP_REQUEST_FILE
@@ -37,9 +38,6 @@ from p2pft.transfer.budget import BlobBudgetError
 
 log = logging.getLogger("p2pft.jobs.member")
 POLL_S = 0.2
-# A graceful stop waits for the step in flight and its checkpoint save: at least this long, and more when the
-# round's collective timeout says its steps are slow.
-GRACEFUL_STOP_MIN_S = 120.0
 OUTPUT_EXCLUDE = ("metrics.jsonl", "ledger.jsonl")
 STOP_REQUEST = STOP_REQUEST_FILE
 
@@ -101,21 +99,50 @@ class JobMember:
         return True
 
     async def stop(self, *, graceful: bool = False, leaving: bool = False) -> None:
-        """End the current round here: kill the agent and its workers (or, graceful, wait for the checkpoint)."""
+        """End the current round here: kill the agent and its workers (or, graceful, wait for the checkpoint,
+        and kill them when that takes longer than the round's graceful-stop limit: nothing waits forever)."""
         task = self._task
         if task is None or task.done():
             return
         if graceful and self.request_stop(leaving=leaving):
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(task), timeout=self._graceful_stop_s())
-            return
+            limit = self.graceful_stop_s()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout=limit)
+                return
+            except asyncio.CancelledError:
+                if task.cancelled():
+                    return   # a hard stop (a new round, the job's end) ended it meanwhile
+                raise
+            except TimeoutError:
+                await self._stop_hung(task, limit, leaving)
+                return
+            except Exception:
+                return   # the round's task failed by itself: it is over
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
 
-    def _graceful_stop_s(self) -> float:
-        slow = self.round.collective_timeout_s if self.round is not None else 0.0
-        return max(GRACEFUL_STOP_MIN_S, 2 * slow)
+    def graceful_stop_s(self) -> float:
+        """The coordinator's limit (p2pft.jobs.stop_timeouts) and a margin: it acts first and says why."""
+        if self.record is None or self.round is None:
+            return graceful_stop_s(0.0) + MEMBER_MARGIN_S
+        return graceful_stop_s(collective_timeout_s(self.record, self.round)) + MEMBER_MARGIN_S
+
+    async def _stop_hung(self, task: asyncio.Task[None], limit: float, leaving: bool) -> None:
+        """The graceful stop did not finish: stop the agent at once, and say so to the job's members."""
+        record, info = self.record, self.round
+        if record is None or info is None:
+            return
+        detail = (f"{self.addressing.box_name(self.node_id)}: the graceful stop{' for its drain' if leaving else ''} "
+                  f"did not finish within {limit:.0f} s (a step or a checkpoint save hung); stopped its agent at once")
+        log.warning("job %s round %d: %s", record.job_id, info.round, detail)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        # The round's task sends no exit report once cancelled: this one tells the coordinator the box is out.
+        await self._send(MemberReport(job_id=record.job_id, node_id=self.node_id, round=info.round, term=record.term,
+                                      phase="exited", outcome="failed", detail=detail, stopped_by_us=True,
+                                      leaving=leaving))
 
     async def close(self) -> None:
         await self.stop(graceful=False)

@@ -32,5 +32,6 @@ def real_member(manager: JobsManager) -> MemberRuntime:
     channels_for = transport.channels_for if isinstance(transport, GrpcTransport) else (lambda nodes: [])
     return JobMember(node_id=manager.node_id, state_dir=manager.state_dir, store=manager.store,
                      addressing=manager.addressing, channels_for=channels_for, send_report=manager.send_report,
-                     warm_socket=manager.warm_socket, round_addresses=manager.round_addresses)
+                     warm_socket=manager.warm_socket, round_addresses=manager.round_addresses,
+                     holdings=manager.holdings)
 

@@ -88,6 +88,7 @@ class JobRecord:
     dataset_manifest: dict[str, Any] = field(default_factory=dict)   # Manifest.to_dict of dataset_dir's files
     model_manifest: dict[str, Any] | None = None                     # when the model is a local directory
     checkpoints: tuple[int, ...] = ()    # committed steps seen
+    durable: tuple[int, ...] = ()        # of those, the steps seen complete on enough boxes (jobs.durability)
     last_step: int = 0
     last_loss: float | None = None
     outputs_node: str = ""               # the box whose output dir holds the final outputs
@@ -154,6 +155,7 @@ class MemberReport:
     last_loss: float | None = None
     checkpoints: tuple[int, ...] = ()     # committed steps this box holds complete (all files, verified)
     committed: tuple[int, ...] = ()       # steps the workers committed (files spread over the members)
+    pruned: tuple[int, ...] = ()          # steps this box deleted: no longer in its holdings
     outputs_dir: str = ""                 # set by the box that holds the final outputs
     outputs_manifest: dict[str, Any] | None = None
 
@@ -189,6 +191,7 @@ def record_from_dict(data: dict[str, Any]) -> JobRecord:
         _checked(values, validation.RECORD_FIELDS, "job record")
         values["rounds"] = tuple(_round_from(r) for r in values.get("rounds", ()))
         values["checkpoints"] = tuple(values.get("checkpoints", ()))
+        values["durable"] = tuple(values.get("durable", ()))
         values["warnings"] = tuple(values.get("warnings", ()))
         values["spec"] = _spec_from(values.get("spec"))
         record = JobRecord(**values)
@@ -244,7 +247,7 @@ def report_from_json(text: str) -> MemberReport:
         known = {f.name for f in fields(MemberReport)}
         values = {k: v for k, v in data.items() if k in known}
         _checked(values, validation.REPORT_FIELDS, "member report")
-        for key in ("metrics", "ledger", "checkpoints", "committed"):
+        for key in ("metrics", "ledger", "checkpoints", "committed", "pruned"):
             values[key] = tuple(values.get(key, ()))
         return MemberReport(**values)
     except TypeError as exc:

@@ -3,7 +3,7 @@
 Events are what the box hears about a job (a copy of the record in an order, a share or a reply; a member's
 report). One rule decides which copy wins, `freshness`: the higher term first (a copy of an older term, even one
 that says the job ended, comes from a coordinator that has since been replaced), then ended over running, then
-more rounds. Progress (steps, loss, committed checkpoints) only ever grows, whichever copy wins.
+more rounds. Progress (steps, loss, committed and durable checkpoints) only ever grows, whichever copy wins.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ class RecordSeen:
 
 @dataclass(frozen=True)
 class ReportSeen:
-    """A member's report, with the newest step and loss of the job's metrics after it was added."""
+    """A member's report, with the newest step and loss of the job's metrics after it was added, and the steps
+    durable by the holdings this box knows after it (p2pft.jobs.durability)."""
     report: MemberReport
     newest_step: int
     newest_loss: float | None
+    durable: tuple[int, ...] = ()
 
 
 Event = RecordSeen | ReportSeen
@@ -58,7 +60,8 @@ def _seen(known: JobRecord | None, incoming: JobRecord) -> JobRecord:
     winner, other = (incoming, known) if supersedes(incoming, known) else (known, incoming)
     return replace(winner, last_step=max(known.last_step, incoming.last_step),
                    last_loss=winner.last_loss if winner.last_loss is not None else other.last_loss,
-                   checkpoints=tuple(sorted(set(known.checkpoints) | set(incoming.checkpoints))))
+                   checkpoints=tuple(sorted(set(known.checkpoints) | set(incoming.checkpoints))),
+                   durable=tuple(sorted(set(known.durable) | set(incoming.durable))))
 
 
 def _reported(record: JobRecord, event: ReportSeen) -> JobRecord:
@@ -67,6 +70,8 @@ def _reported(record: JobRecord, event: ReportSeen) -> JobRecord:
                                "last_loss": event.newest_loss if event.newest_loss is not None else record.last_loss}
     if report.committed:
         changes["checkpoints"] = tuple(sorted(set(record.checkpoints) | set(report.committed)))
+    if not set(event.durable) <= set(record.durable):
+        changes["durable"] = tuple(sorted(set(record.durable) | set(event.durable)))
     record = replace(record, **changes)
     current = record.current_round
     if current is None or current.round != report.round or report.term < record.term:

@@ -2,7 +2,9 @@
 store and fetches the others', so losing any one box never loses the newest committed step.
 
 Torch-free (runs inside the daemon). One `CheckpointReplicator` per `JobMember`; the member tells it which
-record and round are current (`follow`), and it reports the steps it made complete here through `send`.
+record and round are current (`follow`) and which steps the round's workers committed (`saw_commits`), and it
+reports the steps it made complete here, and the ones it pruned, through `send`. Pruning during a job is the
+daemon's, not the worker's: from the verified holdings of every box (p2pft.jobs.durability).
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +24,13 @@ from p2pft.formats.checkpoint_index import (
     COMMIT_MARKER,
     committed_steps,
     file_matches,
+    list_steps,
     marker_fingerprint,
     read_manifest,
     step_dir,
     verify_committed,
 )
+from p2pft.jobs.durability import PruneInputs, required_holders, steps_to_prune
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo
 from p2pft.jobs.paths import JobPaths
 from p2pft.transfer import BlobClient, BlobStore, Manifest, TransferPolicy
@@ -35,18 +41,31 @@ log = logging.getLogger("p2pft.jobs.replication")
 TRANSFER_POLICY = TransferPolicy(attempts=6, backoff_initial_s=0.1, backoff_max_s=1.0, call_timeout_s=5.0,
                                  stall_timeout_s=10.0)
 
+PRUNE_EVERY_S = 1.0
+
 ChannelsFor = Callable[[Sequence[str]], list[grpc.aio.Channel]]
 SendReport = Callable[[MemberReport], Awaitable[None]]
+Holdings = Callable[[str], Mapping[str, tuple[int, ...]]]   # job id -> node -> steps it holds complete
+FetchFiles = Callable[[Manifest, Path, Path, list[str]], Awaitable[None]]   # files, into, root, from whom
 
 
 class CheckpointReplicator:
     def __init__(self, *, node_id: str, state_dir: Path, store: BlobStore, channels_for: ChannelsFor,
-                 send: SendReport) -> None:
+                 send: SendReport, holdings: Holdings = lambda job_id: {}, fetch: FetchFiles | None = None) -> None:
         self.node_id = node_id
         self.state_dir = state_dir
         self.store = store
         self.channels_for = channels_for
         self.send = send
+        self.holdings = holdings
+        self.fetch = fetch   # None: from the peers' blob services over gRPC (channels_for)
+        # The newest step the current round's workers wrote here (its resume step until they commit): they never
+        # write at or below it again in this round, so only dirs below it may be pruned.
+        self.frontier: int | None = None
+        # Held by a prune pass and by ensure_checkpoint: a round being prepared fetches its resume step into a dir
+        # that must not be pruned from under it.
+        self._lock = asyncio.Lock()
+        self._pruned_at = 0.0
         self.record: JobRecord | None = None
         self.round: RoundInfo | None = None
         # step -> fingerprint of the marker it was completed for: a step saved again (after a fall-back) has a
@@ -60,9 +79,16 @@ class CheckpointReplicator:
 
     def follow(self, record: JobRecord, info: RoundInfo) -> None:
         """The job's current record and round; starts replicating on the first call."""
+        if self.round is None or (self.round.round, self.round.started_unix) != (info.round, info.started_unix):
+            self.frontier = info.resume_step or 0   # a new round: its workers write the steps after its resume step
         self.record, self.round = record, info
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._replicate_forever(), name="checkpoint replication")
+
+    def saw_commits(self, round_number: int, steps: Sequence[int]) -> None:
+        """The round's workers committed `steps` here (their checkpoint_committed events)."""
+        if self.round is not None and self.round.round == round_number and steps:
+            self.frontier = max(self.frontier or 0, *steps)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -92,6 +118,11 @@ class CheckpointReplicator:
                                 order_marker: dict[str, Any] | None) -> None:
         """Step `step` complete and verified here (fetched from `holders` when missing); `order_marker` is the
         commit marker the round order carries, for a box that never saw this step."""
+        async with self._lock:
+            await self._ensure_checkpoint(step, paths, holders, order_marker)
+
+    async def _ensure_checkpoint(self, step: int, paths: JobPaths, holders: Sequence[str],
+                                 order_marker: dict[str, Any] | None) -> None:
         directory = step_dir(paths.checkpoints, step)
         local = await asyncio.to_thread(read_manifest, directory)
         if order_marker is not None and local is not None and marker_fingerprint(local) != marker_fingerprint(
@@ -108,6 +139,17 @@ class CheckpointReplicator:
             raise RuntimeError(f"checkpoint step-{step}: no commit marker here and none in the round order")
         await self._complete_checkpoint(step, marker, paths, holders)
 
+    async def _fetch_files(self, missing: Manifest, directory: Path, root: Path, sources: Sequence[str],
+                           what: str) -> None:
+        if self.fetch is not None:   # the in-process fault tests' transfers (tests/sim)
+            await self.fetch(missing, directory, root, list(dict.fromkeys(sources)))
+            return
+        channels = self.channels_for(list(dict.fromkeys(sources)))
+        if not channels:
+            raise RuntimeError(f"{what}: {len(missing.files)} files missing and no live holder")
+        client = BlobClient(self.store, channels, TRANSFER_POLICY)
+        await client.fetch_tree(missing, directory, root=root, link=False)
+
     def complete_steps(self, paths: JobPaths) -> list[int]:
         return committed_steps(paths.checkpoints, verify=True)
 
@@ -121,12 +163,8 @@ class CheckpointReplicator:
             lambda: tuple(e for e in manifest.files if not file_matches(directory / e.path, e.size, e.sha256))))
         _check_same_save(directory, step, marker)
         if missing.files:
-            channels = self.channels_for(list(dict.fromkeys(sources)))
-            if not channels:
-                raise RuntimeError(f"checkpoint step-{step}: {len(missing.files)} files missing and no live holder")
-            client = BlobClient(self.store, channels, TRANSFER_POLICY)
             directory.mkdir(parents=True, exist_ok=True)
-            await client.fetch_tree(missing, directory, root=paths.root, link=False)
+            await self._fetch_files(missing, directory, paths.root, sources, f"checkpoint step-{step}")
         _check_same_save(directory, step, marker)
         if not (directory / COMMIT_MARKER).is_file():
             await asyncio.to_thread(_write_marker, directory, marker)
@@ -147,6 +185,7 @@ class CheckpointReplicator:
                     continue
                 try:
                     await self._replicate_once(self.record, self.round)
+                    await self._prune_once(self.record, self.round)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -189,6 +228,34 @@ class CheckpointReplicator:
         except Exception:
             log.exception("job %s: could not deliver a report", record.job_id)
 
+    async def _prune_once(self, record: JobRecord, info: RoundInfo) -> None:
+        """Delete the steps this box no longer needs (p2pft.jobs.durability.steps_to_prune), and tell the others:
+        a pruned step leaves this box's holdings, so no round resumes from it here."""
+        if time.monotonic() - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = time.monotonic()
+        paths = self.paths(record.job_id)
+        async with self._lock:
+            committed = await asyncio.to_thread(committed_steps, paths.checkpoints, verify=False)
+            on_disk = await asyncio.to_thread(list_steps, paths.checkpoints)
+            doomed = steps_to_prune(PruneInputs(
+                committed=tuple(committed), on_disk=tuple(on_disk), limit=record.spec.save_total_limit,
+                holdings=dict(self.holdings(record.job_id)),
+                required=required_holders(record.elastic.get("replication"), len(info.members)),
+                resume_step=info.resume_step, frontier=self.frontier))
+            if not doomed:
+                return
+            await asyncio.to_thread(remove_steps, paths.checkpoints, doomed)
+        for step in doomed:
+            self.replicated.pop(step, None)
+        self._ingested = {key for key in self._ingested if key[0] not in doomed}
+        log.info("job %s: pruned checkpoint step %s here", record.job_id, ", ".join(map(str, doomed)))
+        try:
+            await self.send(MemberReport(job_id=record.job_id, node_id=self.node_id, round=info.round,
+                                         term=record.term, phase="progress", pruned=doomed))
+        except Exception:
+            log.exception("job %s: could not deliver a report", record.job_id)
+
     def _warn_if_over_budget(self, exc: BaseException) -> None:
         """A full store stalls replication until blobs are collected or the budget raised: the user must hear
         it (the other failures of a pass are retried quietly; they heal by themselves)."""
@@ -225,6 +292,15 @@ def over_budget(exc: BaseException | None) -> BlobBudgetError | None:
             return exc
         exc = exc.__cause__
     return None
+
+
+def remove_steps(checkpoints: Path, steps: Sequence[int]) -> None:
+    for step in steps:
+        directory = step_dir(checkpoints, step)
+        # the marker first: a crash midway never leaves a committed-looking partial step
+        with contextlib.suppress(FileNotFoundError):
+            (directory / COMMIT_MARKER).unlink()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _check_same_save(directory: Path, step: int, marker: dict[str, Any]) -> None:

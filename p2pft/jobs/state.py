@@ -22,14 +22,15 @@ from p2pft.jobs.late_members import (
     waits_for_late,
 )
 from p2pft.jobs.model import JobRecord, MemberReport
+from p2pft.jobs.progress import MAX_FRUITLESS_ROUNDS, give_up, next_streak
 from p2pft.jobs.round_plan import RoundPlan, choose_resume, plan_round
+from p2pft.jobs.stop_timeouts import overdue_stop
 from p2pft.membership.coordinator import choose_coordinator
 from p2pft.membership.state import ClusterState
 from p2pft.network.diagnosis import waited_in_vain
 from p2pft.planning.batch_plan import BatchPlanError
 from p2pft.planning.placement import NodePlacement
 
-MAX_FRUITLESS_ROUNDS = 5  # rounds in a row that failed before any step completed -> the job fails
 # After a member reports a network failure that does not name the unreachable address (its store waited for
 # clients in vain), wait this long for the member that could not connect: its report says what to fix.
 ROOT_CAUSE_GRACE_S = 5.0
@@ -42,7 +43,8 @@ REPLICATION_WAIT_S = 15.0
 
 ActionKind = Literal["nothing", "wait", "hold", "start_round", "request_stop", "finish", "fail"]
 
-__all__ = ["Action", "View", "choose_resume", "decide", "job_coordinator", "network_failure", "root_cause"]
+__all__ = ["MAX_FRUITLESS_ROUNDS", "Action", "View", "choose_resume", "decide", "job_coordinator", "network_failure",
+           "root_cause"]
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,9 @@ class View:
     draining: frozenset[str] = frozenset()
     reports: Mapping[str, MemberReport] = field(default_factory=lambda: MappingProxyType({}))  # this round
     stop_requested: str = ""                 # reason, when a graceful stop of this round was asked
+    stop_age_s: float = 0.0                  # since that graceful stop was asked
     failure_age_s: float = 0.0               # since this round's first failed exit report
-    fruitless_rounds: int = 0
+    fruitless: tuple[str, ...] = ()          # failed rounds in a row without a new checkpoint (p2pft.jobs.progress)
     now_unix: float = 0.0
     nodes: tuple[NodePlacement, ...] = ()    # placement's pick in detail (devices); default: one CPU rank each
     holdings: Mapping[str, tuple[int, ...]] = field(default_factory=lambda: MappingProxyType({}))  # verified steps
@@ -78,6 +81,7 @@ class Action:
     round: RoundPlan | None = None           # start_round: everything about the round, decided here
     late: tuple[str, ...] = ()               # start_round: members the ended round's rendezvous waited for in vain
     left_out: tuple[str, ...] = ()           # start_round: members left out for being late (late_members)
+    fruitless: tuple[str, ...] = ()          # start_round: the failed rounds in a row without progress, after this
 
 
 def decide(view: View) -> Action:
@@ -99,7 +103,8 @@ def decide(view: View) -> Action:
     lost = sorted(n for n in current.members if n in view.lost)
     if lost:
         cause = min(view.lost[n] for n in lost)
-        return _start_or_wait(view, f"member {', '.join(lost)} lost", cause)
+        reason = f"member {', '.join(lost)} lost"
+        return _start_or_wait(view, reason, cause, failure=reason)
     failed = sorted(n for n, r in exits.items() if r.outcome == "failed" and not r.stopped_by_us)
     if failed:
         cause = root_cause([exits[n] for n in failed])
@@ -110,14 +115,16 @@ def decide(view: View) -> Action:
                 cause.cause == "network" or waits_for_late(current, cause.detail)):
             # Wait for the report that names the cause, and in a round that never stepped, to see who is late.
             return Action("nothing")
-        if view.fruitless_rounds >= MAX_FRUITLESS_ROUNDS:
-            return Action("fail", f"{view.fruitless_rounds} rounds in a row failed before a step ({cause.detail})")
+        # A box's own error counts towards the bound (p2pft.jobs.progress); a network fault backs off instead.
+        own = [exits[n] for n in failed if exits[n].cause != "network"]
+        failure = f"agent failed on {', '.join(r.node_id for r in own)}: {own[0].detail}" if own else ""
         late = late_members(current, exits, cause.detail)
         if late:
-            return replace(_late_round(view, cause.detail, late), late=late)
+            return replace(_late_round(view, cause.detail, late, failure), late=late)
         if cause.cause == "network":  # the sentence already names the box and the address
-            return _start_or_wait(view, cause.detail, view.now_unix)
-        return _start_or_wait(view, f"agent failed on {', '.join(failed)}: {cause.detail}", view.now_unix)
+            return _start_or_wait(view, cause.detail, view.now_unix, failure=failure)
+        return _start_or_wait(view, f"agent failed on {', '.join(failed)}: {cause.detail}", view.now_unix,
+                              failure=failure)
     if exits and all(r.outcome == "finished" for r in exits.values()) and len(exits) == len(current.members):
         return Action("fail", "every agent finished but none reported the outputs")
     if len(exits) == len(current.members):
@@ -135,7 +142,8 @@ def decide(view: View) -> Action:
             return _start(view, reason, staying, view.now_unix)
         return _start_or_wait(view, reason, view.now_unix)
     if view.stop_requested:
-        return Action("nothing")
+        overdue = overdue_stop(record, current, view.stop_requested, view.stop_age_s, exits)
+        return _start_or_wait(view, overdue, view.now_unix, failure=overdue) if overdue else Action("nothing")
     leaving = sorted(n for n in current.members if n in view.draining)
     if leaving:
         return Action("request_stop", f"member {', '.join(leaving)} drains")
@@ -174,7 +182,7 @@ def network_failure(reports: Mapping[str, MemberReport]) -> bool:
                for r in reports.values())
 
 
-def _late_round(view: View, detail: str, late: tuple[str, ...]) -> Action:
+def _late_round(view: View, detail: str, late: tuple[str, ...], failure: str) -> Action:
     """The next round after a rendezvous timed out waiting for `late`: without the ones late too often, when
     the others are enough for the job; else with everyone again (with a longer join timeout)."""
     leave = to_leave_out(view.record, late)
@@ -182,23 +190,24 @@ def _late_round(view: View, detail: str, late: tuple[str, ...]) -> Action:
     staying = tuple(n for n in view.available if n not in excluded)
     min_nodes = int(view.record.elastic.get("min_nodes") or 1)
     if not leave or len(staying) < min_nodes:
-        return _start_or_wait(view, detail, view.now_unix)
+        return _start_or_wait(view, detail, view.now_unix, failure=failure)
     current = view.record.current_round
     reason = f"{detail}; {leave_out_reason(leave, current.join_timeout_s if current else 0)}"
-    return replace(_start(view, reason, staying, view.now_unix), left_out=leave)
+    return replace(_start(view, reason, staying, view.now_unix, failure), left_out=leave)
 
 
-def _start_or_wait(view: View, reason: str, cause_unix: float) -> Action:
+def _start_or_wait(view: View, reason: str, cause_unix: float, *, failure: str = "") -> Action:
+    """`failure`: what ended the running round, naming the box, when a failure did (p2pft.jobs.progress)."""
     excluded = excluded_now(view.record, view.now_unix)
     available = tuple(n for n in view.available if n not in excluded)
     if len(available) < int(view.record.elastic.get("min_nodes") or 1):
         available = view.available   # too few without them: try everyone again rather than stop
     if available:
-        return _start(view, reason, available, cause_unix)
+        return _start(view, reason, available, cause_unix, failure)
     return Action("wait", view.waiting_message or "waiting for members", cause_unix=cause_unix)
 
 
-def _start(view: View, reason: str, members: tuple[str, ...], cause_unix: float) -> Action:
+def _start(view: View, reason: str, members: tuple[str, ...], cause_unix: float, failure: str = "") -> Action:
     """A round with `members` (in placement's order), planned completely; or why not yet."""
     if view.backoff_s > 0:
         return Action("hold", f"{reason}; next round in {view.backoff_s:.0f} s")
@@ -211,7 +220,12 @@ def _start(view: View, reason: str, members: tuple[str, ...], cause_unix: float)
                           speeds=view.speeds, reason=reason, slowest_step_s=view.slowest_step_s)
     except BatchPlanError as exc:
         return Action("wait", f"waiting: {exc}", cause_unix=cause_unix)
-    return Action("start_round", reason, plan.members, cause_unix, round=plan)
+    ended = view.record.current_round if view.record.status == "running" and not view.takeover else None
+    streak = next_streak(view.fruitless, ended, plan.resume_step, failure)
+    final = give_up(streak, plan.resume_step)
+    if final is not None:
+        return Action("fail", final)
+    return Action("start_round", reason, plan.members, cause_unix, round=plan, fruitless=streak)
 
 
 def _replication_pending(view: View) -> bool:

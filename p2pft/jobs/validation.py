@@ -96,8 +96,8 @@ RECORD_FIELDS: dict[str, Check] = {
     "coordinator": _node_id, "term": _int_in(0, MAX_TERM), "status": _word, "message": _str,
     "submitted_unix": _number, "ended_unix": _optional(_number), "rounds": _list_of(_dict),
     "dataset_manifest": _dict, "model_manifest": _optional(_dict), "checkpoints": _list_of(_STEP),
-    "last_step": _STEP, "last_loss": _optional(_loss), "outputs_node": _node_id, "outputs_dir": _path,
-    "outputs_manifest": _optional(_dict), "warnings": _list_of(_str),
+    "durable": _list_of(_STEP), "last_step": _STEP, "last_loss": _optional(_loss), "outputs_node": _node_id,
+    "outputs_dir": _path, "outputs_manifest": _optional(_dict), "warnings": _list_of(_str),
 }
 
 MAX_LINE_KEYS = 256               # a metrics or ledger line: step, loss, lr, eval values, ...
@@ -117,7 +117,7 @@ REPORT_FIELDS: dict[str, Check] = {
     "stopped_by_us": lambda v: isinstance(v, bool), "leaving": lambda v: isinstance(v, bool),
     "metrics": _list_of(_LINE), "ledger": _list_of(_LINE), "first_step_unix": _optional(_number),
     "first_step": _optional(_STEP), "last_step": _optional(_STEP), "last_loss": _optional(_loss),
-    "checkpoints": _list_of(_STEP), "committed": _list_of(_STEP), "outputs_dir": _path,
+    "checkpoints": _list_of(_STEP), "committed": _list_of(_STEP), "pruned": _list_of(_STEP), "outputs_dir": _path,
     "outputs_manifest": _optional(_dict),
 }
 

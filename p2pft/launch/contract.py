@@ -23,3 +23,6 @@ ENV_JOB_ID = "P2PFT_JOB_ID"
 ENV_ROUND = "P2PFT_ROUND"
 ENV_RUN_DIR = "P2PFT_RUN_DIR"
 ENV_CHECKPOINT_DIR = "P2PFT_CHECKPOINT_DIR"
+# "1": the daemon prunes old checkpoint steps from every box's verified holdings (p2pft.jobs.durability); the
+# worker must not delete steps itself. Unset (`p2pft run`, a worker started by hand): the worker prunes.
+ENV_DAEMON_PRUNES = "P2PFT_DAEMON_PRUNES"

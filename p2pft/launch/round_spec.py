@@ -14,7 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from p2pft.launch.contract import ENV_CHECKPOINT_DIR, ENV_JOB_ID, ENV_NODE_ID, ENV_ROUND, ENV_RUN_DIR
+from p2pft.launch.contract import (
+    ENV_CHECKPOINT_DIR,
+    ENV_DAEMON_PRUNES,
+    ENV_JOB_ID,
+    ENV_NODE_ID,
+    ENV_ROUND,
+    ENV_RUN_DIR,
+)
 
 DEFAULT_WORKER_MODULE = "p2pft.train"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -168,6 +175,7 @@ def build_agent_command(r: RoundLaunch) -> tuple[list[str], dict[str, str]]:
             ENV_ROUND: str(r.round),
             ENV_RUN_DIR: str(r.run_dir),
             ENV_CHECKPOINT_DIR: str(r.checkpoint_dir),
+            ENV_DAEMON_PRUNES: "1",
             "OMP_NUM_THREADS": str(r.omp_num_threads),
             "PYTHONUNBUFFERED": "1",
         }

@@ -133,6 +133,9 @@ class SimMember:
         first_unix: float | None = None
         while self.step < max_steps:
             await asyncio.sleep(STEP_S)
+            if self.node_id in self.net.hung:
+                stuck_since = None
+                continue
             if not self._can_step(info):
                 stuck_since = stuck_since or time.monotonic()
                 if time.monotonic() - stuck_since > COLLECTIVE_TIMEOUT_S and self.node_id not in self.net.paused:
@@ -147,6 +150,11 @@ class SimMember:
             first_unix = first_unix or now
             self.net.steps.add(Step(time.monotonic(), self.node_id, record.term, info.round, info.coordinator, step))
             commit = step % SAVE_STEPS == 0 or self._stop_asked or step >= max_steps
+            if commit and self.node_id in self.net.save_fails:
+                detail, cause = self.net.save_fails[self.node_id]
+                await send(replace(base, phase="exited", outcome="failed", detail=detail, cause=cause))
+                return
+            commit = commit and not any(n in self.net.save_fails for n in info.members)
             line: dict[str, Any] = {"step": step, "loss": 1.0 / step, "coordinator": info.coordinator,
                                     "term": record.term,
                                     "speeds": [{"node_id": n, "local_rank": 0,

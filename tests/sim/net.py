@@ -65,6 +65,11 @@ class SimNet:
     outputs_on_every_node: bool = True
     finish_delay_s: dict[str, float] = field(default_factory=dict)
     die_after_finish: set[str] = field(default_factory=set)
+    # Issue 10's bounded failure: boxes whose checkpoint saves fail (node -> (detail, cause) of their exit report;
+    # no step is committed then, as DCP commits only once every rank saved), and boxes whose workers make no
+    # progress at all while listed (a hung step or save: no step, no report, no exit, no collective timeout).
+    save_fails: dict[str, tuple[str, str]] = field(default_factory=dict)
+    hung: set[str] = field(default_factory=set)
     messages: int = 0
 
     def __post_init__(self) -> None:

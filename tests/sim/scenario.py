@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from p2pft.config.job import job_to_dict
 from p2pft.jobs.model import JobRecord
@@ -17,10 +18,12 @@ from tests.specs import job_spec
 TIMEOUT_S = 30.0
 
 
-async def submit(net: SimNet, node: str, *, steps: int = 60, job_id: str = "job-sim", min_nodes: int = 1) -> str:
+async def submit(net: SimNet, node: str, *, steps: int = 60, job_id: str = "job-sim", min_nodes: int = 1,
+                 elastic: dict[str, Any] | None = None) -> str:
+    """`elastic`: more of the job's `p2pft:` settings."""
     manager = net.managers[node]
     output_dir = net.root / "out" / job_id
-    spec = job_spec({"min_nodes": min_nodes}, max_steps=steps, output_dir=str(output_dir))
+    spec = job_spec({"min_nodes": min_nodes, **(elastic or {})}, max_steps=steps, output_dir=str(output_dir))
     record_submission(manager.state_dir, job_id, job_to_dict(spec))
     manager.update_record(JobRecord(job_id=job_id, spec=spec, submitter=node, coordinator=node,
                                     submitted_unix=time.time()))

@@ -68,7 +68,7 @@ def test_failed_agent_restarts_but_gives_up_after_fruitless_rounds() -> None:
     reports = MappingProxyType({"b": exited("b", "failed")})
     assert decide(View(record(), available=("a", "b"), reports=reports)).kind == "start_round"
     assert decide(View(record(), available=("a", "b"), reports=reports,
-                       fruitless_rounds=MAX_FRUITLESS_ROUNDS)).kind == "fail"
+                       fruitless=("round 0: x",) * (MAX_FRUITLESS_ROUNDS - 1))).kind == "fail"
     ours = MappingProxyType({"b": exited("b", "failed", by_us=True)})
     assert decide(View(record(), available=("a", "b"), reports=ours)).kind == "nothing"
 
