@@ -20,6 +20,7 @@ from p2pft.jobs.quorum import quorum
 from p2pft.jobs.speed_cache import device_names
 from p2pft.jobs.speeds import planning_speeds, slowest_recent_step
 from p2pft.jobs.state import REPLAN_THRESHOLD, Action, View, decide, network_failure
+from p2pft.jobs.store_admission import admit_round
 from p2pft.jobs.store_process import StoreProcess
 from p2pft.jobs.submission import output_target
 from p2pft.network.routes import NoReachableAddress
@@ -296,6 +297,8 @@ class JobCoordinator:
                      "reach (see `p2pft doctor`)"
             self.manager.update_record(replace(record, status="waiting", message=reason))
             return
+        if self.store is not None:   # the members' addresses pass the store's front before any order goes out
+            await admit_round(self.store, self.job_id, number, addresses, self.manager.reports)
         info = RoundInfo(round=number, reason=action.reason, coordinator=self.manager.node_id, members=members,
                          addresses=addresses, plan=plan_to_json(plan), store=store,
                          resume_step=resume, holders=holders, resume_marker=marker, started_unix=time.time(),

@@ -102,7 +102,9 @@ class JobsManager:
     def new_store_process(self, directory: Path) -> StoreProcess:
         if self._store_factory is not None:
             return self._store_factory(directory)
-        return StoreProcess(self.addressing.store_client_host(), directory, self.addressing.settings.store_ports)
+        settings = self.addressing.settings
+        return StoreProcess(self.addressing.store_client_host(), directory, settings.store_ports,
+                            listen="" if self.addressing.listens_everywhere else settings.listen_host)
 
     def new_member(self) -> MemberRuntime:
         return self._member_factory(self)

@@ -14,7 +14,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+CLOSED_AT_ONCE = "closed at once"
 ERRORS = (
+    # torch's store client when the other side hangs up before answering: the store's front refusing an
+    # address it does not admit (p2pft.launch.store_front). First: torch's retry lines say "timed out" too.
+    ("connection was likely closed", CLOSED_AT_ONCE),
     ("network is unreachable", "no route to that network"),
     ("no route to host", "no route to that host"),
     ("connection refused", "connection refused"),
@@ -150,6 +154,11 @@ def explain(box: str, log_text: str, round_addresses: RoundAddresses) -> str | N
     if found.address == round_addresses.store or (
             found.host == round_addresses.store.rpartition(":")[0].strip("[]")
             and str(found.port) == round_addresses.store.rpartition(":")[2]):
+        if found.error == CLOSED_AT_ONCE:
+            return (f"{box} reached the job's rendezvous store {found.address} on {round_addresses.coordinator} "
+                    "but was turned away: the store admits only the addresses its coordinator has for the "
+                    f"round's members, and {box} came from another one ({round_addresses.coordinator}'s "
+                    "store.log names it); check the address each box shows for the other in `p2pft doctor`")
         return (f"{box} could not reach the job's rendezvous store {found.address} on "
                 f"{round_addresses.coordinator} ({found.error}); check that {round_addresses.coordinator} "
                 "accepts TCP on its store ports (store_ports, default 47342-47391) from this box: firewall, or "

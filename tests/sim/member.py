@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,9 @@ class SimStore:
 
     async def stop(self) -> None:
         return None
+
+    def admit(self, round_number: int, hosts: Iterable[str]) -> None:
+        self.admitted = (round_number, sorted(hosts))
 
 
 class SimMember:

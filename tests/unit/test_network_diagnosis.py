@@ -96,3 +96,19 @@ def test_workers_store_unreachable_names_its_owner_and_no_route_is_never_transie
     refused = find_unreachable("TCP client failed to connect/validate to host 10.0.0.1:5 - retrying: "
                                "connection refused")
     assert refused is not None and not never_transient(refused)
+
+
+def test_a_member_turned_away_by_the_store_front_is_told_so() -> None:
+    # torch 2.13's store client when the front closes a connection it does not admit (p2pft.launch.store_front).
+    log = ("[W1202 09:13:52 TCPStore.cpp:125] [c10d] recvValue failed on SocketImpl(fd=7, "
+           "addr=[::ffff:10.0.0.2]:52724, remote=[::ffff:10.0.0.1]:47342): Failed to recv, got 0 bytes. "
+           "Connection was likely closed. Did the remote server shutdown or crash?\n"
+           "[W1202 09:13:52 TCPStore.cpp:340] [c10d] TCP client failed to connect/validate to host 10.0.0.1:47342 - "
+           "retrying (try=0, timeout=60000ms, delay=658ms): Failed to recv, got 0 bytes. Connection was likely "
+           "closed. Did the remote server shutdown or crash?")
+    text = explain("box-b", log, ROUND)
+    assert text is not None
+    assert text.startswith("box-b reached the job's rendezvous store 10.0.0.1:47342 on box-a but was turned away")
+    assert "store.log" in text
+    timed_out = explain("box-b", STORE_TIMEOUT, ROUND)
+    assert timed_out is not None and "turned away" not in timed_out
