@@ -21,6 +21,7 @@ from p2pft.formats.checkpoint_index import read_manifest, step_dir
 from p2pft.jobs.addressing import AddressSettings, RoundAddressing
 from p2pft.jobs.coordinator import JobCoordinator
 from p2pft.jobs.draining import Draining
+from p2pft.jobs.durability import durable_steps, required_holders
 from p2pft.jobs.ending import JobEnding
 from p2pft.jobs.member_runtime import MemberRuntime, real_member
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo, RoundOrder, new_job_id, record_to_json
@@ -145,6 +146,12 @@ class JobsManager:
     def holdings(self, job_id: str) -> dict[str, tuple[int, ...]]:
         return {n: tuple(sorted(s)) for n, s in self._holdings.get(job_id, {}).items()}
 
+    def durable(self, record: JobRecord) -> tuple[int, ...]:
+        """The steps enough boxes hold complete, by the reports this box has (p2pft.jobs.durability)."""
+        current = record.current_round
+        required = required_holders(record.elastic.get("replication"), len(current.members) if current else 1)
+        return durable_steps(self.holdings(record.job_id), required)
+
     def checkpoint_marker(self, job_id: str, step: int) -> dict[str, Any] | None:
         return read_manifest(step_dir(JobPaths.of(self.state_dir, job_id).checkpoints, step))
 
@@ -257,8 +264,10 @@ class JobsManager:
         book.add("ledger", report.ledger)
         measured = speeds_in_lines(item["line"] for item in report.metrics if isinstance(item.get("line"), dict))
         self.speeds.seen(record, job_id, measured)
-        if report.checkpoints:
-            self._holdings.setdefault(job_id, {}).setdefault(report.node_id, set()).update(report.checkpoints)
+        if report.checkpoints or report.pruned:
+            held = self._holdings.setdefault(job_id, {}).setdefault(report.node_id, set())
+            held.update(report.checkpoints)
+            held.difference_update(report.pruned)   # gone from that box: no round may resume from it there
         if report.phase and report.phase != "progress" and report_counts(record, report):
             slot = self.reports.setdefault((job_id, report.round), {})
             previous = slot.get(report.node_id)
@@ -267,7 +276,7 @@ class JobsManager:
         if record is None:
             return
         step, loss = book.newest_step()
-        updated = apply(record, ReportSeen(report, step, loss))
+        updated = apply(record, ReportSeen(report, step, loss, self.durable(record)))
         if updated is not None:
             self.records[job_id] = updated   # progress: persisted with the next decision, not every line
         self._changed.set()

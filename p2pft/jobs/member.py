@@ -22,7 +22,7 @@ from p2pft.jobs.addressing import RoundAddressing
 from p2pft.jobs.exit_report import failed_exit
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo, RoundOrder
 from p2pft.jobs.paths import JobPaths
-from p2pft.jobs.replication import CheckpointReplicator
+from p2pft.jobs.replication import CheckpointReplicator, Holdings
 from p2pft.jobs.round_files import AGENT_LOG_TAIL_BYTES, LineCursor, NoRouteWatch
 from p2pft.jobs.stop_timeouts import MEMBER_MARGIN_S, collective_timeout_s, graceful_stop_s
 from p2pft.jobs.submission import own_path
@@ -49,7 +49,8 @@ class JobMember:
     def __init__(self, *, node_id: str, state_dir: Path, store: BlobStore, addressing: RoundAddressing,
                  channels_for: ChannelsFor, send_report: SendReport, base_env: dict[str, str] | None = None,
                  warm_socket: Callable[[], Awaitable[str | None]] | None = None,
-                 round_addresses: Callable[[JobRecord, RoundInfo], RoundAddresses] | None = None) -> None:
+                 round_addresses: Callable[[JobRecord, RoundInfo], RoundAddresses] | None = None,
+                 holdings: Holdings = lambda job_id: {}) -> None:
         self.node_id = node_id
         self.state_dir = state_dir
         self.store = store
@@ -66,7 +67,7 @@ class JobMember:
         self.last_exit: AgentExit | None = None
         self.leaving_round: int | None = None   # the round this box stopped because it drains
         self.replication = CheckpointReplicator(node_id=node_id, state_dir=state_dir, store=store,
-                                                channels_for=channels_for, send=send_report)
+                                                channels_for=channels_for, send=send_report, holdings=holdings)
 
     def paths(self, job_id: str) -> JobPaths:
         return JobPaths.of(self.state_dir, job_id)
@@ -282,6 +283,7 @@ class JobMember:
             return False
         steps = [e for e in new_events if e.event == "step_completed" and e.step is not None]
         commits = [e.step for e in new_events if e.event == "checkpoint_committed" and e.step is not None]
+        self.replication.saw_commits(round_number, commits)   # the workers never write at or below these again
         report = replace(base, phase="progress", metrics=tuple(metric_lines), ledger=tuple(ledger_lines),
                          first_step_unix=steps[0].time if steps else None,
                          first_step=steps[0].step if steps else None,

@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from p2pft.config.job import parse_job
 from p2pft.formats.checkpoint_index import prune, step_dir
-from p2pft.launch.contract import EXIT_STOPPED_ON_REQUEST, STOP_REQUEST_FILE
+from p2pft.launch.contract import ENV_DAEMON_PRUNES, EXIT_STOPPED_ON_REQUEST, STOP_REQUEST_FILE
 from p2pft.planning.batch_plan import BatchPlan, plan_from_json, plan_to_json
 from p2pft.train import fsdp
 from p2pft.train.allreduce_hook import ReportingAllReduce
@@ -272,8 +272,8 @@ class Worker:
         seconds = save_checkpoint(self.checkpoint_dir, model, optimizer, progress, node_id=self.env.node_id,
                                   local_rank=self.env.local_rank, data_order=self.data_order,
                                   scaler=self.precision.scaler)
-        if self.env.local_rank == 0:
-            prune(self.checkpoint_dir, self.spec.save_total_limit)
+        if self.env.local_rank == 0 and os.environ.get(ENV_DAEMON_PRUNES) != "1":   # else the daemon's, from
+            prune(self.checkpoint_dir, self.spec.save_total_limit)                  # every box's holdings
         self.events.emit("checkpoint_committed", step=progress.step)
         self.log(f"checkpoint step-{progress.step} committed ({seconds * 1000:.0f} ms)")
         self.folders.after_commit(model, progress.step)
