@@ -36,11 +36,14 @@ from p2pft.train.fingerprint import (
     spec_digest,
 )
 
-BOX_NAME_ENV = "P2PFT_BOX_NAME"   # the daemon's name for this box; a box without one is its hostname
+BOX_NAME_ENV = "P2PFT_BOX_NAME"   # this box's name for people
+DAEMON_NAME_ENV = "P2PFT_NAME"    # the daemon's name setting, when given through its environment (workers inherit it)
 
 
 def box_name() -> str:
-    return os.environ.get(BOX_NAME_ENV) or socket.gethostname()
+    """The name the mesh knows this box by: the daemon's default is the short hostname (daemon/settings.py)."""
+    return (os.environ.get(BOX_NAME_ENV) or os.environ.get(DAEMON_NAME_ENV)
+            or socket.gethostname().split(".")[0] or "?")
 
 
 def resolve_model_dir(name: str) -> Path | None:
