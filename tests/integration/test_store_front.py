@@ -4,7 +4,9 @@ A real `python -m p2pft.launch.store` started by the daemon's own StoreProcess; 
 "box" at another loopback address is a client whose connection arrives from that address (tests.source_relay).
 The store itself must listen on loopback only; an admitted member's client works through the front; a stranger's
 connection is closed at once and never reaches the store (its key never appears); the admitted set follows the
-round without restarting the store.
+round without restarting the store. One store serves the module (it imports torch: seconds); each test admits
+what it needs, uses addresses of its own (the front logs an address once per 10 minutes) and reads only the log
+lines written since it began.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import socket
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import psutil
 import pytest
@@ -26,12 +27,9 @@ from tests.source_relay import SourceRelay
 
 pytestmark = pytest.mark.slow
 
-MEMBER, STRANGER = "127.0.0.3", "127.0.0.2"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[StoreProcess]:
-    process = StoreProcess("127.0.0.1", tmp_path / "store")
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreProcess]:
+    process = StoreProcess("127.0.0.1", tmp_path_factory.mktemp("front") / "store")
     loop = asyncio.new_event_loop()
     loop.run_until_complete(process.start())
     try:
@@ -41,12 +39,23 @@ def store(tmp_path: Path) -> Iterator[StoreProcess]:
         loop.close()
 
 
+LOG_START: dict[int, int] = {}   # id(store) -> length of its log when the current test began
+
+
+@pytest.fixture
+def store(shared_store: StoreProcess) -> StoreProcess:
+    shared_store.admitted_file.unlink(missing_ok=True)   # no round admitted: this box only
+    LOG_START[id(shared_store)] = len((shared_store.directory / "store.log").read_text())
+    return shared_store
+
+
 def client(port: int, timeout_s: float = 10.0) -> TCPStore:
     return TCPStore("127.0.0.1", port, is_master=False, timeout=timedelta(seconds=timeout_s))
 
 
 def store_log(process: StoreProcess) -> str:
-    return (process.directory / "store.log").read_text()
+    """What the store wrote since the test began."""
+    return (process.directory / "store.log").read_text()[LOG_START.get(id(process), 0):]
 
 
 def ready_info(process: StoreProcess) -> dict[str, int]:
@@ -69,9 +78,9 @@ def closed_at_once(source_ip: str, port: int) -> bool:
 
 
 def test_store_listens_on_loopback_only_behind_the_front(store: StoreProcess) -> None:
-    assert closed_at_once(MEMBER, store.port)       # before any round: this box only
+    assert closed_at_once("127.0.0.5", store.port)       # before any round: this box only
     assert client(store.port).num_keys() >= 0
-    assert f"refused a connection from {MEMBER}: no round admitted yet" in store_log(store)
+    assert "refused a connection from 127.0.0.5: no round admitted yet" in store_log(store)
     info = ready_info(store)
     assert info["port"] == store.port and info["store_port"] not in (0, store.port)
     listening = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(info["pid"]).net_connections("tcp")
@@ -81,8 +90,9 @@ def test_store_listens_on_loopback_only_behind_the_front(store: StoreProcess) ->
 
 
 def test_member_passes_and_stranger_never_reaches_the_store(store: StoreProcess) -> None:
-    store.admit(1, [MEMBER])
-    member_relay, stranger_relay = (SourceRelay(ip, ("127.0.0.1", store.port)) for ip in (MEMBER, STRANGER))
+    member_ip, stranger_ip = "127.0.0.3", "127.0.0.2"
+    store.admit(1, [member_ip])
+    member_relay, stranger_relay = (SourceRelay(ip, ("127.0.0.1", store.port)) for ip in (member_ip, stranger_ip))
     try:
         member = client(member_relay.port)
         member.set("from-member", "yes")
@@ -93,7 +103,7 @@ def test_member_passes_and_stranger_never_reaches_the_store(store: StoreProcess)
             client(stranger_relay.port, timeout_s=3.0).set("from-stranger", "pwned")
         assert time.monotonic() - started < 10.0
         for _ in range(5):
-            assert closed_at_once(STRANGER, store.port)
+            assert closed_at_once(stranger_ip, store.port)
         assert not member.check(["from-stranger"]), "the stranger's key reached the store"
         local = client(store.port)      # this box (127.0.0.1) is always admitted
         assert local.get("from-member") == b"yes"
@@ -102,19 +112,20 @@ def test_member_passes_and_stranger_never_reaches_the_store(store: StoreProcess)
         stranger_relay.close()
     log = store_log(store)
     refusals = [line for line in log.splitlines() if "refused a connection" in line]
-    assert len(refusals) == 1 and f"from {STRANGER}: not a member of round 1" in refusals[0], log
+    assert len(refusals) == 1 and f"from {stranger_ip}: not a member of round 1" in refusals[0], log
 
 
 def test_admitted_set_follows_the_round(store: StoreProcess) -> None:
-    store.admit(1, [MEMBER])
-    assert not closed_at_once(MEMBER, store.port)
-    store.admit(2, [STRANGER, "10.9.8.7"])     # a new round: 127.0.0.3 left, 127.0.0.2 joined
-    assert closed_at_once(MEMBER, store.port)
-    relay = SourceRelay(STRANGER, ("127.0.0.1", store.port))
+    leaving, joining = "127.0.0.6", "127.0.0.7"
+    store.admit(1, [leaving])
+    assert not closed_at_once(leaving, store.port)
+    store.admit(2, [joining, "10.9.8.7"])     # a new round: one box left, another joined
+    assert closed_at_once(leaving, store.port)
+    relay = SourceRelay(joining, ("127.0.0.1", store.port))
     try:
         joined = client(relay.port)
         joined.set("round-2", "ok")
         assert client(store.port).get("round-2") == b"ok"
     finally:
         relay.close()
-    assert f"refused a connection from {MEMBER}: not a member of round 2" in store_log(store)
+    assert f"refused a connection from {leaving}: not a member of round 2" in store_log(store)
