@@ -27,7 +27,9 @@ class Draining:
         self._gpu_free_since: float | None = None
 
     async def drain(self) -> list[str]:
-        """Leave every job gracefully: checkpoint at the next step boundary, wait until the others went on."""
+        """Leave every job gracefully: checkpoint at the next step boundary, wait until the others went on. Both
+        waits are bounded: a graceful stop that does not finish kills the round (`JobMember.stop`,
+        p2pft.jobs.stop_timeouts), and serving the next round lasts at most DRAIN_SERVE_S."""
         manager = self.manager
         self.draining = True
         if manager.cluster.state.me.state != "draining":

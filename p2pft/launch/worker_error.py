@@ -108,7 +108,9 @@ def describe_error(error: WorkerError) -> str:
         extras.append(f"micro-batch {context['micro_batch_size']}")
     if "sequence_length" in context:
         extras.append(f"sequence length {context['sequence_length']}")
-    if extras and error.type.endswith("OutOfMemoryError"):
+    if context.get("saving") and "step" in context:
+        text += f" (rank {error.rank}, while saving step {context['step']})"
+    elif extras and error.type.endswith("OutOfMemoryError"):
         text += f" (rank {error.rank}, {', '.join(extras)})"
     elif extras:
         text += f" (rank {error.rank}, {extras[0]})"

@@ -269,6 +269,9 @@ class Worker:
                                for rank, ids in enumerate(gathered)])
 
     def _save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: Progress) -> None:
+        # A failure from here on says "while saving step N" (a full disk, a slow save's collective timeout): the
+        # coordinator counts rounds that never commit, and its message names what went wrong where.
+        step_context, self.failure_context = self.failure_context, {"step": progress.step, "saving": True}
         seconds = save_checkpoint(self.checkpoint_dir, model, optimizer, progress, node_id=self.env.node_id,
                                   local_rank=self.env.local_rank, data_order=self.data_order,
                                   scaler=self.precision.scaler)
@@ -277,6 +280,7 @@ class Worker:
         self.events.emit("checkpoint_committed", step=progress.step)
         self.log(f"checkpoint step-{progress.step} committed ({seconds * 1000:.0f} ms)")
         self.folders.after_commit(model, progress.step)
+        self.failure_context = step_context
         _maybe_exit_after_commit(progress.step)
 
     def _evaluate(self, model: torch.nn.Module, val: list[Any], pad_id: int, recorder: RunRecorder,

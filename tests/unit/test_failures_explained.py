@@ -51,6 +51,8 @@ def test_the_worker_classifies_data_errors_as_deterministic_and_keeps_an_ooms_mi
     assert not oom.deterministic
     assert describe_error(oom) == ("OutOfMemoryError: CUDA out of memory (rank 3, step 12, micro-batch 8, "
                                    "sequence length 1024)")
+    saving = classify(OSError(28, "No space left on device"), rank=1, node_id="n", context={"step": 10, "saving": True})
+    assert describe_error(saving) == "OSError: [Errno 28] No space left on device (rank 1, while saving step 10)"
     gloo = classify(RuntimeError("[/w/gloo/transport/tcp/pair.cc:553] Connection closed by peer [10.0.0.2]:8933. "
                                  "This is typically caused by a remote worker crashing. Check the logs ..."),
                     rank=0, node_id="n", context={})
