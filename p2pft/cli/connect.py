@@ -1,4 +1,5 @@
-"""Shared by the CLI commands that talk to a daemon: find credentials and the target, run one async call."""
+"""Shared by the CLI commands that talk to a daemon: find the target (this box's daemon's local socket, else its
+TLS address with this box's certificate), run one async call."""
 
 from __future__ import annotations
 
@@ -39,26 +40,59 @@ def client_state_dir(args: argparse.Namespace) -> Path:
     return state_dir
 
 
-def daemon_target(args: argparse.Namespace) -> tuple[str, Any]:
-    """(address of this box's daemon, this box's credentials), or a one-line CliError saying what to do."""
+def local_socket_target(args: argparse.Namespace, state_dir: Path) -> str | None:
+    """`unix:<state-dir>/p2pftd.sock` when the CLI talks to its own box's daemon and that daemon serves its local
+    socket; None for --daemon/P2PFT_DAEMON (another box, or TLS on purpose) and for a daemon without the socket
+    (an older release, a state dir path too long for a socket): those keep the TLS path."""
     from p2pft.cli.shared_access import no_access_hint
+    from p2pft.daemon.state_dir import local_socket_path
+    from p2pft.rpc.client import DAEMON_ENV
+
+    if getattr(args, "daemon", None) or os.environ.get(DAEMON_ENV):
+        return None
+    path = local_socket_path(state_dir)
+    try:
+        if not path.exists():
+            return None
+    except PermissionError:
+        raise CliError(no_access_hint(state_dir)) from None
+    if not os.access(path, os.R_OK | os.W_OK):   # connecting needs write access to the socket file
+        raise CliError(no_access_hint(state_dir))
+    return f"unix:{path}"
+
+
+def daemon_target(args: argparse.Namespace) -> tuple[str, Any]:
+    """(this box's daemon, this box's credentials), or a one-line CliError saying what to do. The daemon's local
+    socket when it has one (credentials None: the CLI needs no key then), else its TLS address and this box's
+    certificate."""
     from p2pft.security.credentials import CredentialsError, load_credentials
 
     state_dir = client_state_dir(args)
+    local = local_socket_target(args, state_dir)
+    if local is not None:
+        return local, None
     try:
         credentials = load_credentials(state_dir)
         target = resolve_daemon_target(getattr(args, "daemon", None), state_dir)
     except PermissionError:
-        raise CliError(no_access_hint(state_dir)) from None
+        raise CliError(_denied(state_dir)) from None
     except CredentialsError as exc:
         if "Permission denied" in str(exc):
-            raise CliError(no_access_hint(state_dir)) from None
+            raise CliError(_denied(state_dir)) from None
         raise CliError(str(exc)) from None
     if not target:
         raise CliError(f"no daemon address: {state_dir}/daemon.addr is missing (is p2pftd running with this state "
                        "dir?); start it (sudo systemctl start p2pftd), or pass --daemon HOST:PORT or set "
                        "P2PFT_DAEMON")
     return target, credentials
+
+
+def _denied(state_dir: Path) -> str:
+    """The key could not be read: a user outside the state dir's group, or one inside it whose daemon has no
+    socket (stopped, or older than this CLI)."""
+    from p2pft.cli.shared_access import no_access_hint, no_daemon_socket_hint
+
+    return no_daemon_socket_hint(state_dir) if os.access(state_dir, os.R_OK | os.X_OK) else no_access_hint(state_dir)
 
 
 def call_daemon(args: argparse.Namespace, fn: Callable[..., Awaitable[T]]) -> T:

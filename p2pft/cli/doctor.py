@@ -35,6 +35,10 @@ from p2pft.cli.doctor_checks import (
     summary,
 )
 
+# The CLI of the state dir's group talks to its daemon on the local socket; dialling a peer needs this box's key.
+NOT_PROBED = ("peers are probed with this box's certificate, and tls/node.key is readable by the daemon's user "
+              "only")
+
 
 def render_text(findings: Sequence[Finding], survey: Survey) -> str:
     width = max((len(f.box) for f in findings), default=0)
@@ -118,7 +122,7 @@ async def _our_collective(host: str, me: BoxFacts, interfaces: Sequence[Interfac
 
 
 async def _probe_peer(node: Any, me: BoxFacts, our_grpc: str, interfaces: Sequence[Interface],
-                      credentials: Credentials, timeout_s: float) -> PeerReport:
+                      credentials: Credentials | None, timeout_s: float) -> PeerReport:
     import grpc
 
     from p2pft.daemon.probe import dial
@@ -129,6 +133,8 @@ async def _probe_peer(node: Any, me: BoxFacts, our_grpc: str, interfaces: Sequen
     address, lost = node.peer.address, node.state in ("lost", "left")  # a box stopped cleanly blocks nothing either
     if not address:
         return PeerReport(facts_from_status(node), "", lost, rpc_error="its address is unknown to this daemon")
+    if credentials is None:
+        return PeerReport(facts_from_status(node), address, lost, not_probed=NOT_PROBED)
     host = host_of(address)
     ours = await _our_collective(host, me, interfaces)
     # What the peer dials back: our gRPC port, our store-range port (":PORT" = the host it sees us come from),
@@ -162,7 +168,7 @@ async def _dial_optional(dial: Any, target: str) -> Dial | None:
     return Dial(outcome.target, outcome.error)
 
 
-async def gather(local_target: str, credentials: Credentials, timeout_s: float) -> Survey:
+async def gather(local_target: str, credentials: Credentials | None, timeout_s: float) -> Survey:
     """Ask our daemon who the peers are and what it would do, then probe every peer at once."""
     import asyncio
 
@@ -194,6 +200,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=handler)
 
 
+def _readable_credentials(args: argparse.Namespace) -> Credentials | None:
+    from p2pft.cli.connect import client_state_dir
+    from p2pft.security.credentials import CredentialsError, load_credentials
+
+    try:
+        return load_credentials(client_state_dir(args))
+    except (CredentialsError, OSError):
+        return None
+
+
 def handler(args: argparse.Namespace) -> int:
     import asyncio
     import os
@@ -210,6 +226,8 @@ def handler(args: argparse.Namespace) -> int:
     from p2pft.rpc.client import describe_rpc_error
 
     target, credentials = daemon_target(args)
+    if credentials is None:   # the local socket: the peers are probed with this box's certificate, if we may read it
+        credentials = _readable_credentials(args)
     try:
         survey = asyncio.run(gather(target, credentials, args.timeout))
     except grpc.RpcError as exc:

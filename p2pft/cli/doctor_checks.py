@@ -93,6 +93,7 @@ class PeerReport:
     address: str                             # its gRPC address as our daemon knows it
     lost: bool = False                       # our daemon lost its heartbeats (it gets no work)
     rpc_error: str = ""                      # "" when the probe answered
+    not_probed: str = ""                     # why this CLI could not probe it at all ("" when it tried)
     rpc_code: str = ""                       # grpc status name, e.g. UNAVAILABLE
     round_trip_s: float = 0.0
     store: Dial | None = None                # here -> its store-range port
@@ -220,6 +221,9 @@ def box_findings(box: BoxFacts) -> list[Finding]:
 
 def peer_findings(peer: PeerReport, me: BoxFacts) -> list[Finding]:
     box = peer.box
+    if peer.not_probed:
+        return [_warn(box, f"not probed from {me.label}: {peer.not_probed}",
+                      "run p2pft doctor as the daemon's user (sudo -u p2pft p2pft doctor on a service)")]
     if peer.rpc_error and peer.lost:
         # A box switched off (or gone) blocks nothing: rounds go on without it. Still say how to get it back.
         return [_warn(box, f"lost (no heartbeats), and gRPC {peer.address or '(address unknown)'} is not "

@@ -7,7 +7,7 @@ A gRPC server interceptor keyed by the caller's certificate CN (its node id, p2p
 - one peer may have at most MAX_CALLS_PER_PEER calls in progress here (streams included): beyond that
   RESOURCE_EXHAUSTED at once, counted as `peer_call_limit`. The server's cap of 256 (p2pft/rpc/server.py) is
   for all callers together, so without this one a single peer could take every slot. This box's own
-  identity (its CLI: `top`, `logs -f`, the demo) is not capped here.
+  identity and the local operator on the Unix socket (its CLI: `top`, `logs -f`, the demo) are not capped here.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from p2pft.rpc.caller import LOCAL_OPERATOR, caller_identity
 from p2pft.security.revocation import Revocations
 
 log = logging.getLogger("p2pft.revocation")
@@ -28,8 +29,7 @@ MAX_CALLS_PER_PEER = 64   # a busy peer has a heartbeat, a few job calls and up 
 
 
 def caller_node_id(context: grpc.aio.ServicerContext) -> str:
-    values = context.auth_context().get("x509_common_name") or []
-    return values[0].decode() if values else ""
+    return caller_identity(context)
 
 
 class CallerGate(grpc.aio.ServerInterceptor):
@@ -45,7 +45,7 @@ class CallerGate(grpc.aio.ServerInterceptor):
         """Refuse (abort) or count the call in; returns the key to release in `_release`."""
         node_id = caller_node_id(context)
         await self._refuse_revoked(context, node_id, method)
-        if node_id == self.self_id:
+        if node_id in (self.self_id, LOCAL_OPERATOR):
             return ""
         if self.in_flight.get(node_id, 0) >= self.max_calls_per_peer:
             self.counters["peer_call_limit"] += 1

@@ -1,4 +1,5 @@
-"""Composition root: builds the daemon's parts, serves them on one mTLS server, runs them in a TaskGroup.
+"""Composition root: builds the daemon's parts, serves them on one server (mTLS for peers, and the local Unix
+socket for this box's CLI, p2pft/daemon/local_socket.py), runs them in a TaskGroup.
 
 Adding a part (the later JobService, a transfer service, a supervisor) is two calls before `run()`:
 `node.add_service(add_fn, servicer)` and/or `node.add_component(obj_with_async_run)`; a part that must finish
@@ -22,6 +23,7 @@ from p2pft.daemon.devices import cuda_version, read_devices, summary
 from p2pft.daemon.discovery_link import MdnsLink
 from p2pft.daemon.heartbeat import FailureDetector, PeerLinks, Timing
 from p2pft.daemon.join_listener import JoinListener
+from p2pft.daemon.local_socket import LocalSocket
 from p2pft.daemon.logs import set_level
 from p2pft.daemon.probe import ProbeFacts, Prober
 from p2pft.daemon.service import DaemonServicer
@@ -34,7 +36,7 @@ from p2pft.membership.versions import local_versions
 from p2pft.network import addresses
 from p2pft.rpc.gen import daemon_pb2_grpc
 from p2pft.rpc.server import ServicerPair, build_server
-from p2pft.security.credentials import Credentials
+from p2pft.security.credentials import Credentials, restrict_node_key
 from p2pft.security.enrolment import holds_ca_key
 from p2pft.security.revocation import Revocations
 from p2pft.transfer.client import set_max_fetch_bytes
@@ -155,11 +157,12 @@ class Node:
         server, self.port = build_server(self.credentials.server_credentials(), self.services,
                                          listen=self.settings.listen, counters=self.counters,
                                          interceptors=[CallerGate(self.revocations, self.counters, self.node_id)])
+        state_dir = Path(self.settings.state_dir)
+        local_socket = self._bind_local_socket(server, state_dir)
         await server.start()
         host = self.settings.listen_host
         self.cluster.apply(LocalStateChanged(devices=devices, address=addresses.advertised(host, self.port)))
         local = addresses.local_target(host, self.port)
-        state_dir = Path(self.settings.state_dir)
         # Before daemon.addr: whoever waits for the daemon to be up (a script, a test) can issue a token at once.
         join_listener = await self._start_join_listener(state_dir)
         write_daemon_addr(state_dir, local)
@@ -185,11 +188,26 @@ class Node:
             if join_listener is not None:
                 join_listener.close()
             await server.stop(grace=1.0)
+            if local_socket is not None:
+                local_socket.release()
             remove_daemon_addr(state_dir, local)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         log.info("stopped")
         return 0
+
+    def _bind_local_socket(self, server: Any, state_dir: Path) -> LocalSocket | None:
+        """This box's CLI channel. Once it is up, node.key is this daemon's user's alone: the CLI of the state dir's
+        group uses the socket, so the key that speaks for this box to every peer need not be shared."""
+        local_socket = LocalSocket.claim(state_dir)
+        if local_socket is None:
+            return None
+        if not local_socket.bind(server):
+            local_socket.release()
+            return None
+        if restrict_node_key(state_dir):
+            log.info("tls/node.key is now readable by this daemon's user only: the CLI uses %s", local_socket.path)
+        return local_socket
 
     async def _start_join_listener(self, state_dir: Path) -> JoinListener | None:
         """Only a box holding the CA key signs joins; a port it cannot bind leaves the daemon serving its peers

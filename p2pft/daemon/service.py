@@ -18,6 +18,7 @@ from p2pft.membership.cluster import Cluster
 from p2pft.membership.state import HeartbeatReceived, MemberJoined
 from p2pft.network.addresses import observed_host, resolve
 from p2pft.rpc import convert
+from p2pft.rpc.caller import caller_identity
 from p2pft.rpc.gen import daemon_pb2, daemon_pb2_grpc
 from p2pft.security.revocation import Revocations
 
@@ -26,8 +27,8 @@ WATCH_MIN_INTERVAL_S, WATCH_MAX_INTERVAL_S = 0.2, 60.0
 
 
 def _peer_common_name(context: grpc.aio.ServicerContext) -> str:
-    values = context.auth_context().get("x509_common_name") or []
-    return values[0].decode() if values else ""
+    """The caller's node id; on the Unix socket LOCAL_OPERATOR, which no Hello or Heartbeat may claim."""
+    return caller_identity(context)
 
 
 class DaemonServicer(daemon_pb2_grpc.DaemonServicer):

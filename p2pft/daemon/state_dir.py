@@ -3,7 +3,9 @@
 Layout of a state dir:
   node_id        this box's persistent node id (one line), created once
   tls/           cluster CA and this node's certificate (see p2pft.security.credentials)
-  daemon.addr    `host:port` the running daemon listens on, written at start (the CLI's default target)
+  daemon.addr    `host:port` the running daemon listens on, written at start (the CLI's TLS target)
+  p2pftd.sock    the running daemon's local channel for this box's CLI (p2pft/daemon/local_socket.py), with
+                 p2pftd.sock.lock, held by the daemon that owns the socket
   join.addr      `host:port` of the join listener, on a box that holds the CA key (p2pft/daemon/join_listener.py)
 Later issues add jobs/ and blobs/ beside them.
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 STATE_DIR_ENV = "P2PFT_STATE_DIR"
 NODE_ID_FILE = "node_id"
 DAEMON_ADDR_FILE = "daemon.addr"
+LOCAL_SOCKET_FILE = "p2pftd.sock"
 
 
 def default_state_dir() -> Path:
@@ -94,6 +97,10 @@ def read_daemon_addr(state_dir: Path) -> str | None:
     if not path.exists():
         return None
     return path.read_text().strip() or None
+
+
+def local_socket_path(state_dir: Path) -> Path:
+    return Path(state_dir) / LOCAL_SOCKET_FILE
 
 
 def remove_daemon_addr(state_dir: Path, address: str) -> None:

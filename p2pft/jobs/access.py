@@ -1,4 +1,5 @@
-"""JobService's gate: who is calling (certificate CN), what `authz` decides, and the refusal on the wire.
+"""JobService's gate: who is calling (certificate CN, or the local operator on the Unix socket), what `authz`
+decides, and the refusal on the wire.
 
 A refused call is answered PERMISSION_DENIED with one line, counted as `permission_denied` (shown by
 `p2pft status`) and logged once as a warning; the daemon goes on serving.
@@ -14,6 +15,7 @@ import grpc
 from p2pft.jobs import authz
 from p2pft.jobs.model import JobRecord, MemberReport, RoundOrder
 from p2pft.jobs.state import job_coordinator
+from p2pft.rpc.caller import caller_identity
 
 if TYPE_CHECKING:
     from p2pft.jobs.manager import JobsManager
@@ -23,9 +25,9 @@ COUNTER = "permission_denied"
 
 
 def caller_of(context: grpc.aio.ServicerContext) -> str:
-    """The node id the caller's certificate names (its CN); "" when there is none."""
-    values = context.auth_context().get("x509_common_name") or []
-    return values[0].decode(errors="replace") if values else ""
+    """The node id the caller's certificate names (its CN), authz.LOCAL_OPERATOR on the daemon's Unix socket, ""
+    when there is neither."""
+    return caller_identity(context)
 
 
 class JobAccess:

@@ -1,16 +1,24 @@
 """Who may call what on JobService: pure decisions on the caller's certificate identity (CN = node id).
 
 Every function returns None when the call is allowed, else one line saying why not (the PERMISSION_DENIED
-message). The CLI on a box uses that box's node certificate, so "the local CLI" is a caller whose CN is this
-daemon's own node id; a peer daemon is any other CN the cluster CA signed.
+message). "The local CLI" (the operator role) is a call on the daemon's Unix socket (LOCAL_OPERATOR,
+p2pft/rpc/caller.py), or one with this box's own node certificate (an older CLI, `--daemon HOST:PORT`: whoever
+holds node.key is this box anyway); a peer daemon is any other CN the cluster CA signed. The local operator is no
+node: it sends no reports, orders, stops or shared records.
 """
 
 from __future__ import annotations
 
 from p2pft.jobs.model import JobRecord, MemberReport, RoundOrder
+from p2pft.rpc.caller import LOCAL_OPERATOR
 
 # Calls only this box's own user makes (the CLI, `p2pft top`, the demo): never a peer daemon.
 LOCAL_ONLY = frozenset({"Submit", "ListJobs", "WatchJob", "Logs", "Drain", "Undrain", "Fetch"})
+
+
+def is_operator(caller: str, self_id: str) -> bool:
+    """This box's own CLI: the Unix socket, or this box's own certificate."""
+    return caller in (LOCAL_OPERATOR, self_id)
 
 
 def job_nodes(record: JobRecord) -> frozenset[str]:
@@ -25,7 +33,7 @@ def sees_rendezvous(caller: str, record: JobRecord, self_id: str) -> bool:
     """Whether a GetRecord caller may read the rounds' rendezvous keys: this box's CLI and the boxes of the job.
     Any member may read a record (records are refreshed from every box), but the key lets whoever holds it into
     the round's unauthenticated store, so a box outside the job gets the record without it."""
-    return caller == self_id or caller in job_nodes(record)
+    return is_operator(caller, self_id) or caller in job_nodes(record)
 
 
 def _short(node: str) -> str:
@@ -33,7 +41,7 @@ def _short(node: str) -> str:
 
 
 def local_only(method: str, caller: str, self_id: str) -> str | None:
-    if caller == self_id:
+    if is_operator(caller, self_id):
         return None
     return f"{method} is only for this box's own CLI; node {_short(caller)} is a peer"
 
@@ -92,7 +100,7 @@ def may_share(caller: str, record: JobRecord, known: JobRecord | None, self_id: 
 
 def may_cancel(caller: str, self_id: str, known: JobRecord | None) -> str | None:
     """Cancel: this box's CLI, or a box of the job (a member's CLI, forwarded to the coordinator)."""
-    if caller == self_id:
+    if is_operator(caller, self_id):
         return None
     if known is not None and caller in job_nodes(known):
         return None
@@ -101,7 +109,7 @@ def may_cancel(caller: str, self_id: str, known: JobRecord | None) -> str | None
 
 def may_read_logs(caller: str, self_id: str, worker: str, known: JobRecord | None) -> str | None:
     """Logs: this box's CLI, or a box of the job relaying `p2pft logs --worker` for this box's own agent log."""
-    if caller == self_id:
+    if is_operator(caller, self_id):
         return None
     if worker == self_id and known is not None and caller in job_nodes(known):
         return None

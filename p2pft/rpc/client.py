@@ -1,4 +1,5 @@
-"""Client side of the Daemon service, for peers (daemon -> daemon) and the CLI; always mTLS, always deadlines."""
+"""Client side of the Daemon service, for peers (daemon -> daemon) and the CLI; always deadlines, mTLS over TCP,
+and for the CLI on its own box the daemon's Unix socket (`unix:PATH`, p2pft/daemon/local_socket.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,20 @@ from collections.abc import AsyncIterator
 import grpc
 
 from p2pft.rpc.gen import daemon_pb2, daemon_pb2_grpc
-from p2pft.security.credentials import Credentials, secure_channel
+from p2pft.security.credentials import Credentials, channel_options, secure_channel
 
 DAEMON_ENV = "P2PFT_DAEMON"
 DEFAULT_TIMEOUT_S = 5.0
+
+
+def is_local_target(target: str) -> bool:
+    return target.startswith("unix:")
+
+
+def local_channel(target: str) -> grpc.aio.Channel:
+    """A channel to this box's daemon on its Unix socket: no certificate, the socket file's mode is the check."""
+    return grpc.aio.secure_channel(target, grpc.local_channel_credentials(grpc.LocalConnectionType.UDS),
+                                   options=channel_options())
 
 
 def describe_rpc_error(exc: BaseException, target: str) -> str:
@@ -34,12 +45,18 @@ def describe_rpc_error(exc: BaseException, target: str) -> str:
 class DaemonClient:
     """One channel to one daemon. Use `async with`, or call `close()`."""
 
-    def __init__(self, target: str, credentials: Credentials, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+    def __init__(self, target: str, credentials: Credentials | None, *, timeout_s: float = DEFAULT_TIMEOUT_S,
                  node_id: str | None = None) -> None:
+        """`credentials` may be None only for a `unix:` target (this box's daemon's local socket)."""
         self.target = target
         self.node_id = node_id      # the node meant at `target`: its certificate must name it (None: any member)
         self.timeout_s = timeout_s
-        self.channel = secure_channel(target, credentials, node_id=node_id)
+        if is_local_target(target):
+            self.channel = local_channel(target)
+        else:
+            if credentials is None:
+                raise ValueError(f"{target}: a TCP target needs this box's credentials")
+            self.channel = secure_channel(target, credentials, node_id=node_id)
         self.stub = daemon_pb2_grpc.DaemonStub(self.channel)
 
     async def __aenter__(self) -> DaemonClient:

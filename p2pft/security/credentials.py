@@ -171,6 +171,19 @@ def _write_node(state_dir: Path, ca_cert: bytes, cert: bytes, key: bytes, *, ca_
     return load_credentials(state_dir)
 
 
+def restrict_node_key(state_dir: Path) -> bool:
+    """Make node.key 0600 when it is open to anyone else (0640 from a release whose CLI read it through the
+    service's group); True when the mode changed. The CLI uses the daemon's local socket instead."""
+    path = tls_dir(state_dir) / NODE_KEY
+    try:
+        if path.stat().st_mode & 0o077 == 0:
+            return False
+        os.chmod(path, 0o600)
+    except OSError:   # not ours to change (another user's file): leave it as its owner made it
+        return False
+    return True
+
+
 def _write(path: Path, data: bytes, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 import grpc
 
+from p2pft.rpc.caller import caller_identity
 from p2pft.rpc.gen import transfer_pb2, transfer_pb2_grpc
 from p2pft.transfer.partial import PartialWriter
 from p2pft.transfer.serial_io import SerialIO
@@ -276,12 +277,9 @@ class BlobServicer(transfer_pb2_grpc.BlobServiceServicer):
 
 
 def _caller(context: grpc.aio.ServicerContext) -> str:
-    """The caller's certificate CN (its node id); '' on a server without TLS (the standalone tool, tests)."""
-    try:
-        values = context.auth_context().get("x509_common_name") or []
-    except Exception:  # a test double without an auth context
-        return ""
-    return values[0].decode() if values else ""
+    """The caller's certificate CN (its node id), the local operator on the daemon's Unix socket; '' on a
+    server without TLS (the standalone tool, tests)."""
+    return caller_identity(context)
 
 
 def add_to_server(server: grpc.aio.Server, store: BlobStore, **servicer_options: Any) -> BlobServicer:

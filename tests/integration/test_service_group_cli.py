@@ -1,5 +1,6 @@
-"""A developer on a box whose daemon runs as a service: in the state dir's group, the CLI works as that user;
-outside it, one line says how to get in. Real processes as another uid (setpriv), a real daemon."""
+"""A developer on a box whose daemon runs as a service: in the state dir's group, the CLI works as that user
+through the daemon's Unix socket, without reading the box's key; outside it, one line says how to get in. Real
+processes as another uid (setpriv), a real daemon: the kernel's file permissions are what is tested."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import grp
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -53,6 +55,13 @@ def _p2pft(*args: str, groups: str | None = None) -> subprocess.CompletedProcess
     return subprocess.run([*who, *base, *args], capture_output=True, text=True, timeout=60, env=env, check=False)
 
 
+def _p2pft_python(code: str, groups: str | None = None) -> subprocess.CompletedProcess[str]:
+    who = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+           f"--groups={groups}" if groups else "--clear-groups"]
+    return subprocess.run([*who, sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
 def test_group_members_use_the_cli_and_others_are_told_how(world_readable_root: Path) -> None:
     gid = _free_gid()
     state = world_readable_root / "state"
@@ -65,10 +74,17 @@ def test_group_members_use_the_cli_and_others_are_told_how(world_readable_root: 
     pool = DaemonPool()
     try:
         daemon = pool.add(Daemon(state, name="svc")).start()
+        key, sock = state / "tls" / "node.key", state / "p2pftd.sock"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600    # the key that speaks for this box is not the group's
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o660 and sock.stat().st_gid == gid
         member = _p2pft("status", "--json", "--state-dir", str(state), groups=str(gid))
         assert member.returncode == 0, member.stderr
         nodes = json.loads(member.stdout)["nodes"]
         assert [n["peer"]["node_id"] for n in nodes] == [daemon.node_id]
+        listed = _p2pft("jobs", "--json", "--state-dir", str(state), groups=str(gid))   # an operator call
+        assert listed.returncode == 0 and json.loads(listed.stdout)["jobs"] == [], listed.stderr
+        reading_the_key = _p2pft_python(f"open({str(key)!r}, 'rb')", groups=str(gid))
+        assert reading_the_key.returncode != 0 and "Permission denied" in reading_the_key.stderr
         token = _p2pft("join-token", "--state-dir", str(state), groups=str(gid))
         assert token.returncode == 1 and "Traceback" not in token.stderr  # the CA key is not the group's
         assert f"sudo -u root p2pft --state-dir {state} join-token" in token.stderr
@@ -76,5 +92,12 @@ def test_group_members_use_the_cli_and_others_are_told_how(world_readable_root: 
         outsider = _p2pft("status", "--state-dir", str(state))
         assert outsider.returncode == 1 and "Traceback" not in outsider.stderr, outsider.stderr
         assert outsider.stderr.count("\n") == 1 and f"sudo usermod -aG {gid} $USER" in outsider.stderr
+        # Even with the state dir opened to everyone, the socket's own mode keeps an outsider out.
+        os.chmod(state, 0o755)
+        knocking = _p2pft_python(f"import socket; socket.socket(socket.AF_UNIX).connect({str(sock)!r})")
+        assert knocking.returncode != 0 and "Permission denied" in knocking.stderr, knocking.stderr
     finally:
         pool.stop_all()
+    # A group member whose daemon is stopped (or older, without the socket) is told so, not sent to usermod.
+    stopped = _p2pft("status", "--state-dir", str(state), groups=str(gid))
+    assert stopped.returncode == 1 and "no daemon socket at" in stopped.stderr, stopped.stderr

@@ -359,3 +359,10 @@ def test_store_port_candidates_go_round_the_range() -> None:
     assert port_candidates(0, 0, 0) == [0]
     assert port_candidates(100, 104, 103) == [103, 104, 100, 101, 102]
     assert len(port_candidates(1024, 65535, 2000)) == 256
+
+
+def test_a_peer_this_cli_could_not_probe_is_a_warning_saying_why_not_a_failure() -> None:
+    # The group's CLI reaches its daemon on the local socket but may not read node.key, which dialling a peer needs.
+    finding = only_problem(evaluate(survey(peer("b", not_probed="node.key is the daemon's user's alone"))))
+    assert finding.severity == "warn" and finding.box == "b"
+    assert "not probed from a: node.key" in finding.what and "sudo -u p2pft p2pft doctor" in finding.fix

@@ -28,7 +28,8 @@ def test_init_in_a_service_state_dir_shares_the_cli_credentials_with_its_group(
     group = shared_access.group_name(state.stat().st_gid)
     assert f"members of group {group} can use the p2pft CLI" in out and f"usermod -aG {group} NAME" in out
     tls = state / "tls"
-    assert (_mode(tls), _mode(tls / "node.key"), _mode(tls / "node.crt")) == (0o750, 0o640, 0o644)
+    # node.key speaks for this box to every peer: the group's CLI uses the daemon's socket, not the key.
+    assert (_mode(tls), _mode(tls / "node.key"), _mode(tls / "node.crt")) == (0o750, 0o600, 0o644)
     assert _mode(tls / "ca.key") == 0o600  # minting certificates (join tokens) stays the owner's
     assert _mode(state) == 0o750
 
