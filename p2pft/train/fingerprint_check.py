@@ -13,7 +13,6 @@ import os
 import socket
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,43 +57,52 @@ def resolve_model_dir(name: str) -> Path | None:
         return None
 
 
-@dataclass
-class ModelHash:
-    """The model's digest, computed on a thread while the model loads."""
-    future: Future[bytes] | None
-    started: float
-    seconds: float = 0.0
-    hashed_bytes: int = 0
+class BackgroundDigests:
+    """The model's and the data's digests, computed on one thread while the model loads: hashing files releases
+    the GIL, and the data's digest (Python packing tokens) would otherwise add to the round's start."""
 
-    @staticmethod
-    def start(name: str, *, needed: bool) -> ModelHash:
-        if not needed:
-            return ModelHash(None, time.monotonic())
-        hashing = ModelHash(None, time.monotonic())
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2pft-model-hash")
-        hashing.future = executor.submit(hashing._digest, name)
-        executor.shutdown(wait=False)
-        return hashing
+    def __init__(self, model_name: str, *, hash_model: bool) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2pft-fingerprint")
+        self._model: Future[bytes] | None = self._executor.submit(self._model_digest, model_name) \
+            if hash_model else None
+        self._data: Future[bytes] | None = None
+        self.model_seconds = self.data_seconds = 0.0
+        self.model_bytes_read = 0
 
-    def _digest(self, name: str) -> bytes:
+    def add_data(self, train: list[Any], val: list[Any]) -> None:
+        self._data = self._executor.submit(self._data_digest, train, val)
+        self._executor.shutdown(wait=False)   # nothing more to submit; the thread ends with its last task
+
+    def _model_digest(self, name: str) -> bytes:
+        started = time.monotonic()
         directory = resolve_model_dir(name)
         if directory is None:
             return name_digest(name)
         cache = DigestCache(default_cache_path())
         digest = model_digest(directory, cache.digest)
         cache.save()
-        self.hashed_bytes = cache.hashed_bytes
-        self.seconds = time.monotonic() - self.started
+        self.model_bytes_read = cache.hashed_bytes
+        self.model_seconds = time.monotonic() - started
         return digest
 
-    def result(self) -> bytes:
-        return self.future.result() if self.future is not None else NOT_CHECKED
+    def _data_digest(self, train: list[Any], val: list[Any]) -> bytes:
+        started = time.monotonic()
+        digest = data_digest(train, val)
+        self.data_seconds = time.monotonic() - started
+        return digest
 
+    def fingerprint(self, *, node_id: str, job: dict[str, Any]) -> Fingerprint:
+        """This rank's fingerprint; waits for the digests still being computed."""
+        if self._data is None:
+            raise RuntimeError("add_data must be called before fingerprint")
+        model = self._model.result() if self._model is not None else NOT_CHECKED
+        return Fingerprint(box=box_name(), node_id=node_id, model=model, spec=spec_digest(job),
+                           data=self._data.result(), versions=package_versions())
 
-def local_fingerprint(*, node_id: str, model: bytes, job: dict[str, Any], train: list[Any],
-                      val: list[Any]) -> Fingerprint:
-    return Fingerprint(box=box_name(), node_id=node_id, model=model, spec=spec_digest(job),
-                       data=data_digest(train, val), versions=package_versions())
+    def describe(self) -> str:
+        model = (f"model hashed in {self.model_seconds:.2f} s ({self.model_bytes_read:,} bytes read), "
+                 if self._model is not None else "")
+        return f"{model}data hashed in {self.data_seconds * 1000:.0f} ms"
 
 
 def check_same_everywhere(mine: Fingerprint, device: torch.device) -> list[Fingerprint]:

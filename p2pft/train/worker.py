@@ -39,7 +39,7 @@ from p2pft.train.distributed import (
     wait_for_everyone,
 )
 from p2pft.train.evaluate import JOB_COPY_FILE, evaluate_examples
-from p2pft.train.fingerprint_check import ModelHash, check_same_everywhere, local_fingerprint
+from p2pft.train.fingerprint_check import BackgroundDigests, check_same_everywhere
 from p2pft.train.lf_checkpoints import CheckpointFolders
 from p2pft.train.metrics import LEDGER_FILE, METRICS_FILE, EventLog, RunRecorder, truncate_after_step
 from p2pft.train.model import build_trainable_model, check_vocabulary, load_tokenizer, trainable_parameter_count
@@ -96,15 +96,16 @@ class Worker:
         spec, env = self.spec, self.env
         entry_of_rank = map_ranks_to_entries(self.plan, env)
         my_entry = entry_of_rank[env.rank]
-        # The model is hashed while it loads; ranks of one box read the same files, so one of them hashes it.
+        # Hashed while the model loads; ranks of one box read the same model files, so one of them hashes them.
         boxes = {entry.node_id for entry in self.plan.entries}
-        model_hash = ModelHash.start(spec.model_name_or_path, needed=len(boxes) > 1 and env.local_rank == 0)
+        digests = BackgroundDigests(spec.model_name_or_path, hash_model=len(boxes) > 1 and env.local_rank == 0)
         self.precision = choose_precision(spec.bf16, spec.fp16, self.device)
         if self.precision.note:
             self.log(f"note: {self.precision.note}")
 
         tokenizer = load_tokenizer(spec)
         data = prepare_data(spec, tokenizer)
+        digests.add_data(data.train, data.val)
         fsdp.check_fsdp_job(spec)
         self.sharded = fsdp.uses_fsdp(spec)
         # FSDP: load on the CPU; sharding moves only this rank's shard of each layer to the device
@@ -115,7 +116,7 @@ class Worker:
                  f"{len(data.train)} train / {len(data.val)} val examples; world {env.world_size}, "
                  f"plan {[e.samples for e in self.plan.entries]}")
         wait_for_everyone("loaded", STARTUP_TIMEOUT_S, self.launch_token)
-        self._check_fingerprints(model_hash, data.train, data.val, len(boxes))
+        self._check_fingerprints(digests, len(boxes))
         ddp_model = self._wrap(model)
         speed = RankSpeed(self.device, env.rank, env.world_size)  # compute time without the all-reduce wait
         if not self.sharded:
@@ -210,18 +211,14 @@ class Worker:
         self.report_hook.install(ddp)
         return ddp
 
-    def _check_fingerprints(self, model_hash: ModelHash, train: list[Any], val: list[Any], boxes: int) -> None:
+    def _check_fingerprints(self, digests: BackgroundDigests, boxes: int) -> None:
         """Refuse to train when the boxes hold different models, data, settings or library versions (issue 10)."""
         from p2pft.config.job import job_to_dict
 
         started = time.monotonic()
-        mine = local_fingerprint(node_id=self.env.node_id, model=model_hash.result(), job=job_to_dict(self.spec),
-                                 train=train, val=val)
-        check_same_everywhere(mine, self.device)
-        hashed = f", model hashed in {model_hash.seconds:.2f} s ({model_hash.hashed_bytes:,} bytes read)" \
-            if model_hash.future is not None else ""
-        self.log(f"fingerprints agree on {boxes} box(es): model, data, settings, versions "
-                 f"({(time.monotonic() - started) * 1000:.0f} ms{hashed})")
+        check_same_everywhere(digests.fingerprint(node_id=self.env.node_id, job=job_to_dict(self.spec)), self.device)
+        self.log(f"fingerprints agree on {boxes} box(es): model, data, settings, versions (check "
+                 f"{(time.monotonic() - started) * 1000:.0f} ms after loading; {digests.describe()})")
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
