@@ -30,7 +30,8 @@ def caller_identity(context: grpc.aio.ServicerContext) -> str:
         auth = context.auth_context()
     except Exception:   # a test double without an auth context
         return ""
-    if is_local_socket_call(auth, context.peer() or ""):
+    local = LOCAL_TRANSPORT in (auth.get("transport_security_type") or [])
+    if local and is_local_socket_call(auth, context.peer() or ""):
         return LOCAL_OPERATOR
     values = auth.get("x509_common_name") or []
     return values[0].decode(errors="replace") if values else ""
