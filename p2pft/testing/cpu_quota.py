@@ -94,6 +94,13 @@ class CpuQuota:
         _write(self.path / "cpu.cfs_period_us", str(period_us))
         _write(self.path / "cpu.cfs_quota_us", str(quota))
 
+    def set_shares(self, shares: int) -> None:
+        """The cgroup's weight against everything else on the host when the CPUs are contended (the kernel's
+        default is 1024, a nice-0 process's weight): a high weight lets the quota, not other load, set the pace."""
+        if not 2 <= shares <= 262144:
+            raise CpuQuotaError(f"shares must be within 2..262144, got {shares}")
+        _write(self.path / "cpu.shares", str(shares))
+
     def add(self, pid: int) -> None:
         """Move `pid` (all its threads) in; its future children are born here, existing ones stay where they are."""
         _write(self.path / "cgroup.procs", str(pid))
@@ -123,8 +130,9 @@ class CpuQuota:
             raise CpuQuotaError(f"cannot remove {self.path}: {exc.strerror}") from None
 
 
-def create(name: str, cpus: float | None, *, period_us: int = DEFAULT_PERIOD_US) -> CpuQuota:
-    """A cgroup named p2pft-bench-NAME beside this process's own, limited to `cpus` CPUs."""
+def create(name: str, cpus: float | None, *, period_us: int = DEFAULT_PERIOD_US, shares: int | None = None) -> CpuQuota:
+    """A cgroup named p2pft-bench-NAME beside this process's own, limited to `cpus` CPUs (and weighted `shares`
+    when given)."""
     reason = unavailable_reason()
     if reason:
         raise CpuQuotaError(reason)
@@ -140,6 +148,8 @@ def create(name: str, cpus: float | None, *, period_us: int = DEFAULT_PERIOD_US)
     quota = CpuQuota(path)
     try:
         quota.set_cpus(cpus, period_us)
+        if shares is not None:
+            quota.set_shares(shares)
     except CpuQuotaError:
         quota.remove()  # no half-made cgroup left behind
         raise
