@@ -183,14 +183,20 @@ class CheckpointReplicator:
                 await asyncio.sleep(0.1)
                 if self.record is None or self.round is None:
                     continue
+                record, info = self.record, self.round
                 try:
-                    await self._replicate_once(self.record, self.round)
-                    await self._prune_once(self.record, self.round)
+                    await self._replicate_once(record, info)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.debug("replication pass failed: %s", exc)
                     self._warn_if_over_budget(exc)
+                try:   # also when the newest step cannot be completed (its only holder died): prune all the same
+                    await self._prune_once(record, info)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("job %s: pruning checkpoints failed: %s", record.job_id, exc)
         finally:
             offering.cancel()
 

@@ -129,6 +129,10 @@ class SimMember:
         base = MemberReport(job_id=record.job_id, node_id=self.node_id, round=info.round, term=record.term)
         send = self.manager.send_report
         await send(replace(base, phase="preparing"))
+        failure = await self.prepare(record, info)
+        if failure:
+            await send(replace(base, phase="prepare_failed", outcome="failed", detail=failure))
+            return
         await send(replace(base, phase="launched"))
         rank0 = info.members[0] == self.node_id
         self.step = info.resume_step or 0
@@ -159,6 +163,7 @@ class SimMember:
                 await send(replace(base, phase="exited", outcome="failed", detail=detail, cause=cause))
                 return
             commit = commit and not any(n in self.net.save_fails for n in info.members)
+            held = await self.save(record, info, step) if commit else ()
             line: dict[str, Any] = {"step": step, "loss": 1.0 / step, "coordinator": info.coordinator,
                                     "term": record.term,
                                     "speeds": [{"node_id": n, "local_rank": 0,
@@ -166,10 +171,12 @@ class SimMember:
             await send(replace(base, phase="progress", metrics=({"round": info.round, "line": line},) if rank0 else (),
                                first_step_unix=first_unix, first_step=(info.resume_step or 0) + 1, last_step=step,
                                last_loss=1.0 / step, committed=(step,) if commit and rank0 else (),
-                               checkpoints=(step,) if commit else ()))
+                               checkpoints=held))
+            if commit:
+                self.after_commit(step)
             if self._stop_asked and step < max_steps:
                 await send(replace(base, phase="exited", outcome="stopped_on_request", stopped_by_us=True,
-                                   leaving=self._leaving, checkpoints=(step,)))
+                                   leaving=self._leaving, checkpoints=held))
                 return
         while not self._may_finish(info):   # the last all-reduce: everybody reached the end
             await asyncio.sleep(STEP_S)
@@ -180,6 +187,19 @@ class SimMember:
         if self.node_id in self.net.die_after_finish:
             self.net.die_after_finish.discard(self.node_id)
             self.net.kill_soon(self.node_id)
+
+    # ---- checkpoints: every member holds each committed step at once (tests/sim/file_member.py: real files) ----
+
+    async def prepare(self, record: JobRecord, info: RoundInfo) -> str:
+        """Before the round's agent starts; a failure's detail, or ""."""
+        return ""
+
+    async def save(self, record: JobRecord, info: RoundInfo, step: int) -> tuple[int, ...]:
+        """Commit `step`; the steps this box now holds complete (its report's checkpoints)."""
+        return (step,)
+
+    def after_commit(self, step: int) -> None:
+        """Right after the commit's progress report went out."""
 
     def _outputs(self, record: JobRecord, step: int) -> dict[str, Any]:
         out = self.manager.state_dir / "outputs" / record.job_id

@@ -241,6 +241,8 @@ class SimTransport:
             if not self.net.connected(self.me, source):
                 continue
             theirs = self._peer(source).store
+            if not all(theirs.has(entry.sha256) for entry in manifest.files):
+                continue   # as the blob client: another source may have them
             for entry in manifest.files:
                 if not mine.has(entry.sha256):
                     mine.add_file(theirs.blob_path(entry.sha256))
