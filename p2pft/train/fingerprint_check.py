@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -58,20 +60,17 @@ def resolve_model_dir(name: str) -> Path | None:
 
 
 class BackgroundDigests:
-    """The model's and the data's digests, computed on one thread while the model loads: hashing files releases
+    """The model's and the data's digests, computed on threads while the model loads: hashing files releases
     the GIL, and the data's digest (Python packing tokens) would otherwise add to the round's start."""
 
     def __init__(self, model_name: str, *, hash_model: bool) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2pft-fingerprint")
-        self._model: Future[bytes] | None = self._executor.submit(self._model_digest, model_name) \
-            if hash_model else None
+        self._model = in_background(self._model_digest, model_name) if hash_model else None
         self._data: Future[bytes] | None = None
         self.model_seconds = self.data_seconds = 0.0
         self.model_bytes_read = 0
 
     def add_data(self, train: list[Any], val: list[Any]) -> None:
-        self._data = self._executor.submit(self._data_digest, train, val)
-        self._executor.shutdown(wait=False)   # nothing more to submit; the thread ends with its last task
+        self._data = in_background(self._data_digest, train, val)
 
     def _model_digest(self, name: str) -> bytes:
         started = time.monotonic()
@@ -103,6 +102,21 @@ class BackgroundDigests:
         model = (f"model hashed in {self.model_seconds:.2f} s ({self.model_bytes_read:,} bytes read), "
                  if self._model is not None else "")
         return f"{model}data hashed in {self.data_seconds * 1000:.0f} ms"
+
+
+def in_background(function: Callable[..., bytes], *args: Any) -> Future[bytes]:
+    """`function(*args)` on a daemon thread: a worker that fails while loading exits at once, without waiting
+    for a model's hash (a ThreadPoolExecutor's threads are joined at interpreter exit)."""
+    future: Future[bytes] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(function(*args))
+        except BaseException as exc:   # handed to whoever waits for the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="p2pft-fingerprint", daemon=True).start()
+    return future
 
 
 def check_same_everywhere(mine: Fingerprint, device: torch.device) -> list[Fingerprint]:

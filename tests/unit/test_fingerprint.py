@@ -251,3 +251,19 @@ def test_the_mismatch_is_deterministic_so_the_job_fails_at_once() -> None:
     assert error.deterministic and error.type == "FingerprintError"
     detail, cause = failed_exit("box-b", 1, error, None)
     assert cause == DETERMINISTIC and "box-b's base model differs" in detail
+
+
+def test_a_background_digest_hands_its_error_to_the_waiter_and_never_holds_the_exit() -> None:
+    import threading
+
+    from p2pft.train.fingerprint_check import in_background
+
+    release = threading.Event()
+    slow = in_background(lambda: release.wait(30) and b"x")
+    running = [t for t in threading.enumerate() if t.name == "p2pft-fingerprint"]
+    assert running and all(t.daemon for t in running)
+    release.set()
+    assert slow.result(timeout=5) == b"x"
+    failing = in_background(lambda: (_ for _ in ()).throw(PermissionError("model.safetensors")))
+    with pytest.raises(PermissionError, match=r"model\.safetensors"):
+        failing.result(timeout=5)
