@@ -4,11 +4,14 @@ a step's durability asks for still leaves a step at least as new as the newest d
 
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import combinations
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from p2pft.cli.job_render import checkpoints_text
 from p2pft.jobs.durability import (
     PruneInputs,
     durable_steps,
@@ -19,7 +22,11 @@ from p2pft.jobs.durability import (
 from p2pft.jobs.model import JobRecord, MemberReport, report_from_json, report_to_json
 from p2pft.jobs.records import RecordSeen, ReportSeen, apply
 from p2pft.jobs.round_plan import choose_resume
+from p2pft.launch.contract import ENV_DAEMON_PRUNES
+from p2pft.launch.local import local_torchrun_command
+from p2pft.launch.round_spec import build_agent_command
 from tests.specs import job_spec
+from tests.unit.test_round_spec import make_launch
 
 
 def test_required_holders_is_the_setting_two_by_default_and_never_more_than_the_members() -> None:
@@ -111,3 +118,18 @@ def test_a_pruned_step_travels_in_a_report_and_durable_steps_in_the_record() -> 
     assert seen is not None and seen.durable == (15,)
     older = apply(seen, RecordSeen(record))   # a copy without them: durable steps only ever grow
     assert older is not None and older.durable == (15,)
+
+
+def test_a_daemons_round_tells_its_workers_not_to_prune_and_p2pft_run_does_not(tmp_path: Path) -> None:
+    _, env = build_agent_command(make_launch(tmp_path))
+    assert env[ENV_DAEMON_PRUNES] == "1"
+    _, local = local_torchrun_command(nproc=1, job_json=tmp_path / "job.json", plan_json=tmp_path / "plan.json",
+                                      run_dir=tmp_path, node_id="box-a", base_env={})
+    assert ENV_DAEMON_PRUNES not in local   # the standalone worker keeps pruning by save_total_limit
+
+
+def test_describe_says_the_newest_durable_step() -> None:
+    record = JobRecord(job_id="job-1", spec=job_spec({}), submitter="a", coordinator="a", checkpoints=(5, 10, 15))
+    assert checkpoints_text(record) == "3, newest step 15, none durable yet"
+    assert checkpoints_text(replace(record, durable=(5, 10))) == "3, newest step 15, newest durable step 10"
+    assert checkpoints_text(replace(record, durable=(15,))) == "3, newest step 15 (durable)"
