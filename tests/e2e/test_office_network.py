@@ -10,6 +10,7 @@ one-process reference; with h2's collectives forced onto its own unreachable doc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
 def test_readme_boxes_train_one_job(cluster: Cluster, netns_hosts: Callable[[int], list[Host]],  # noqa: F811
                                     tiny_model_dir: Path, reference_adapter: Path, tmp_path: Path) -> None:
-    (a, _), daemons = office(cluster, netns_hosts(2))
+    (a, b), daemons = office(cluster, netns_hosts(2))
     out = tmp_path / "out"
     job = write_job(tmp_path / "job.yaml", tiny_model_dir, out)
     job_id = box_cli(a, daemons[0].state_dir, "submit", str(job), "--detach").stdout.split()[0]
@@ -45,6 +46,11 @@ def test_readme_boxes_train_one_job(cluster: Cluster, netns_hosts: Callable[[int
     assert first["store"].startswith(a.ip + ":"), first["store"]   # not 127.0.0.1, not docker0's 172.17.0.1
     assert all(r["members"] == first["members"] for r in record["rounds"]), "a box dropped out"
     check_outputs(out, reference_adapter, STEPS)
+    # The store's front (issue 11) admitted box-b at the address its agent really came from: nothing refused.
+    store_dir = daemons[0].state_dir / "jobs" / job_id / "store"
+    admitted = json.loads(next(store_dir.glob("admitted-*.json")).read_text())
+    assert b.ip in admitted["hosts"] and set(admitted["hosts"]) <= {a.ip, b.ip}, admitted
+    assert "refused a connection" not in (store_dir / "store.log").read_text()
 
 
 def test_unreachable_collective_address_is_named(cluster: Cluster,
