@@ -185,7 +185,9 @@ class JobMember:
             job_id=record.job_id, round=info.round, rdzv_host=store_host, rdzv_port=int(store_port),
             nnodes=len(info.members), nproc_per_node=nproc, node_id=self.node_id, local_addr=choice.address,
             run_dir=run_dir, job_file=job_file, plan_file=plan_file, checkpoint_dir=paths.checkpoints,
-            env_extras={"HF_HUB_OFFLINE": "1", **self.addressing.worker_env(choice)},
+            # the box's name, so the workers' own messages (a fingerprint mismatch) name boxes as people know them
+            env_extras={"HF_HUB_OFFLINE": "1", "P2PFT_BOX_NAME": self.addressing.box_name(self.node_id),
+                        **self.addressing.worker_env(choice)},
             timeouts=RdzvTimeouts(join_s=info.join_timeout_s), rdzv_key=info.rendezvous,
         )
         log.info("job %s round %d: this box is %s on %s (%s)", record.job_id, info.round, choice.address,
