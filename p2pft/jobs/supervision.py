@@ -184,7 +184,9 @@ class Supervision:
             return
         if job_id in manager.members:
             return   # an order since this start already put this box back into the job
-        if current is not None and manager.node_id in current.members and record.coordinator != manager.node_id:
+        # The coordinator too: its own failed report is what ends the round it died in. The other members
+        # reported theirs to the dead box, so without it the round showed "starting" for good (chaos campaign).
+        if current is not None and manager.node_id in current.members:
             log.info("job %s: rejoining after a restart (was in round %d)", job_id, current.round)
             member = manager.new_member()
             member.record, member.round = record, current
