@@ -62,6 +62,13 @@ def excluded_now(record: JobRecord, now_unix: float) -> dict[str, float]:
     return {n: until for n, until in current.left_out.items() if until > now_unix}
 
 
+def left_out_now(record: JobRecord) -> frozenset[str]:
+    """Members the current round left out (time-free, as every daemon judges alike: the round carries only the
+    ones in force when it started)."""
+    current = record.current_round
+    return frozenset(current.left_out) if current is not None else frozenset()
+
+
 def to_leave_out(record: JobRecord, late_now: tuple[str, ...]) -> tuple[str, ...]:
     """Members late in this round and in the LATE_ROUNDS - 1 rounds before it (rounds that never stepped)."""
     if not late_now:

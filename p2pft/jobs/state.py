@@ -17,6 +17,7 @@ from p2pft.jobs.late_members import (
     excluded_now,
     late_members,
     leave_out_reason,
+    left_out_now,
     named_unreachable,
     to_leave_out,
     waits_for_late,
@@ -239,13 +240,18 @@ def _replication_pending(view: View) -> bool:
 
 
 def job_coordinator(record: JobRecord, cluster: ClusterState) -> str | None:
-    """Who coordinates `record`'s job now, as every daemon computes alike from the same membership."""
+    """Who coordinates `record`'s job now, as every daemon computes alike from the same membership. A coordinator
+    left out of the job's rounds as too slow (late_members) hands over too: the job's rendezvous store runs on
+    the coordinator's box, and a box too starved to start its own workers serves the others' rendezvous late."""
     current = cluster.members.get(record.coordinator)
-    if current is not None and current.state in ("idle", "busy") and not current.incompatible_reason:
+    left_out = left_out_now(record)
+    if current is not None and current.state in ("idle", "busy") and not current.incompatible_reason \
+            and record.coordinator not in left_out:
         return record.coordinator
     pool = {record.submitter}
     for info in record.rounds:
         pool.update(info.members)
+    pool = (pool - left_out) or pool
     subset = {n: m for n, m in cluster.members.items() if n in pool}
     if not subset:
         return None

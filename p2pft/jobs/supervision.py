@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from p2pft.jobs.late_members import left_out_now
 from p2pft.jobs.model import JobRecord, MemberReport, record_from_json
 from p2pft.jobs.paths import JOBS_DIR
 from p2pft.jobs.quorum import may_take_over, quorum
@@ -60,7 +61,12 @@ class Supervision:
                 elif self._may_take_over(record, alive) and job_id not in self._taking_over:
                     self._taking_over.add(job_id)
                     manager.background(self._try_take_over(job_id))
-            elif chosen != manager.node_id and mine and draining:
+            elif chosen != manager.node_id and mine and (draining or manager.node_id in left_out_now(record)):
+                # Handing over: this box drains, or was left out of the job's rounds as too slow to keep the
+                # job's store (the successor takes over with a new term and starts its round at once).
+                if not draining:
+                    log.warning("job %s: this box is left out of the job's rounds as too slow; %s coordinates",
+                                job_id, manager.box_name(chosen or "?"))
                 manager.coordinators[job_id][0].closed = True
 
     def _maybe_sync(self, record: JobRecord) -> None:
@@ -107,6 +113,8 @@ class Supervision:
         cause = time.time() - max(0.0, now_mono - heard)
         previous = record.coordinator
         gone = "left" if old is not None and old.left else "lost"
+        if previous in left_out_now(record) and old is not None and old.alive:
+            gone = "left out of the rounds as too slow (the job's store moves off its box)"
         log.warning("job %s: taking over as coordinator (%s %s)", record.job_id, previous, gone)
         manager.update_record(replace(record, coordinator=manager.node_id, term=record.term + 1))
         manager.start_coordinator(record.job_id, f"coordinator {previous} {gone}", cause)

@@ -111,6 +111,7 @@ class SimMember:
                 continue
             member = self.net.members.get(node)
             if not self.net.connected(self.node_id, node) or member is None or member.round is None \
+                    or node in self.net.starting_forever \
                     or (member.round.round, member.round.coordinator) != (info.round, info.coordinator):
                 return None
             peers.append(member)
@@ -128,6 +129,8 @@ class SimMember:
     async def _run(self, record: JobRecord, info: RoundInfo) -> None:
         base = MemberReport(job_id=record.job_id, node_id=self.node_id, round=info.round, term=record.term)
         send = self.manager.send_report
+        if self.node_id in self.net.starting_forever:
+            await asyncio.Event().wait()   # silent until the next order cancels it
         await send(replace(base, phase="preparing"))
         failure = await self.prepare(record, info)
         if failure:

@@ -70,6 +70,9 @@ class SimNet:
     # progress at all while listed (a hung step or save: no step, no report, no exit, no collective timeout).
     save_fails: dict[str, tuple[str, str]] = field(default_factory=dict)
     hung: set[str] = field(default_factory=set)
+    # Issue 14's slow boxes: listed boxes take a round's order but their workers never start (a box starved of
+    # CPU): no report at all, while the others wait in their first collective and time out.
+    starting_forever: set[str] = field(default_factory=set)
     messages: int = 0
 
     def __post_init__(self) -> None:
