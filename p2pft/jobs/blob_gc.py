@@ -140,6 +140,13 @@ class BlobCollector:
                 return None
             done = await asyncio.to_thread(collect_garbage, manager.store, needed, candidates=candidates,
                                            grace_s=self.grace_s, count_writes=candidates is None)
+            if candidates is not None:
+                # A job ended: transfers cut short during it (a peer killed mid-fetch) are never resumed, so their
+                # partial files go now rather than an hour later, unless a writer holds one or a live job needs it.
+                partials = await asyncio.to_thread(manager.store.remove_stale_partials, 0.0, keep=needed)
+                if partials:
+                    log.info("blob store: removed %d partial files of transfers no job needs%s", len(partials),
+                             f" {why}" if why else "")
         if done.removed:
             log.info("blob store: removed %d blobs no job references (%s freed)%s", len(done.removed),
                      size_text(done.freed_bytes), f" {why}" if why else "")

@@ -22,7 +22,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -320,13 +320,15 @@ class BlobStore:
             return False
         return True
 
-    def remove_stale_partials(self, max_age_s: float, now: float | None = None) -> list[str]:
-        """Delete partial files untouched for `max_age_s` (abandoned transfers) unless a writer holds them."""
+    def remove_stale_partials(self, max_age_s: float, now: float | None = None, *,
+                              keep: Collection[str] = ()) -> list[str]:
+        """Delete partial files untouched for `max_age_s` (abandoned transfers) unless a writer holds them or
+        their digest is in `keep`."""
         now = time.time() if now is None else now
         removed = []
         for partial in sorted(self.root.glob(f"??/*{PARTIAL_SUFFIX}")):
             digest = partial.name[: -len(PARTIAL_SUFFIX)]
-            if not DIGEST_PATTERN.fullmatch(digest):
+            if not DIGEST_PATTERN.fullmatch(digest) or digest in keep:
                 continue
             try:
                 if now - partial.stat().st_mtime < max_age_s:

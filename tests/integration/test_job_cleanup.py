@@ -5,6 +5,7 @@ is the few fields the cleanup reads."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -185,3 +186,28 @@ def test_the_periodic_pass_tidies_an_ended_job_a_stopped_daemon_left(tmp_path: P
     paths = JobPaths.of(state_dir, "job-1")
     assert not paths.data.exists() and committed_steps(paths.checkpoints) == [8]
     assert list(store.digests()) == []
+
+
+def test_partial_files_of_transfers_cut_short_go_when_the_job_ends(tmp_path: Path) -> None:
+    """Found by the chaos campaign: a member killed while the others fetched its checkpoint file left a
+    `.partial` on each of them after the job ended (only the hourly pass took it). At the end nothing resumes
+    such a transfer; a partial a live job needs, or one a writer holds, stays."""
+    state_dir = tmp_path / "b"
+    store = BlobStore.for_state_dir(state_dir)
+    record = a_job(state_dir, store, "job-1", save_total_limit=2)
+    live = a_job(state_dir, store, "job-live")
+    cut_short, live_fetch, held_fetch = os.urandom(64), live.dataset_manifest["files"][0]["sha256"], os.urandom(64)
+    with store.open_partial(hashlib.sha256(cut_short).hexdigest(), 1000) as writer:
+        writer.write(cut_short)
+    store.remove(live_fetch)
+    with store.open_partial(live_fetch, 10_000) as writer:
+        writer.write(b"x" * 10)
+    held = store.open_partial(hashlib.sha256(held_fetch).hexdigest(), 1000)   # a transfer in progress
+    held.write(held_fetch)
+    manager = Manager(state_dir, store)
+    manager.records = {"job-1": replace(record, status="succeeded", outputs_node="box-a"), "job-live": live}
+    asyncio.run(JobCleanup(cast(JobsManager, manager)).after_end("job-1"))
+    assert not store.partial_path(hashlib.sha256(cut_short).hexdigest()).exists()
+    assert store.partial_path(live_fetch).exists()
+    assert store.partial_path(hashlib.sha256(held_fetch).hexdigest()).exists()
+    held.close()
