@@ -83,6 +83,11 @@ class PeerLinks:
         heard = self.last_incoming.get(node_id)
         return node_id < self.self_id and heard is not None and time.monotonic() - heard < 1.5 * timing.interval_s
 
+    def use_credentials(self, credentials: Credentials) -> None:
+        """A renewed certificate: every link makes its channel again before its next call (a channel keeps the
+        certificate it was made with)."""
+        self.credentials = credentials
+
     def revoked(self, node_id: str | None) -> bool:
         return bool(node_id) and self.revocations is not None and self.revocations.is_revoked(str(node_id))
 
@@ -125,6 +130,7 @@ class PeerLinks:
 
     async def _run_link(self, key: str, link: Link) -> None:
         client: DaemonClient | None = None
+        client_credentials = self.credentials
         try:
             while self.links.get(key) is link:
                 if self.revoked(link.node_id):
@@ -134,10 +140,12 @@ class PeerLinks:
                     return
                 # Once a Hello said who answers at the address, the channel is made again expecting that node's
                 # certificate: a box that claims another node's id (gossip) fails the handshake from then on.
-                if client is None or client.target != link.address or client.node_id != link.node_id:
+                if client is None or client.target != link.address or client.node_id != link.node_id or \
+                        client_credentials is not self.credentials:
                     if client is not None:
                         await client.close()
-                    client = DaemonClient(link.address, self.credentials, node_id=link.node_id)
+                    client_credentials = self.credentials
+                    client = DaemonClient(link.address, client_credentials, node_id=link.node_id)
                 started = time.monotonic()
                 timing = self.timing()
                 try:

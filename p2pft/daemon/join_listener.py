@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from pathlib import Path
 
 from p2pft.daemon.state_dir import write_file_atomic
@@ -34,9 +35,10 @@ class JoinListener:
         self.port = 0
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_JOINS)
         self._server: asyncio.Server | None = None
+        self._context: ssl.SSLContext | None = None
 
     async def start(self) -> int:
-        context = server_ssl_context(self.state_dir)
+        context = self._context = server_ssl_context(self.state_dir)
         host = None if self.listen_host in ("0.0.0.0", "::", "") else self.listen_host
         self._server = await asyncio.start_server(self._serve, host, self.requested_port, ssl=context,
                                                   ssl_handshake_timeout=IO_TIMEOUT_S, limit=MAX_MESSAGE_BYTES,
@@ -45,6 +47,13 @@ class JoinListener:
         write_file_atomic(self.state_dir / JOIN_ADDR_FILE, f"{_join(self.listen_host or '0.0.0.0', self.port)}\n")
         log.info("join listener on %s:%d (this box holds the cluster CA key)", self.listen_host, self.port)
         return self.port
+
+    def reload_certificate(self) -> None:
+        """This box's certificate was renewed: new joins see the new one (the SSL context is shared by every new
+        connection; those in progress keep theirs)."""
+        if self._context is not None:
+            tls = self.state_dir / "tls"
+            self._context.load_cert_chain(tls / "node.crt", tls / "node.key")
 
     async def run(self) -> None:
         if self._server is None:

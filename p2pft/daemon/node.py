@@ -26,6 +26,8 @@ from p2pft.daemon.join_listener import JoinListener
 from p2pft.daemon.local_socket import LocalSocket
 from p2pft.daemon.logs import set_level
 from p2pft.daemon.probe import ProbeFacts, Prober
+from p2pft.daemon.renewal import CertificateRenewer
+from p2pft.daemon.renewal_desk import RenewalDesk
 from p2pft.daemon.service import DaemonServicer
 from p2pft.daemon.settings import DaemonSettings, SettingsError, reloaded
 from p2pft.daemon.state_dir import remove_daemon_addr, write_daemon_addr
@@ -38,12 +40,14 @@ from p2pft.rpc.gen import daemon_pb2_grpc
 from p2pft.rpc.server import ServicerPair, build_server
 from p2pft.security.credentials import Credentials, restrict_node_key
 from p2pft.security.enrolment import holds_ca_key
+from p2pft.security.live import ServerCertificate
 from p2pft.security.revocation import Revocations
 from p2pft.transfer.client import set_max_fetch_bytes
 from p2pft.transfer.servicer import BlobServicer
 
 log = logging.getLogger("p2pft.daemon")
 DrainHook = Callable[[], Awaitable[None] | None]
+CredentialsHook = Callable[[Credentials], None]
 DRAIN_TIMEOUT_S = 120.0
 DEVICE_REFRESH_S = 5.0
 GOODBYE_TIMEOUT_S = 2.0  # a peer that does not take our goodbye in time finds out by silence, as after a crash
@@ -69,17 +73,27 @@ class Node:
         self.cluster = Cluster(initial_state(self.node_id, self.versions, name=settings.name), self.counters)
         self.revocations = Revocations(Path(settings.state_dir), credentials.ca_cert_pem, self.node_id)
         self.links = PeerLinks(self.cluster, credentials, self.timing, self.cluster_id, self.revocations)
+        self.server_certificate = ServerCertificate(credentials)
+        state_dir = Path(settings.state_dir)
         self.servicer = DaemonServicer(self.cluster, self.links, self.cluster_id, settings.heartbeat_interval_s,
                                        prober=Prober(self.probe_facts, lambda: self.cluster.state.me),
-                                       revocations=self.revocations)
+                                       revocations=self.revocations,
+                                       renewal=RenewalDesk(state_dir, self.node_id, self.counters, self.revocations),
+                                       own_certificate=lambda: self.credentials.node_cert_pem)
         self.services: list[ServicerPair] = [(daemon_pb2_grpc.add_DaemonServicer_to_server, self.servicer)]
         self.components: list[Component] = [self.links, FailureDetector(self.cluster, self.timing),
-                                            _DeviceRefresher(self), RevocationRefresher(self.revocations)]
+                                            _DeviceRefresher(self), RevocationRefresher(self.revocations),
+                                            CertificateRenewer(state_dir, self.cluster, lambda: self.credentials,
+                                                               self.use_credentials,
+                                                               lambda: self.settings.renew_before_days,
+                                                               lambda: 2 * self.settings.heartbeat_interval_s)]
         if settings.mdns:
             self.components.append(MdnsLink(
                 links=self.links, node_id=self.node_id, cluster_id=self.cluster_id, port=lambda: self.port,
                 interfaces=settings.mdns_interfaces, txt=self.mdns_txt))
         self.drain_hooks: list[DrainHook] = []
+        self.credentials_hooks: list[CredentialsHook] = []
+        self.join_listener: JoinListener | None = None
         self._stop: asyncio.Event | None = None
         self.stop_reason = ""
         from p2pft.jobs.wiring import compose_jobs  # elastic jobs: JobService, blob store, drain hook
@@ -106,6 +120,24 @@ class Node:
 
     def add_drain_hook(self, hook: DrainHook) -> None:
         self.drain_hooks.append(hook)
+
+    def add_credentials_hook(self, hook: CredentialsHook) -> None:
+        """`hook(new)` runs when this box's certificate was renewed: a part that caches channels makes them again."""
+        self.credentials_hooks.append(hook)
+
+    def use_credentials(self, credentials: Credentials) -> None:
+        """A renewed certificate (p2pft/daemon/renewal.py), in use without a restart: the server presents it on new
+        connections, the heartbeat links and the parts' channels are made again with it."""
+        self.credentials = credentials
+        self.server_certificate.swap(credentials)
+        self.links.use_credentials(credentials)
+        if self.join_listener is not None:
+            self.join_listener.reload_certificate()
+        for hook in self.credentials_hooks:
+            try:
+                hook(credentials)
+            except Exception:   # one part failing must not leave the others on the old certificate
+                log.exception("a part did not take the renewed certificate")
 
     # ---- read by the parts --------------------------------------------------------------------------------
 
@@ -154,7 +186,7 @@ class Node:
             loop.add_signal_handler(sig, self.request_stop, reason)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         devices = await asyncio.to_thread(read_devices)
-        server, self.port = build_server(self.credentials.server_credentials(), self.services,
+        server, self.port = build_server(self.server_certificate.server_credentials(), self.services,
                                          listen=self.settings.listen, counters=self.counters,
                                          interceptors=[CallerGate(self.revocations, self.counters, self.node_id)])
         state_dir = Path(self.settings.state_dir)
@@ -164,7 +196,7 @@ class Node:
         self.cluster.apply(LocalStateChanged(devices=devices, address=addresses.advertised(host, self.port)))
         local = addresses.local_target(host, self.port)
         # Before daemon.addr: whoever waits for the daemon to be up (a script, a test) can issue a token at once.
-        join_listener = await self._start_join_listener(state_dir)
+        join_listener = self.join_listener = await self._start_join_listener(state_dir)
         write_daemon_addr(state_dir, local)
         for peer in self.settings.peers:
             self.links.add_static(peer)

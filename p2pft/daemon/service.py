@@ -7,19 +7,22 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
 from p2pft.daemon.counters import RecentCounter
 from p2pft.daemon.heartbeat import PeerLinks
+from p2pft.daemon.peer_certs import PeerCertificates, not_after_unix_s
 from p2pft.daemon.probe import ProbeBusy, Prober, ProbeRefused
+from p2pft.daemon.renewal_desk import RenewalDesk
 from p2pft.membership.cluster import Cluster
 from p2pft.membership.state import HeartbeatReceived, MemberJoined
 from p2pft.network.addresses import observed_host, resolve
 from p2pft.rpc import convert
 from p2pft.rpc.caller import caller_identity
 from p2pft.rpc.gen import daemon_pb2, daemon_pb2_grpc
+from p2pft.security.renewal import cert_facts
 from p2pft.security.revocation import Revocations
 
 log = logging.getLogger("p2pft.service")
@@ -33,8 +36,12 @@ def _peer_common_name(context: grpc.aio.ServicerContext) -> str:
 
 class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
     def __init__(self, cluster: Cluster, links: PeerLinks, cluster_id: str, heartbeat_interval_s: float,
-                 prober: Prober | None = None, revocations: Revocations | None = None) -> None:
+                 prober: Prober | None = None, revocations: Revocations | None = None,
+                 renewal: RenewalDesk | None = None, own_certificate: Callable[[], bytes] | None = None) -> None:
         self.revocations = revocations
+        self.renewal = renewal
+        self.own_certificate = own_certificate   # this box's certificate now (it changes when renewed)
+        self.peer_certs = PeerCertificates()
         self.cluster = cluster
         self.links = links
         self.cluster_id = cluster_id
@@ -69,6 +76,7 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
                 self.cluster.counters["foreign_cluster"] += 1
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"cluster {request.cluster_id} is not ours")
             fields = await self._peer_fields(request.peer, context)
+            self.peer_certs.note(str(fields["node_id"]), context)
             self.cluster.apply(MemberJoined(at=time.monotonic(), **fields))  # type: ignore[arg-type]
             self.links.learn(str(fields["node_id"]), str(fields["address"]), "incoming")
         reply = daemon_pb2.HelloReply(node_id=self.cluster.state.self_id, peer=self._my_info(),
@@ -85,6 +93,7 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
         offset = request.sent_unix_s - now_wall if request.sent_unix_s else None
         self.cluster.apply(HeartbeatReceived(at=time.monotonic(), clock_offset_s=offset, **fields))  # type: ignore[arg-type]
         node_id = str(fields["node_id"])
+        self.peer_certs.note(node_id, context)
         if self.revocations is not None:
             self.revocations.offer(request.revocations, f"node {node_id}")
         self.links.note_incoming(node_id)
@@ -105,8 +114,10 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
         now = time.monotonic()
         coordinator = self.cluster.coordinator or ""
         nodes = []
+        own = cert_facts(self.own_certificate()) if self.own_certificate else None
         for member in sorted(state.members.values(), key=lambda m: (m.node_id != state.self_id, m.node_id)):
             is_self = member.node_id == state.self_id
+            cert = own if is_self else self.peer_certs.facts(member.node_id)
             age = 0.0 if is_self else (now - member.last_heard if member.last_heard is not None else -1.0)
             nodes.append(daemon_pb2.NodeStatus(
                 peer=convert.peer_info_to_pb(member), state=member.shown_state, is_self=is_self,
@@ -114,6 +125,7 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
                 clock_offset_s=member.clock_offset_s or 0.0,
                 incompatible_reason=member.incompatible_reason or member.lost_reason,
                 rss_mb=_rss_mb() if is_self else 0,
+                cert_not_after_unix_s=not_after_unix_s(cert), cert_serial=cert.serial if cert else "",
             ))
         counters = self.cluster.counters
         recent = counters.recent() if isinstance(counters, RecentCounter) else {}
@@ -155,6 +167,12 @@ class DaemonServicer(daemon_pb2_grpc.DaemonServicer):
         except ProbeBusy as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         raise AssertionError("unreachable")
+
+    async def Renew(self, request: daemon_pb2.RenewRequest, context: grpc.aio.ServicerContext) -> daemon_pb2.RenewReply:
+        if self.renewal is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this daemon was built without certificate renewal")
+            raise AssertionError("unreachable")
+        return await self.renewal.renew(request, context)
 
 
 def _rss_mb() -> int:

@@ -50,6 +50,7 @@ class DaemonSettings:
     max_blob_bytes: int = 64 * 1024**3          # the largest blob a peer may push or this box fetch
     max_streams_per_peer: int = 16              # blob streams (Read/Push) one peer may hold open here at once
     blob_budget: BlobBudget = DEFAULT_BLOB_BUDGET  # how large <state-dir>/blobs may grow (default: half the disk)
+    renew_before_days: float = 30.0             # renew this box's certificate when fewer days than this are left
     config: Path | None = None
 
     @property
@@ -74,7 +75,8 @@ class DaemonSettings:
 
 
 # Settings that SIGHUP may change on a running daemon; the rest need a restart.
-RELOADABLE = ("peers", "heartbeat_interval_s", "lost_after_intervals", "log_level", "name", "yield_when_busy")
+RELOADABLE = ("peers", "heartbeat_interval_s", "lost_after_intervals", "log_level", "name", "yield_when_busy",
+              "renew_before_days")
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -175,6 +177,17 @@ def _streams(value: Any) -> int:
     return number
 
 
+def _renew_days(value: Any) -> float:
+    """Days before expiry: at least 1 (a day to reach the CA box), below 300 (certificates last 365 days: a larger
+    value would renew again at once)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number of days from 1 to 300")
+    number = float(value)
+    if not 1 <= number <= 300:
+        raise ValueError("expected a number of days from 1 to 300")
+    return number
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -240,6 +253,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_blob_bytes": _size_bytes,
     "max_streams_per_peer": _streams,
     "blob_budget": parse_budget,
+    "renew_before_days": _renew_days,
 }
 ENV_PREFIX = "P2PFT_"
 
@@ -303,6 +317,8 @@ def flag_layer(args: argparse.Namespace) -> dict[str, Any]:
         layer["join_listen"] = args.join_listen
     if getattr(args, "blob_budget", None) is not None:
         layer["blob_budget"] = args.blob_budget
+    if getattr(args, "renew_before_days", None) is not None:
+        layer["renew_before_days"] = args.renew_before_days
     return layer
 
 
@@ -338,6 +354,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="the most disk the blob store (datasets, models, checkpoint copies, outputs shared "
                         "with peers) may use, e.g. 50GiB, or a share of the state dir's disk such as 40%% "
                         "(default 50%%); a push or fetch past it is refused (env P2PFT_BLOB_BUDGET)")
+    p.add_argument("--renew-before-days", metavar="DAYS",
+                   help="renew this box's certificate (1 year) over the mesh when fewer days are left (default 30; "
+                        "env P2PFT_RENEW_BEFORE_DAYS)")
     return p
 
 

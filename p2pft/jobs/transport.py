@@ -8,6 +8,7 @@ unreachable peer means, and a dead peer never raises into the jobs logic.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from p2pft.transfer import BlobClient, BlobStore, Manifest, TransferPolicy
 
 log = logging.getLogger("p2pft.jobs.transport")
 RPC_TIMEOUT_S = 3.0
+OLD_CHANNEL_GRACE_S = 600.0   # calls in progress on a channel with the old certificate (a blob stream) may finish
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,17 @@ class GrpcTransport:
         self.credentials = credentials
         self.store = store
         self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def use_credentials(self, credentials: Credentials) -> None:
+        """This box's certificate was renewed: new calls get new channels; the old ones close once their calls
+        end (the old certificate stays valid until it expires). Call from the event loop."""
+        self.credentials = credentials
+        old, self._channels = self._channels, {}
+        for _, channel in old.values():
+            task = asyncio.get_running_loop().create_task(channel.close(grace=OLD_CHANNEL_GRACE_S))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def channel(self, node: str) -> grpc.aio.Channel | None:
         member = self.cluster.state.members.get(node)

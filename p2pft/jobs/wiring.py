@@ -11,7 +11,9 @@ from p2pft.jobs.addressing import AddressSettings, RoundAddressing
 from p2pft.jobs.end_summary import EndSummaryWriter
 from p2pft.jobs.manager import JobsManager
 from p2pft.jobs.servicer import JobServicer
+from p2pft.jobs.transport import GrpcTransport
 from p2pft.rpc.gen import jobs_pb2_grpc, transfer_pb2_grpc
+from p2pft.security.credentials import Credentials
 from p2pft.transfer import BlobStore, servicer_entry
 from p2pft.transfer.budget import BlobBudget
 
@@ -40,8 +42,16 @@ def compose_jobs(node: Any) -> JobsManager:
         node.add_component(keeper)
         manager.warm_socket = keeper.ready_socket
     node.add_drain_hook(manager.drain)
+    node.add_credentials_hook(lambda credentials: _use_credentials(manager, credentials))
     node.jobs = manager
     return manager
+
+
+def _use_credentials(manager: JobsManager, credentials: Credentials) -> None:
+    """A renewed certificate: job calls and blob transfers dial with it from now on."""
+    manager.credentials = credentials
+    if isinstance(manager.transport, GrpcTransport):
+        manager.transport.use_credentials(credentials)
 
 
 def blob_budget_bytes(budget: BlobBudget, state_dir: Path) -> int:

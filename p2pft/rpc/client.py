@@ -88,6 +88,9 @@ class DaemonClient:
     async def probe(self, request: daemon_pb2.ProbeRequest, timeout_s: float | None = None) -> daemon_pb2.ProbeReply:
         return await self.stub.Probe(request, timeout=timeout_s or self.timeout_s)
 
+    async def renew(self, request: daemon_pb2.RenewRequest, timeout_s: float | None = None) -> daemon_pb2.RenewReply:
+        return await self.stub.Renew(request, timeout=timeout_s or self.timeout_s)
+
     async def watch(self, interval_s: float = 0.0) -> AsyncIterator[daemon_pb2.StatusReply]:
         # A stream has no overall deadline; each item must arrive within the per-call timeout plus the interval.
         call = self.stub.Watch(daemon_pb2.WatchRequest(interval_s=interval_s))

@@ -6,8 +6,9 @@ DHCP, and the CA alone decides who is in the cluster. The node id is the certifi
 server reads it from the TLS auth context and refuses a Hello/Heartbeat that claims another id.
 
 Node certificates last a year (NODE_DAYS): a box that leaves for good, or whose key leaks, stops being a member
-by itself within a year even where nobody revokes it. Joining boxes make their own key and send a certificate
-signing request (p2pft.security.enrol); the CA key never leaves the box that holds it.
+by itself within a year even where nobody revokes it; a live daemon renews its own before then
+(p2pft.security.renewal). Joining boxes make their own key and send a certificate signing request
+(p2pft.security.enrol); the CA key never leaves the box that holds it.
 """
 
 from __future__ import annotations
@@ -62,10 +63,10 @@ def new_ca() -> tuple[bytes, bytes]:
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
 
-def issue_node_cert(ca_cert_pem: bytes, ca_key_pem: bytes, node_id: str) -> tuple[bytes, bytes]:
+def issue_node_cert(ca_cert_pem: bytes, ca_key_pem: bytes, node_id: str, days: int = NODE_DAYS) -> tuple[bytes, bytes]:
     """A node certificate signed by the CA: (cert PEM, key PEM). CN = node id; SAN = p2pft-node and friends."""
     key = ec.generate_private_key(ec.SECP256R1())
-    return sign_node_key(ca_cert_pem, ca_key_pem, node_id, key.public_key()), _key_pem(key)
+    return sign_node_key(ca_cert_pem, ca_key_pem, node_id, key.public_key(), days), _key_pem(key)
 
 
 def new_node_key() -> tuple[ec.EllipticCurvePrivateKey, bytes]:

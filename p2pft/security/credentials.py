@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from p2pft.security.certs import (
+    NODE_DAYS,
     TLS_TARGET_NAME,
     cluster_id_of,
     common_name_of,
@@ -26,6 +27,7 @@ from p2pft.security.certs import (
     new_ca,
 )
 from p2pft.security.enrolment import DEFAULT_TTL_S, holds_ca_key, issue_token, record_issued
+from p2pft.security.renewal import CA_HOLDER_FILE, complete_pending_renewal, write_ca_holder
 from p2pft.security.token import decode_token
 
 TLS_DIR = "tls"
@@ -72,6 +74,8 @@ def load_credentials(state_dir: Path) -> Credentials:
             f"no cluster credentials in {d}: run `p2pft --state-dir {state_dir} init` (new cluster) "
             f"or `p2pft --state-dir {state_dir} init --token-file F` (join one)"
         )
+    if (d / (NODE_CERT + ".next")).exists():
+        complete_pending_renewal(state_dir)   # a renewal cut between its two renames (p2pft.security.renewal)
     try:
         ca = (d / CA_CERT).read_bytes()
         cert = (d / NODE_CERT).read_bytes()
@@ -112,7 +116,9 @@ def join_cluster(state_dir: Path, node_id: str, token_text: str, *, force: bool 
                                "move ca.key to another box first (docs/daemon.md, 'Security choices')")
     _refuse_overwrite(state_dir, force)
     joined = join(token, node_id)
-    return _write_node(state_dir, joined.ca_cert_pem, joined.node_cert_pem, joined.node_key_pem, ca_key=None)
+    creds = _write_node(state_dir, joined.ca_cert_pem, joined.node_cert_pem, joined.node_key_pem, ca_key=None)
+    write_ca_holder(state_dir, token.issuer)   # where this box's daemon asks first for a renewal
+    return creds
 
 
 def make_join_token(state_dir: Path, addresses: tuple[str, ...], *, ttl_s: float = DEFAULT_TTL_S,
@@ -127,9 +133,11 @@ def make_join_token(state_dir: Path, addresses: tuple[str, ...], *, ttl_s: float
     return text
 
 
-def issue_local_node(ca_state_dir: Path, state_dir: Path, node_id: str, *, force: bool = False) -> Credentials:
+def issue_local_node(ca_state_dir: Path, state_dir: Path, node_id: str, *, force: bool = False,
+                     days: int = NODE_DAYS) -> Credentials:
     """A member's credentials made on this machine by the CA holder's state dir, without the network (the demo's
-    boxes and test clusters live on one machine; the CA key is not copied)."""
+    boxes and test clusters live on one machine; the CA key is not copied). `days`: the certificate's validity
+    (tests of renewal make one that is about to run out)."""
     ca_dir = tls_dir(ca_state_dir)
     if has_credentials(state_dir) and not force:
         existing = load_credentials(state_dir)
@@ -137,9 +145,11 @@ def issue_local_node(ca_state_dir: Path, state_dir: Path, node_id: str, *, force
             return existing
     _refuse_overwrite(state_dir, force)
     ca_cert = (ca_dir / CA_CERT).read_bytes()
-    cert, key = issue_node_cert(ca_cert, (ca_dir / CA_KEY).read_bytes(), node_id)
+    cert, key = issue_node_cert(ca_cert, (ca_dir / CA_KEY).read_bytes(), node_id, days=days)
     record_issued(ca_state_dir, node_id, cert, "local")
-    return _write_node(state_dir, ca_cert, cert, key, ca_key=None)
+    creds = _write_node(state_dir, ca_cert, cert, key, ca_key=None)
+    write_ca_holder(state_dir, load_credentials(ca_state_dir).node_id)
+    return creds
 
 
 def _refuse_overwrite(state_dir: Path, force: bool) -> None:
@@ -164,7 +174,7 @@ def _write_node(state_dir: Path, ca_cert: bytes, cert: bytes, key: bytes, *, ca_
         _write(d / CA_KEY, ca_key, 0o600)
     else:
         # A box that joins (again, with --force) must not keep another cluster's CA key nor its bookkeeping.
-        for name in (CA_KEY, "join_tokens.json", "issued.json"):
+        for name in (CA_KEY, "join_tokens.json", "issued.json", CA_HOLDER_FILE):
             (d / name).unlink(missing_ok=True)
     _write(d / NODE_KEY, key, 0o600)
     _write(d / NODE_CERT, cert, 0o644)

@@ -159,6 +159,20 @@ def record_issued(state_dir: Path, node_id: str, cert_pem: bytes, how: str) -> N
         _write(tls / ISSUED_FILE, issued)
 
 
+@contextlib.contextmanager
+def issued_book(state_dir: Path) -> Iterator[dict[str, Any]]:
+    """issued.json under the enrolment lock: yielded for changes (`record_into`), written back when the block
+    ends without an exception (EnrolmentRefused when the file is damaged)."""
+    with _locked(state_dir) as tls:
+        issued = _read(tls / ISSUED_FILE)
+        yield issued
+        _write(tls / ISSUED_FILE, issued)
+
+
+def record_into(issued: dict[str, Any], node_id: str, cert_pem: bytes, how: str) -> None:
+    _record(issued, node_id, cert_pem, how)
+
+
 def issued_nodes(state_dir: Path) -> dict[str, Any]:
     return _read(_tls(state_dir) / ISSUED_FILE)
 

@@ -94,7 +94,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("peer", "state", "is_self", "is_coordinator", "last_heartbeat_age_s", "clock_offset_s", "incompatible_reason", "rss_mb")
+    __slots__ = ("peer", "state", "is_self", "is_coordinator", "last_heartbeat_age_s", "clock_offset_s", "incompatible_reason", "rss_mb", "cert_not_after_unix_s", "cert_serial")
     PEER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     IS_SELF_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,8 @@ class NodeStatus(_message.Message):
     CLOCK_OFFSET_S_FIELD_NUMBER: _ClassVar[int]
     INCOMPATIBLE_REASON_FIELD_NUMBER: _ClassVar[int]
     RSS_MB_FIELD_NUMBER: _ClassVar[int]
+    CERT_NOT_AFTER_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    CERT_SERIAL_FIELD_NUMBER: _ClassVar[int]
     peer: PeerInfo
     state: str
     is_self: bool
@@ -111,7 +113,9 @@ class NodeStatus(_message.Message):
     clock_offset_s: float
     incompatible_reason: str
     rss_mb: int
-    def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., state: _Optional[str] = ..., is_self: _Optional[bool] = ..., is_coordinator: _Optional[bool] = ..., last_heartbeat_age_s: _Optional[float] = ..., clock_offset_s: _Optional[float] = ..., incompatible_reason: _Optional[str] = ..., rss_mb: _Optional[int] = ...) -> None: ...
+    cert_not_after_unix_s: float
+    cert_serial: str
+    def __init__(self, peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., state: _Optional[str] = ..., is_self: _Optional[bool] = ..., is_coordinator: _Optional[bool] = ..., last_heartbeat_age_s: _Optional[float] = ..., clock_offset_s: _Optional[float] = ..., incompatible_reason: _Optional[str] = ..., rss_mb: _Optional[int] = ..., cert_not_after_unix_s: _Optional[float] = ..., cert_serial: _Optional[str] = ...) -> None: ...
 
 class StatusReply(_message.Message):
     __slots__ = ("node_id", "cluster_id", "coordinator_id", "nodes", "error_counters", "uptime_s", "heartbeat_interval_s", "recent_error_counters", "recent_window_s")
@@ -240,3 +244,19 @@ class ProbeReply(_message.Message):
     listener_error: str
     dialled: _containers.RepeatedCompositeFieldContainer[DialResult]
     def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., versions: _Optional[_Union[_common_pb2.Versions, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[_common_pb2.Device, _Mapping]]] = ..., received_unix_ns: _Optional[int] = ..., replied_unix_ns: _Optional[int] = ..., state_dir: _Optional[str] = ..., state_dir_free_bytes: _Optional[int] = ..., mdns: _Optional[bool] = ..., static_peers: _Optional[_Iterable[str]] = ..., caller_host: _Optional[str] = ..., collective: _Optional[_Union[CollectiveChoice, _Mapping]] = ..., collective_port: _Optional[int] = ..., store_port: _Optional[int] = ..., store_port_low: _Optional[int] = ..., store_port_high: _Optional[int] = ..., listener_error: _Optional[str] = ..., dialled: _Optional[_Iterable[_Union[DialResult, _Mapping]]] = ...) -> None: ...
+
+class RenewRequest(_message.Message):
+    __slots__ = ("csr",)
+    CSR_FIELD_NUMBER: _ClassVar[int]
+    csr: bytes
+    def __init__(self, csr: _Optional[bytes] = ...) -> None: ...
+
+class RenewReply(_message.Message):
+    __slots__ = ("node_cert", "ca_cert", "signed_by")
+    NODE_CERT_FIELD_NUMBER: _ClassVar[int]
+    CA_CERT_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_BY_FIELD_NUMBER: _ClassVar[int]
+    node_cert: bytes
+    ca_cert: bytes
+    signed_by: str
+    def __init__(self, node_cert: _Optional[bytes] = ..., ca_cert: _Optional[bytes] = ..., signed_by: _Optional[str] = ...) -> None: ...

@@ -70,6 +70,11 @@ class DaemonStub:
                 request_serializer=daemon__pb2.ProbeRequest.SerializeToString,
                 response_deserializer=daemon__pb2.ProbeReply.FromString,
                 _registered_method=True)
+        self.Renew = channel.unary_unary(
+                '/p2pft.v1.Daemon/Renew',
+                request_serializer=daemon__pb2.RenewRequest.SerializeToString,
+                response_deserializer=daemon__pb2.RenewReply.FromString,
+                _registered_method=True)
 
 
 class DaemonServicer:
@@ -126,6 +131,15 @@ class DaemonServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Renew(self, request, context):
+        """A member renews its own certificate before it expires: the caller proves its current key through mTLS and
+        sends a CSR for a new key naming its own node id (the CN of the certificate it called with). Only a box that
+        holds the cluster CA key signs (FAILED_PRECONDITION elsewhere, naming where the CA is when known).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DaemonServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +177,11 @@ def add_DaemonServicer_to_server(servicer, server):
                     servicer.Probe,
                     request_deserializer=daemon__pb2.ProbeRequest.FromString,
                     response_serializer=daemon__pb2.ProbeReply.SerializeToString,
+            ),
+            'Renew': grpc.unary_unary_rpc_method_handler(
+                    servicer.Renew,
+                    request_deserializer=daemon__pb2.RenewRequest.FromString,
+                    response_serializer=daemon__pb2.RenewReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +374,33 @@ class Daemon:
             '/p2pft.v1.Daemon/Probe',
             daemon__pb2.ProbeRequest.SerializeToString,
             daemon__pb2.ProbeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Renew(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/p2pft.v1.Daemon/Renew',
+            daemon__pb2.RenewRequest.SerializeToString,
+            daemon__pb2.RenewReply.FromString,
             options,
             channel_credentials,
             insecure,
