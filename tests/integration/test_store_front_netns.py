@@ -20,7 +20,9 @@ from p2pft.launch.admission import write_admitted
 from p2pft.launch.store import read_ready_file
 from tests.netns_util import Host, netns_hosts  # noqa: F401  (pytest fixture)
 
-pytestmark = [pytest.mark.slow, pytest.mark.netns]
+# `make chaos`: tests/e2e/test_office_network.py keeps the path in `make test` (the front admits box-b's real
+# bridge address, refuses nothing); tests/integration/test_store_front.py refuses a stranger's address.
+pytestmark = [pytest.mark.slow, pytest.mark.netns, pytest.mark.chaos]
 
 MEMBER = """
 import sys
