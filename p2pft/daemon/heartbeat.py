@@ -152,6 +152,9 @@ class PeerLinks:
                     if link.node_id is None:
                         if not await self._hello(key, link, client, timing):
                             return
+                        # The link now lives under the node id it answered with: keep beating it from here (the
+                        # lower id dials; a link that ended here left the peer to dial us, one way only).
+                        key = link.node_id or key
                     elif not self._peer_dials_us(link.node_id, timing):
                         await self._beat(link, client, timing)
                     link.failures = 0
