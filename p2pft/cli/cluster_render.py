@@ -3,11 +3,13 @@ StatusReply: no I/O. Names first; node ids only where the console is wide enough
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from p2pft.cli.job_render import fit_columns
 
+CERT_WARN_DAYS = 21   # below the default renewal threshold (30 d) by a week of failed renewals
 STATE_STYLE = {"idle": "green", "busy": "cyan", "draining": "yellow", "lost": "red", "left": "dim"}
 
 
@@ -47,6 +49,9 @@ def boxes_table(reply: Any, width: int, *, wide: bool = False) -> Any:
             note = (note + " " if note else "") + f"daemon RSS {node.rss_mb} MB"
         if not node.is_self and node.state not in ("lost", "left") and abs(node.clock_offset_s) > 1:
             note = (note + " " if note else "") + f"clock {node.clock_offset_s:+.1f}s"
+        certificate = cert_note(node.cert_not_after_unix_s, time.time(), wide=wide)
+        if certificate:
+            note = (note + " " if note else "") + certificate
         style = STATE_STYLE.get(node.state, "")
         cells = {"": marks, "NAME": name_of_node(node), "STATE": f"[{style}]{node.state}[/]" if style else node.state,
                  "HEARD": "self" if node.is_self else age(node.last_heartbeat_age_s), "DEVICES": devices_text(node),
@@ -54,6 +59,19 @@ def boxes_table(reply: Any, width: int, *, wide: bool = False) -> Any:
                  "VERSIONS": f"{v.p2pft}/p{v.protocol} torch {v.torch or '-'} cuda {v.cuda or '-'}", "NOTE": note}
         table.add_row(*(cells[name] for name in kept))
     return table
+
+
+def cert_note(not_after_unix_s: float, now_unix_s: float, *, wide: bool = False) -> str:
+    """The node's certificate when it runs out within CERT_WARN_DAYS (its daemon renews it from 30 days before;
+    docs/daemon.md), or always with --wide; '' when the daemon has not seen it."""
+    if not not_after_unix_s:
+        return ""
+    days = (not_after_unix_s - now_unix_s) / 86400
+    if days < 0:
+        return "certificate EXPIRED"
+    if days < CERT_WARN_DAYS or wide:
+        return f"certificate {days:.0f}d left"
+    return ""
 
 
 def coordinator_name(reply: Any) -> str:

@@ -3,8 +3,6 @@ serial and expiry show which boxes renewed and which are about to run out."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 import grpc
 
 from p2pft.security.renewal import CertFacts, cert_facts
@@ -38,7 +36,3 @@ class PeerCertificates:
 
 def not_after_unix_s(facts: CertFacts | None) -> float:
     return facts.not_after.timestamp() if facts else 0.0
-
-
-def expires_in_days(facts: CertFacts, now: dt.datetime | None = None) -> float:
-    return (facts.not_after - (now or dt.datetime.now(dt.UTC))).total_seconds() / 86400

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from p2pft.cli.cluster_render import cert_note
 from p2pft.daemon.renewal import CertificateRenewer, RenewalFailed
 from p2pft.daemon.settings import SettingsError, parse_settings
 from p2pft.membership.cluster import Cluster
@@ -147,3 +148,11 @@ def test_renew_before_days_is_a_setting_with_bounds() -> None:
     assert parse_settings(["--state-dir", "/tmp/x"], {"P2PFT_RENEW_BEFORE_DAYS": "60"}).renew_before_days == 60
     with pytest.raises(SettingsError, match="renew_before_days"):
         parse_settings(["--state-dir", "/tmp/x", "--renew-before-days", "400"], {})
+
+
+def test_status_notes_a_certificate_about_to_run_out() -> None:
+    assert cert_note(0, 100) == ""                                    # not seen
+    assert cert_note(100 + 10 * 86400, 100) == "certificate 10d left"
+    assert cert_note(100 + 100 * 86400, 100) == ""
+    assert cert_note(100 + 100 * 86400, 100, wide=True) == "certificate 100d left"
+    assert cert_note(50, 100) == "certificate EXPIRED"
