@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 PlanMode = Literal["auto", "uniform"]
@@ -82,7 +82,7 @@ class BatchPlan:
         return bounds
 
 
-def _micro_batch_for(samples: int, bound: int) -> int:
+def micro_batch_for(samples: int, bound: int) -> int:
     """The micro-batch size for `samples` under `bound`: as few micro-batches as the bound allows, sized evenly
     (9 samples under a bound of 8 run as 5 + 4, not 8 + 1: the same count, a lower memory peak)."""
     count = -(-samples // bound)
@@ -169,7 +169,7 @@ def plan_batch(global_batch_size: int, ranks: Sequence[RankCapacity], mode: Plan
                 global_batch_size=global_batch_size, capacity=capacity)
     shares = _min_max_shares(global_batch_size, speeds, caps)
     entries = tuple(
-        PlanEntry(rank.node_id, rank.local_rank, samples, _micro_batch_for(samples, rank.max_micro_batch),
+        PlanEntry(rank.node_id, rank.local_rank, samples, micro_batch_for(samples, rank.max_micro_batch),
                   speed=float(rank.throughput) if mode == "auto" else None, max_micro_batch=rank.max_micro_batch)
         for rank, samples in zip(ranks, shares, strict=True)
     )
@@ -242,6 +242,31 @@ def validate_plan(plan: BatchPlan) -> None:
     total = sum(e.samples for e in plan.entries)
     if total != plan.global_batch_size:
         raise BatchPlanError(f"plan samples add up to {total}, but global_batch_size is {plan.global_batch_size}")
+
+
+def clamp_to_bounds(plan: BatchPlan, bounds: Mapping[tuple[str, int], int]) -> BatchPlan:
+    """`plan` with each rank's micro-batch at most its memory bound (`bounds`: (node_id, local_rank) -> the
+    largest micro-batch that fits; ranks without one keep theirs). Shares do not change, so neither does the
+    maths: a rank's loss is a sum over its samples whatever the cut (train/step.py); only the number of
+    micro-batches grows. Micro-batches under the bound are sized evenly, like the planner's."""
+    entries = []
+    for entry in plan.entries:
+        bound = bounds.get((entry.node_id, entry.local_rank))
+        if bound is None or bound >= entry.micro_batch_size:
+            entries.append(entry if bound is None else replace(entry, max_micro_batch=_lower(entry.max_micro_batch,
+                                                                                             bound)))
+            continue
+        if bound <= 0:
+            raise BatchPlanError(f"rank {entry.node_id}/{entry.local_rank}: memory bound must be > 0, got {bound}")
+        entries.append(replace(entry, micro_batch_size=micro_batch_for(entry.samples, bound),
+                               max_micro_batch=_lower(entry.max_micro_batch, bound)))
+    clamped = replace(plan, entries=tuple(entries))
+    validate_plan(clamped)
+    return clamped
+
+
+def _lower(current: int | None, bound: int) -> int:
+    return bound if current is None else min(current, bound)
 
 
 def micro_batch_sizes(samples: int, micro_batch_size: int) -> list[int]:

@@ -20,10 +20,12 @@ from p2pft.launch.worker_error import WorkerError, write_worker_error
 # batch-plan or rank-mapping error depends on the round (another world or checkpoint may work): not listed.
 # A full disk found before a save is listed: a retry would train up to the same save and stop there again,
 # until a person frees space (its message names the box and the free space). So is a fingerprint mismatch: the
-# boxes hold different models, data or library versions, and another round on them would meet the same.
+# boxes hold different models, data or library versions, and another round on them would meet the same. So is a
+# GPU that cannot hold one row of cutoff_len (MemoryBoundError): its message says what a person must change.
 DETERMINISTIC_TYPES = frozenset({
     "DataError", "TemplateError", "JobSpecError", "ModelLoadError", "FsdpConfigError", "OptimizerError",
     "SamplerError", "EvaluationError", "ResumeFromError", "CheckpointSpaceError", "FingerprintError",
+    "MemoryBoundError",
 })
 
 

@@ -79,9 +79,10 @@ def decode_vector(summed: Sequence[float], world_size: int) -> list[tuple[float 
 
 
 def speeds_by_entry(per_rank: Sequence[tuple[float | None, float | None]], entries: Sequence[Any],
-                    entry_of_rank: Sequence[int]) -> list[dict[str, Any]]:
+                    entry_of_rank: Sequence[int], bounds: Sequence[int | None] = ()) -> list[dict[str, Any]]:
     """The metrics line's `speeds`: one object per plan entry, in plan order (node_id, local_rank, samples_per_s,
-    tokens_per_s; null until measured), so the daemon can key them like the plan."""
+    tokens_per_s; null until measured), so the daemon can key them like the plan. `bounds`: each global rank's
+    memory bound (p2pft.train.rank_bound), written as `max_micro_batch` where a rank has one."""
     out: list[dict[str, Any]] = [
         {"node_id": e.node_id, "local_rank": e.local_rank, "samples_per_s": None, "tokens_per_s": None}
         for e in entries]
@@ -90,6 +91,9 @@ def speeds_by_entry(per_rank: Sequence[tuple[float | None, float | None]], entri
             row = out[entry_of_rank[rank]]
             row["samples_per_s"] = None if samples_per_s is None else round(samples_per_s, 4)
             row["tokens_per_s"] = None if tokens_per_s is None else round(tokens_per_s, 2)
+    for rank, bound in enumerate(bounds):
+        if bound is not None and rank < len(entry_of_rank):
+            out[entry_of_rank[rank]]["max_micro_batch"] = bound
     return out
 
 

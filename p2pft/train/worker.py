@@ -19,8 +19,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from p2pft.config.job import parse_job
 from p2pft.formats.checkpoint_index import prune, step_dir
-from p2pft.launch.contract import ENV_DAEMON_PRUNES, EXIT_STOPPED_ON_REQUEST, STOP_REQUEST_FILE
-from p2pft.planning.batch_plan import BatchPlan, plan_from_json, plan_to_json
+from p2pft.launch.contract import ENV_DAEMON_PRUNES, EVENT_MEMORY_BOUND, EXIT_STOPPED_ON_REQUEST, STOP_REQUEST_FILE
+from p2pft.planning.batch_plan import BatchPlan, clamp_to_bounds, plan_from_json, plan_to_json
 from p2pft.train import fsdp
 from p2pft.train.allreduce_hook import ReportingAllReduce
 from p2pft.train.checkpoint import (
@@ -44,6 +44,7 @@ from p2pft.train.lf_checkpoints import CheckpointFolders
 from p2pft.train.metrics import LEDGER_FILE, METRICS_FILE, EventLog, RunRecorder, truncate_after_step
 from p2pft.train.model import build_trainable_model, check_vocabulary, load_tokenizer, trainable_parameter_count
 from p2pft.train.optim import build_optimizer, set_learning_rate
+from p2pft.train.rank_bound import RankBound, find_rank_bound, gather_bounds
 from p2pft.train.sampler import GlobalSampler, rank_micro_batches, total_steps
 from p2pft.train.schedule import learning_rate, warmup_steps_for
 from p2pft.train.speed import RankSpeed, speeds_by_entry
@@ -78,6 +79,7 @@ class Worker:
         self.events = EventLog(args.run_dir, enabled=self.env.local_rank == 0)
         # What this rank was doing, for the error record if it fails (an OOM names its micro-batch).
         self.failure_context: dict[str, Any] = {}
+        self.rank_bounds: list[int | None] = []   # every global rank's memory bound (None: the job's micro-batch)
 
     def log(self, message: str) -> None:
         if self.is_main:
@@ -115,8 +117,12 @@ class Worker:
         self.log(f"model {spec.model_name_or_path}: {trainable:,} trainable of {total:,} parameters; "
                  f"{len(data.train)} train / {len(data.val)} val examples; world {env.world_size}, "
                  f"plan {[e.samples for e in self.plan.entries]}")
+        # Before the optimizer's state exists and before DDP: the probe's trials must not meet DDP's hooks.
+        my_bound = find_rank_bound(model, self.device, spec, rank=env.rank, local_rank=env.local_rank,
+                                   precision=self.precision, sharded=self.sharded)
         wait_for_everyone("loaded", STARTUP_TIMEOUT_S, self.launch_token)
         self._check_fingerprints(digests, len(boxes))
+        self._clamp_to_memory(my_bound, entry_of_rank)
         ddp_model = self._wrap(model)
         speed = RankSpeed(self.device, env.rank, env.world_size)  # compute time without the all-reduce wait
         if not self.sharded:
@@ -173,7 +179,8 @@ class Worker:
                     "world_size": env.world_size, "plan": plan_to_json(self.plan)["entries"],
                     "plan_round": self.plan.round, "tokens_per_s": sum(lengths[i] for i in batch_ids) / elapsed,
                     "step_time_s": elapsed, "cpu_time_s": time.process_time() - cpu_started, "time": time.time(),
-                    "speeds": speeds_by_entry(speed.gathered(result.extras), self.plan.entries, entry_of_rank),
+                    "speeds": speeds_by_entry(speed.gathered(result.extras), self.plan.entries, entry_of_rank,
+                                              self.rank_bounds),
                 })
                 self._maybe_record_ledger(recorder, done, [i for ids in my_micro_ids for i in ids], entry_of_rank)
                 self.events.emit("step_completed", step=done, loss=loss)
@@ -219,6 +226,25 @@ class Worker:
         check_same_everywhere(digests.fingerprint(node_id=self.env.node_id, job=job_to_dict(self.spec)), self.device)
         self.log(f"fingerprints agree on {boxes} box(es): model, data, settings, versions (check "
                  f"{(time.monotonic() - started) * 1000:.0f} ms after loading; {digests.describe()})")
+
+    def _clamp_to_memory(self, mine: RankBound, entry_of_rank: list[int]) -> None:
+        """Every rank's bound (one all-gather), and the plan every rank trains with: each rank's micro-batch at
+        most its bound. Shares stay, so the maths does too (batch_plan.clamp_to_bounds)."""
+        self.events.emit(EVENT_MEMORY_BOUND, bound=mine.bound, source=mine.source, seconds=round(mine.seconds, 2))
+        self.rank_bounds = gather_bounds(mine, self.device)
+        entries = self.plan.entries
+        by_entry = {(entries[entry_of_rank[rank]].node_id, entries[entry_of_rank[rank]].local_rank): bound
+                    for rank, bound in enumerate(self.rank_bounds) if bound is not None}
+        if not by_entry:
+            return
+        clamped = clamp_to_bounds(self.plan, by_entry)
+        changed = [f"{e.node_id}:{e.local_rank} {e.samples}x{e.micro_batch_size} (max {e.max_micro_batch})"
+                   for e, before in zip(clamped.entries, entries, strict=True)
+                   if e.micro_batch_size != before.micro_batch_size]
+        listed = ", ".join(f"{node}:{local_rank} {bound}" for (node, local_rank), bound in by_entry.items())
+        self.log(f"memory bounds (rows per micro-batch): {listed} (rank 0: {mine.describe()})"
+                 + (f"; micro-batches lowered: {', '.join(changed)}" if changed else ""))
+        self.plan = clamped
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}

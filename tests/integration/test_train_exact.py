@@ -49,17 +49,22 @@ def test_reference_trains_and_commits(reference: Path) -> None:
 
 
 def test_uneven_two_process_plan_matches_one_process(workdir: Path, tiny_model: Path, reference: Path) -> None:
-    """(b) 12 vs 4 samples, micro-batch 4: 3 micro-batches on rank 0, 1 on rank 1, one all-reduce each."""
+    """(b) 12 vs 4 samples, micro-batch 4, and rank 0 under a memory bound of 3 rows (forced: the CPU has no
+    probe): 4 micro-batches of 3 on rank 0, 1 of 4 on rank 1, one all-reduce each. How a rank's share is cut into
+    micro-batches changes nothing: the same weights as one process with micro-batches of 4."""
     out = workdir / "uneven"
     job = write_job(workdir / "uneven.yaml", tiny_model, out)
-    code, log = run(job, nproc=2, plan=[12, 4], max_micro_batch=4, log=workdir / "uneven.log")
+    code, log = run(job, nproc=2, plan=[12, 4], max_micro_batch=4, log=workdir / "uneven.log",
+                    env={"P2PFT_TEST_MEMORY_BOUND": "0:3"})
     assert code == 0, log[-3000:]
+    assert "micro-batches lowered:" in log and "12x3 (max 3)" in log
     ref, got = step_losses(reference), step_losses(out)
     assert sorted(got) == sorted(ref)
-    assert max(abs(ref[s] - got[s]) for s in ref) < TOLERANCE
-    assert max_weight_diff(reference, out) < TOLERANCE
-    plans = {tuple(e["samples"] for e in r["plan"]) for r in read_jsonl(out / "metrics.jsonl") if "plan" in r}
-    assert plans == {(12, 4)}
+    assert max(abs(ref[s] - got[s]) for s in ref) < 1e-6
+    assert max_weight_diff(reference, out) < 1e-6
+    lines = [r for r in read_jsonl(out / "metrics.jsonl") if "plan" in r]
+    assert {tuple((e["samples"], e["micro_batch_size"]) for e in r["plan"]) for r in lines} == {((12, 3), (16 - 12, 4))}
+    assert {tuple(s.get("max_micro_batch") for s in r["speeds"]) for r in lines} == {(3, None)}
 
 
 def test_killed_after_commit_resumes_on_three_processes_exactly_once(
