@@ -146,7 +146,7 @@ def job_panel(view: Any, width: int, *, events: Sequence[str] = ()) -> Any:
     parts: list[Any] = [grid, Text.from_markup(line), Text(f"{loss}   {rate_text(view)}", no_wrap=True,
                                                           overflow="ellipsis")]
     if record is not None and record.current_round is not None:
-        plan = plan_sentence(record.current_round, view.names, dict(view.rank_speeds))
+        plan = plan_sentence(record.current_round, view.names, dict(view.rank_speeds), dict(view.rank_bounds))
         parts.append(Text(f"plan (samples x micro-batch per rank, measured speed): {plan}", no_wrap=False))
         parts += [Text(line, style="yellow") for line in _round_notes(record, view.names) if view.status == "running"]
     if view.message and view.status != "running":
@@ -189,7 +189,7 @@ def describe(view: Any, width: int) -> Any:
         if record.checkpoints:
             row("Checkpoints", checkpoints_text(record))
         if record.current_round is not None:
-            row("Plan", plan_sentence(record.current_round, names, dict(view.rank_speeds)))
+            row("Plan", plan_sentence(record.current_round, names, dict(view.rank_speeds), dict(view.rank_bounds)))
             for note in _round_notes(record, names) if view.status == "running" else ():
                 row("Round", note)
         for warning in record.warnings:

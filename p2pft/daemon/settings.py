@@ -51,6 +51,7 @@ class DaemonSettings:
     max_streams_per_peer: int = 16              # blob streams (Read/Push) one peer may hold open here at once
     blob_budget: BlobBudget = DEFAULT_BLOB_BUDGET  # how large <state-dir>/blobs may grow (default: half the disk)
     renew_before_days: float = 30.0             # renew this box's certificate when fewer days than this are left
+    gpu_memory_headroom: float = 0.10           # share of each GPU's memory a round's memory bound leaves free
     config: Path | None = None
 
     @property
@@ -199,6 +200,18 @@ def _bool(value: Any) -> bool:
     raise ValueError("expected true/false (or 1/0)")
 
 
+def _headroom(value: Any) -> float:
+    """A share of the GPU's memory: 0.1 or 10%; at most 0.9 (the probe needs some memory to find anything)."""
+    text = str(value).strip()
+    try:
+        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        number = -1.0
+    if isinstance(value, bool) or not 0 <= number <= 0.9:
+        raise ValueError("expected a share of the GPU's memory from 0 to 0.9 (or 0% to 90%)")
+    return number
+
+
 def _positive_float(value: Any) -> float:
     number = float(value)
     if not 0.05 <= number <= 60:
@@ -254,6 +267,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_streams_per_peer": _streams,
     "blob_budget": parse_budget,
     "renew_before_days": _renew_days,
+    "gpu_memory_headroom": _headroom,
 }
 ENV_PREFIX = "P2PFT_"
 

@@ -160,6 +160,7 @@ class JobCoordinator:
             takeover_cause_unix=cause,
             backoff_s=self.network_backoff(), all_stopped_s=self._all_stopped_age(current, reports),
             slowest_step_s=slowest_recent_step(list(self.manager.book(self.job_id).metrics.values())[-40:]),
+            bounds=self.manager.speeds.bounds_of(self.job_id),
         )
 
     def speeds(self, placed: Any) -> dict[tuple[str, int], float]:

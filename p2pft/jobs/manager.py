@@ -31,7 +31,7 @@ from p2pft.jobs.paths import JobPaths
 from p2pft.jobs.records import RecordSeen, ReportSeen, apply, report_counts, stale_order
 from p2pft.jobs.recovery import kill_orphan_agents
 from p2pft.jobs.speed_cache import JobSpeeds, device_names
-from p2pft.jobs.speeds import speeds_in_lines
+from p2pft.jobs.speeds import bounds_in_lines, speeds_in_lines
 from p2pft.jobs.standby import StandbyStores
 from p2pft.jobs.store_process import StoreProcess
 from p2pft.jobs.submission import record_submission
@@ -65,6 +65,7 @@ class JobsManager:
         self.addressing = addressing or RoundAddressing(AddressSettings(), lambda: self.cluster.state)
         self.yield_when_busy = yield_when_busy   # read each tick: SIGHUP may change the setting
         self.warm_socket: Callable[[], Awaitable[str | None]] | None = None  # set by wiring: warm_workers
+        self.worker_env: dict[str, str] = {}   # set by wiring: what every round's workers get from the settings
         self.credentials = credentials
         self.node_id = credentials.node_id
         self.state_dir = Path(state_dir)
@@ -262,8 +263,9 @@ class JobsManager:
         book = self.book(job_id)
         book.add("metrics", report.metrics)
         book.add("ledger", report.ledger)
-        measured = speeds_in_lines(item["line"] for item in report.metrics if isinstance(item.get("line"), dict))
-        self.speeds.seen(record, job_id, measured)
+        lines = [item["line"] for item in report.metrics if isinstance(item.get("line"), dict)]
+        self.speeds.seen(record, job_id, speeds_in_lines(lines))
+        self.speeds.seen_bounds(job_id, bounds_in_lines(lines))
         if report.checkpoints or report.pruned:
             held = self._holdings.setdefault(job_id, {}).setdefault(report.node_id, set())
             held.update(report.checkpoints)

@@ -3,6 +3,7 @@ runs torchrun agents); the in-process fault tests (tests/sim) put a stand-in beh
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Protocol
 
 from p2pft.jobs.model import JobRecord, RoundInfo, RoundOrder
@@ -32,6 +33,7 @@ def real_member(manager: JobsManager) -> MemberRuntime:
     channels_for = transport.channels_for if isinstance(transport, GrpcTransport) else (lambda nodes: [])
     return JobMember(node_id=manager.node_id, state_dir=manager.state_dir, store=manager.store,
                      addressing=manager.addressing, channels_for=channels_for, send_report=manager.send_report,
+                     base_env={**os.environ, **manager.worker_env} if manager.worker_env else None,
                      warm_socket=manager.warm_socket, round_addresses=manager.round_addresses,
                      holdings=manager.holdings)
 

@@ -41,27 +41,34 @@ def choose_resume(holdings: Mapping[str, tuple[int, ...]], alive: frozenset[str]
     return best, tuple(sorted(n for n, steps in holdings.items() if n in alive and best in steps))
 
 
-def rank_capacities(record: JobRecord, nodes: Sequence[NodePlacement],
-                    speeds: Mapping[tuple[str, int], float]) -> list[RankCapacity]:
+def rank_capacities(record: JobRecord, nodes: Sequence[NodePlacement], speeds: Mapping[tuple[str, int], float],
+                    bounds: Mapping[tuple[str, int], int] | None = None) -> list[RankCapacity]:
     """One entry per process: CPU boxes run one; a GPU box one per placed device. `speeds`: samples/s of each
-    (node, local_rank), measured or estimated (p2pft.jobs.speeds; missing: DEFAULT_SPEED)."""
+    (node, local_rank), measured or estimated (p2pft.jobs.speeds; missing: DEFAULT_SPEED). `bounds`: the memory
+    bounds the ranks reported (the largest micro-batch that fits their GPU); a rank's micro-batch is the job's,
+    or its bound when lower (CPU ranks and ranks not probed yet: the job's)."""
     micro = int(record.elastic.get("micro_batch_size") or record.spec.per_device_train_batch_size or 1)
     ranks = []
     for node in nodes:
         nproc = 1 if node.device_kind == "cpu" else node.nproc
-        ranks += [RankCapacity(node.node_id, local_rank, float(speeds.get((node.node_id, local_rank)) or DEFAULT_SPEED),
-                               micro) for local_rank in range(nproc)]
+        for local_rank in range(nproc):
+            key = (node.node_id, local_rank)
+            bound = (bounds or {}).get(key)
+            ranks.append(RankCapacity(node.node_id, local_rank, float(speeds.get(key) or DEFAULT_SPEED),
+                                      min(micro, bound) if bound is not None and bound > 0 else micro))
     return ranks
 
 
 def plan_round(record: JobRecord, nodes: Sequence[NodePlacement], *, holdings: Mapping[str, tuple[int, ...]],
                alive: frozenset[str], speeds: Mapping[tuple[str, int], float], reason: str = "",
-               slowest_step_s: float = 0.0) -> RoundPlan:
-    """`reason`: why this round starts (a late member at the last rendezvous lengthens the join timeout)."""
+               slowest_step_s: float = 0.0, bounds: Mapping[tuple[str, int], int] | None = None) -> RoundPlan:
+    """`reason`: why this round starts (a late member at the last rendezvous lengthens the join timeout).
+    `bounds`: the ranks' reported memory bounds (rank_capacities)."""
     previous = record.current_round
     number = previous.round + 1 if previous is not None else 0
     mode: PlanMode = "uniform" if record.elastic.get("batch_plan") == "uniform" else "auto"
-    plan = plan_batch(int(record.elastic["global_batch_size"]), rank_capacities(record, nodes, speeds), mode, number)
+    plan = plan_batch(int(record.elastic["global_batch_size"]), rank_capacities(record, nodes, speeds, bounds), mode,
+                      number)
     resume, holders = choose_resume(holdings, alive)
     members = tuple(n.node_id for n in nodes)
     timeout = max(join_timeout(record, reason), min(JOIN_TIMEOUT_S[1], readmission_join_timeout(record, members)))

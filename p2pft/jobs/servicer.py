@@ -103,6 +103,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         view.samples_per_s, view.eta_s = progress.samples_per_s, progress.eta_s
         view.recent_losses.extend(progress.recent_losses)
         view.rank_speeds.update(progress.rank_speeds)
+        view.rank_bounds.update(progress.rank_bounds)
         if progress.step > view.step:
             view.step = progress.step
         return view

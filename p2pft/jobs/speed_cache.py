@@ -139,6 +139,9 @@ class JobSpeeds:
     def __init__(self, state_dir: Path, device_names: Callable[[], Mapping[str, Sequence[str]]]) -> None:
         self.cache = SpeedCache(state_dir)
         self.measured: dict[str, dict[RankKey, float]] = {}   # job -> rank -> samples/s
+        # job -> rank -> memory bound (largest micro-batch): this job's only; the workers' own cache keeps them
+        # across jobs (p2pft.train.memory_bounds), and a worker clamps itself before any plan knows its bound
+        self.bounds: dict[str, dict[RankKey, int]] = {}
         self._device_names = device_names
 
     def devices(self) -> dict[str, str]:
@@ -150,6 +153,13 @@ class JobSpeeds:
         self.measured.setdefault(job_id, {}).update(measured)
         if record is not None:
             self.cache.record(settings_key(record), measured, self.devices())
+
+    def seen_bounds(self, job_id: str, bounds: Mapping[RankKey, int]) -> None:
+        if bounds:
+            self.bounds.setdefault(job_id, {}).update(bounds)
+
+    def bounds_of(self, job_id: str) -> dict[RankKey, int]:
+        return dict(self.bounds.get(job_id, {}))
 
     def of_job(self, job_id: str) -> dict[RankKey, float]:
         return dict(self.measured.get(job_id, {}))

@@ -26,6 +26,20 @@ def speeds_in_lines(lines: Iterable[Mapping[str, Any]]) -> dict[RankKey, float]:
     return found
 
 
+def bounds_in_lines(lines: Iterable[Mapping[str, Any]]) -> dict[RankKey, int]:
+    """The newest memory bound of every rank found in `lines` (`max_micro_batch` in a speeds entry: the largest
+    micro-batch the rank's GPU holds; absent on CPU ranks)."""
+    found: dict[RankKey, int] = {}
+    for line in lines:
+        for entry in line.get("speeds") or ():
+            if not isinstance(entry, Mapping):
+                continue
+            node, rank, bound = entry.get("node_id"), entry.get("local_rank"), entry.get("max_micro_batch")
+            if isinstance(node, str) and isinstance(rank, int) and type(bound) is int and bound > 0:
+                found[(node, rank)] = bound
+    return found
+
+
 def speeds_by_round(lines: Iterable[Mapping[str, Any]]) -> dict[int, list[dict[str, Any]]]:
     """Each round's newest measured speeds (for summary.json): `[{node_id, local_rank, samples_per_s}]`."""
     newest: dict[int, Mapping[str, Any]] = {}

@@ -71,6 +71,7 @@ class View:
     backoff_s: float = 0.0                   # rounds failed for a network reason: no new round before this
     all_stopped_s: float | None = None       # since every member stopped on request (None: they did not)
     slowest_step_s: float = 0.0              # the slowest of the job's recent steps (for collective timeouts)
+    bounds: Mapping[tuple[str, int], int] = field(default_factory=lambda: MappingProxyType({}))  # memory bounds
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,7 @@ def _start(view: View, reason: str, members: tuple[str, ...], cause_unix: float,
     nodes = [placed.get(n) or NodePlacement(n, "cpu", (0,)) for n in members]
     try:
         plan = plan_round(view.record, nodes, holdings=view.holdings, alive=view.alive or frozenset(members),
-                          speeds=view.speeds, reason=reason, slowest_step_s=view.slowest_step_s)
+                          speeds=view.speeds, reason=reason, slowest_step_s=view.slowest_step_s, bounds=view.bounds)
     except BatchPlanError as exc:
         return Action("wait", f"waiting: {exc}", cause_unix=cause_unix)
     ended = view.record.current_round if view.record.status == "running" and not view.takeover else None

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2pft.jobs.model import JobRecord, RoundInfo
-from p2pft.jobs.speeds import speeds_in_lines
+from p2pft.jobs.speeds import bounds_in_lines, speeds_in_lines
+from p2pft.planning.batch_plan import micro_batch_for
 
 RATE_WINDOW = 20        # metric lines the rate is measured over: recent enough to follow a new world size
 LOSS_HISTORY = 60       # losses kept for a sparkline
@@ -29,6 +30,7 @@ class Progress:
     eta_s: float              # 0 = unknown
     recent_losses: tuple[float, ...]
     rank_speeds: dict[str, float] = field(default_factory=dict)   # "node_id:local_rank" -> measured samples/s
+    rank_bounds: dict[str, int] = field(default_factory=dict)     # "node_id:local_rank" -> memory bound (GPU)
 
 
 def total_steps_of(record: JobRecord, metrics: Sequence[Mapping[str, Any]]) -> int:
@@ -57,7 +59,8 @@ def progress_of(record: JobRecord, metrics: Sequence[Mapping[str, Any]]) -> Prog
     return Progress(step=step, total_steps=total, loss=float(loss) if _number(loss) else None,
                     steps_per_s=steps_per_s, tokens_per_s=sum(tokens) / len(tokens) if tokens else 0.0,
                     samples_per_s=steps_per_s * batch, eta_s=eta, recent_losses=losses,
-                    rank_speeds={f"{n}:{r}": v for (n, r), v in speeds_in_lines(window[-1:]).items()})
+                    rank_speeds={f"{n}:{r}": v for (n, r), v in speeds_in_lines(window[-1:]).items()},
+                    rank_bounds={f"{n}:{r}": v for (n, r), v in bounds_in_lines(train[-1:]).items()})
 
 
 def _current_world_lines(lines: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -129,14 +132,21 @@ def recovery_sentence(info: RoundInfo) -> str | None:
     return f"round {info.round}: first step {info.first_step}{took}"
 
 
-def plan_sentence(info: RoundInfo, names: Mapping[str, str], measured: Mapping[str, float] | None = None) -> str:
+def plan_sentence(info: RoundInfo, names: Mapping[str, str], measured: Mapping[str, float] | None = None,
+                  bounds: Mapping[str, int] | None = None) -> str:
     """`box-a:0 2x1, box-b:0 2x1`: samples x micro-batch per rank; with `measured` ("node:rank" -> samples/s),
-    each rank's measured speed too: `box-a:0 8x1 @41.2/s`."""
+    each rank's measured speed too: `box-a:0 8x1 @41.2/s`; with `bounds` ("node:rank" -> memory bound), the
+    bound, and the micro-batch the rank runs under it (the workers clamp the plan): `box-a:0 16x2 (max 2)`."""
     parts = []
     for entry in info.plan.get("entries", ()):
         node, rank = str(entry.get("node_id")), entry.get("local_rank", 0)
         speed = (measured or {}).get(f"{node}:{rank}")
-        parts.append(f"{name_of(node, names)}:{rank} {entry.get('samples', '?')}x{entry.get('micro_batch_size', '?')}"
+        bound = (bounds or {}).get(f"{node}:{rank}")
+        samples, micro = entry.get("samples"), entry.get("micro_batch_size")
+        if bound and isinstance(samples, int) and isinstance(micro, int) and bound < micro:
+            micro = micro_batch_for(samples, bound)
+        parts.append(f"{name_of(node, names)}:{rank} {samples if samples is not None else '?'}x"
+                     f"{micro if micro is not None else '?'}" + (f" (max {bound})" if bound else "")
                      + (f" @{speed:.3g}/s" if speed else ""))
     return ", ".join(parts)
 

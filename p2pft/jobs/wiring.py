@@ -12,6 +12,7 @@ from p2pft.jobs.end_summary import EndSummaryWriter
 from p2pft.jobs.manager import JobsManager
 from p2pft.jobs.servicer import JobServicer
 from p2pft.jobs.transport import GrpcTransport
+from p2pft.launch.contract import ENV_GPU_MEMORY_HEADROOM, ENV_MEMORY_BOUNDS, MEMORY_BOUNDS_FILE
 from p2pft.rpc.gen import jobs_pb2_grpc, transfer_pb2_grpc
 from p2pft.security.credentials import Credentials
 from p2pft.transfer import BlobStore, servicer_entry
@@ -30,6 +31,9 @@ def compose_jobs(node: Any) -> JobsManager:
                                                  store_ports=settings.store_ports), lambda: node.cluster.state)
     manager = JobsManager(cluster=node.cluster, credentials=node.credentials, state_dir=state_dir, store=store,
                           yield_when_busy=lambda: bool(node.settings.yield_when_busy), addressing=addressing)
+    # every round's workers: the box's memory-bound cache in the state dir, and the headroom its owner keeps free
+    manager.worker_env = {ENV_MEMORY_BOUNDS: str(state_dir / MEMORY_BOUNDS_FILE),
+                          ENV_GPU_MEMORY_HEADROOM: str(settings.gpu_memory_headroom)}
     node.add_service(jobs_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(manager))
     node.add_component(manager)
     node.add_component(EndSummaryWriter(manager))  # failed/cancelled jobs leave their summary.json too

@@ -25,7 +25,7 @@ class ListJobsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class JobView(_message.Message):
-    __slots__ = ("job_id", "status", "message", "coordinator", "round", "world_size", "members", "step", "total_steps", "loss", "output_dir", "outputs_node", "record_json", "names", "steps_per_s", "tokens_per_s", "eta_s", "recent_losses", "samples_per_s", "rank_speeds")
+    __slots__ = ("job_id", "status", "message", "coordinator", "round", "world_size", "members", "step", "total_steps", "loss", "output_dir", "outputs_node", "record_json", "names", "steps_per_s", "tokens_per_s", "eta_s", "recent_losses", "samples_per_s", "rank_speeds", "rank_bounds")
     class NamesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,13 @@ class JobView(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class RankBoundsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +67,7 @@ class JobView(_message.Message):
     RECENT_LOSSES_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_PER_S_FIELD_NUMBER: _ClassVar[int]
     RANK_SPEEDS_FIELD_NUMBER: _ClassVar[int]
+    RANK_BOUNDS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     status: str
     message: str
@@ -80,7 +88,8 @@ class JobView(_message.Message):
     recent_losses: _containers.RepeatedScalarFieldContainer[float]
     samples_per_s: float
     rank_speeds: _containers.ScalarMap[str, float]
-    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., coordinator: _Optional[str] = ..., round: _Optional[int] = ..., world_size: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., output_dir: _Optional[str] = ..., outputs_node: _Optional[str] = ..., record_json: _Optional[str] = ..., names: _Optional[_Mapping[str, str]] = ..., steps_per_s: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., recent_losses: _Optional[_Iterable[float]] = ..., samples_per_s: _Optional[float] = ..., rank_speeds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    rank_bounds: _containers.ScalarMap[str, int]
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., coordinator: _Optional[str] = ..., round: _Optional[int] = ..., world_size: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., output_dir: _Optional[str] = ..., outputs_node: _Optional[str] = ..., record_json: _Optional[str] = ..., names: _Optional[_Mapping[str, str]] = ..., steps_per_s: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., recent_losses: _Optional[_Iterable[float]] = ..., samples_per_s: _Optional[float] = ..., rank_speeds: _Optional[_Mapping[str, float]] = ..., rank_bounds: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ListJobsReply(_message.Message):
     __slots__ = ("jobs",)
