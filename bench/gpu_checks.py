@@ -8,6 +8,9 @@ Each check writes one JSON line to <out>/gpu_checks.jsonl (and its logs beside i
 - precision: `p2pft run` in bf16 and in fp16 (finite losses), and fp16 resumed at step 6 vs straight through:
   the GradScaler's state is in the checkpoint, so steps 7-12 give the same losses;
 - memory_probe: the largest micro-batch of a ~1.1B Llama (LoRA) at cutoff_len 1024, and how long finding it took;
+- memory_bound: `p2pft run` with micro-batches of 16 on that model made tight (90 % headroom, cutoff_len 1024, no
+  gradient checkpointing): the worker's bound (probe, then the box's cache), the micro-batch it trained with and
+  how long finding the bound took;
 - warm_start: bench/warm_start.py (cold vs zygote-forked workers) with CUDA workers: the zygote must not have
   touched CUDA before it forks;
 - throughput: the same ~1.1B model, data, LoRA, bf16 and global batch through `p2pft run` and through HF
@@ -22,7 +25,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -92,7 +97,7 @@ def write_dataset(directory: Path, rows: int, chars: int) -> Path:
 
 
 def job_file(path: Path, model: Path, data: Path, out: Path, *, steps: int, cutoff: int, micro: int,
-             precision: str, save_steps: int) -> Path:
+             precision: str, save_steps: int, extra: dict[str, Any] | None = None) -> Path:
     import yaml
 
     job = {"model_name_or_path": str(model), "finetuning_type": "lora", "lora_rank": 8, "lora_alpha": 16,
@@ -103,6 +108,7 @@ def job_file(path: Path, model: Path, data: Path, out: Path, *, steps: int, cuto
            "p2pft": {"global_batch_size": 16}}
     if precision:
         job[precision] = True
+    job.update(extra or {})
     path.write_text(yaml.safe_dump(job, sort_keys=False))
     return path
 
@@ -182,6 +188,42 @@ def check_memory_probe(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {**json.loads(result.stdout.strip().splitlines()[-1]), "seconds": round(time.monotonic() - started, 1)}
 
 
+def check_memory_bound(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The worker uses its bound: `p2pft run` with micro-batches of 16 on a GPU made tight (90 % headroom, cutoff_len
+    1024, no gradient checkpointing), so the probe's bound is below 16 and the rank must train in more, smaller
+    micro-batches; then the same run again, whose bound comes from the box's cache. On CPU (--smoke) there is no
+    probe: a forced bound of 2 checks the same path."""
+    model, cutoff = big_model(args, work), 128 if args.smoke else 1024
+    data = write_dataset(work / "data-long", rows=256, chars=cutoff * 3)
+    env = {"P2PFT_MEMORY_BOUNDS": str(work / "memory-bounds.json"), "P2PFT_GPU_MEMORY_HEADROOM": "0.9"}
+    if args.smoke:
+        env["P2PFT_TEST_MEMORY_BOUND"] = "0:2"
+    (work / "memory-bounds.json").unlink(missing_ok=True)
+    found: dict[str, Any] = {"cutoff_len": cutoff, "job_micro_batch": 16, "headroom": 0.9}
+    for attempt in ("first", "cached"):
+        out = work / f"bound-{attempt}"
+        job = job_file(work / f"bound-{attempt}.yaml", model, data, out, steps=3, cutoff=cutoff, micro=16,
+                       precision="" if args.smoke else "bf16", save_steps=1000,
+                       extra={"disable_gradient_checkpointing": True})
+        log = work / f"memory_bound_{attempt}.log"
+        started = time.monotonic()
+        run_logged([sys.executable, "-m", "p2pft.cli.main", "run", str(job)], log, env)
+        lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        steps = [line for line in lines if "loss" in line and line.get("kind", "train") == "train"]
+        said = re.search(r"memory bound (\d+) rows \((\w+), ([\d.]+) s\)", log.read_text())
+        if said is None or not steps:
+            raise RuntimeError(f"{attempt} run: no memory bound in {log.name} or no step trained")
+        micro = steps[-1]["plan"][0]["micro_batch_size"]
+        found[attempt] = {"bound": int(said.group(1)), "source": said.group(2), "seconds": float(said.group(3)),
+                          "micro_batch_trained": micro, "steps": len(steps),
+                          "run_s": round(time.monotonic() - started, 1),
+                          "losses_finite": all(math.isfinite(float(line["loss"])) for line in steps)}
+        if not micro <= int(said.group(1)) < 16:
+            raise RuntimeError(f"{attempt} run: bound {said.group(1)} did not clamp the micro-batch of 16 (trained "
+                               f"{micro}); raise cutoff_len or the headroom for this GPU")
+    return found
+
+
 def check_warm_start(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     log = work / "warm_start.log"
     run_logged([sys.executable, str(REPO_ROOT / "bench" / "warm_start.py"), "--no-write", "--repeats",
@@ -246,7 +288,7 @@ def hf_trainer(job: Path, out: Path) -> None:
 
 CHECKS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
     "env": check_env, "precision": check_precision, "memory_probe": check_memory_probe,
-    "warm_start": check_warm_start, "throughput": check_throughput,
+    "memory_bound": check_memory_bound, "warm_start": check_warm_start, "throughput": check_throughput,
 }
 
 

@@ -253,3 +253,23 @@ def test_describe_and_top_show_the_bound_and_the_micro_batch_run_under_it() -> N
     lines = [{"step": 1, "time": 1.0, "plan_round": 2, "speeds": [{"node_id": "a", "local_rank": 0,
                                                                     "samples_per_s": 9.5, "max_micro_batch": 2}]}]
     assert progress_of(record(), lines).rank_bounds == {"a:0": 2}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bound_is_probed_once_then_read_from_the_box_cache(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from p2pft.testing.tiny_model import build_tiny_model
+
+    path = build_tiny_model(str(tmp_path / "model"))
+    model = AutoModelForCausalLM.from_pretrained(str(path)).to("cuda")
+    job = spec(model_name_or_path=str(path), cutoff_len=64)
+    environ = {MEMORY_BOUNDS_ENV: str(tmp_path / "memory-bounds.json")}
+    rng = torch.cuda.get_rng_state()
+    first = find_rank_bound(model, torch.device("cuda"), job, rank=0, local_rank=0, precision=None, sharded=False,
+                            environ=environ)
+    assert (first.bound, first.source) == (16, "probe")   # the tiny model holds the whole global batch
+    assert torch.equal(torch.cuda.get_rng_state(), rng)   # the probe's random rows left training's RNG alone
+    again = find_rank_bound(model, torch.device("cuda"), job, rank=0, local_rank=0, precision=None, sharded=False,
+                            environ=environ)
+    assert (again.bound, again.source) == (16, "cache")
