@@ -273,3 +273,16 @@ def test_cuda_bound_is_probed_once_then_read_from_the_box_cache(tmp_path: Path) 
     again = find_rank_bound(model, torch.device("cuda"), job, rank=0, local_rank=0, precision=None, sharded=False,
                             environ=environ)
     assert (again.bound, again.source) == (16, "cache")
+
+
+def test_a_daemons_workers_get_the_state_dirs_cache_and_the_headroom(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from p2pft.jobs.member_runtime import real_member
+
+    manager = SimpleNamespace(transport=None, node_id="n", state_dir=tmp_path, store=None, addressing=None,
+                              send_report=None, warm_socket=None, round_addresses=None, holdings=lambda job: {},
+                              worker_env={MEMORY_BOUNDS_ENV: str(tmp_path / "memory-bounds.json"), HEADROOM_ENV: "0.2"})
+    env = real_member(manager).base_env  # type: ignore[arg-type]
+    assert env is not None and env[MEMORY_BOUNDS_ENV] == str(tmp_path / "memory-bounds.json")
+    assert env[HEADROOM_ENV] == "0.2" and "PATH" in env   # on top of the daemon's own environment
