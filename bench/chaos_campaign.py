@@ -41,7 +41,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=10, help="at most this many jobs (the budget may stop earlier)")
     parser.add_argument("--faults-per-job", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=0, help="steps per job (default: 30 + 12 per fault)")
+    parser.add_argument("--steps", type=int, default=0, help="steps per job (default: 30 + 10 per fault)")
     parser.add_argument("--budget-min", type=float, default=45.0, help="wall clock for the whole campaign")
     parser.add_argument("--kinds", default=",".join(plan.ALL_KINDS), help="fault kinds to draw from")
     parser.add_argument("--no-netns", action="store_true", help="loopback daemons even where namespaces work")
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [k for k in args.kind_list if not (why_not and k in plan.NEEDS_NAMESPACES)]
     if why_not:
         print(f"loopback daemons ({why_not}): no network cuts", flush=True)
-    steps = args.steps or 30 + 12 * args.faults_per_job
+    steps = args.steps or 30 + 10 * args.faults_per_job
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="p2pft-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
             settings = JobSettings(seed=args.seed, index=index, faults=args.faults_per_job, steps=steps,
                                    kinds=tuple(kinds), netns=not why_not, tmpfs_mib=args.tmpfs_mib,
-                                   budget_s=max(300.0, budget_s - spent))
+                                   budget_s=max(300.0, min(budget_s - spent, 300.0 + 90.0 * args.faults_per_job)))
             result = run_job(workdir / f"job-{index}", model, reference, settings)
             jobs.append(result)
             (workdir / "jobs.json").write_text(json.dumps(jobs, indent=1) + "\n")
@@ -110,11 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_section(report: dict[str, Any]) -> None:
+def write_section(report: dict[str, Any], path: Path = REPO / "docs" / "reliability.md") -> None:
     t = report["totals"]
     kinds = ", ".join(f"{k} {n}" for k, n in t["faults_by_kind"].items())
     failed = "; ".join(f"job {j['job']} {j['status']}: {j['message']}" for j in t["jobs_ended_otherwise"]) or "none"
     stuck = "; ".join(f"job {j['job']} {j['where']}: {j['status']} {j['message']}" for j in t["jobs_stuck"]) or "none"
+    shown = sorted({w["shown"] for w in t["faults_waited_for_a_box"]})
+    waited = "; ".join(f"`{text}`" for text in shown) or "-"
     lines = [
         f"<!-- bench:{SECTION} -->",
         "### Numbers (`bench/chaos_campaign.py`)", "",
@@ -124,6 +126,8 @@ def write_section(report: dict[str, Any]) -> None:
         "| what | value |", "|---|---|",
         f"| faults injected | {t['faults_injected']} ({kinds}) |",
         f"| faults the job did not recover from | {t['faults_not_recovered']} |",
+        f"| faults after which the job waited until every box was back (what `p2pft jobs` showed) | "
+        f"{len(t['faults_waited_for_a_box'])}: {waited} |",
         f"| recovery, fault healed to the job past its step (median) | {t['recovery_s_median']} s |",
         f"| jobs completed | {t['jobs_succeeded']} of {t['jobs']} |",
         f"| jobs failed at once on the full disk the campaign made (the line names the box and its free space) | "
@@ -134,22 +138,28 @@ def write_section(report: dict[str, Any]) -> None:
         f"| checkpoint loads; of a step never committed; refused as torn | {t['checkpoint_loads']}; "
         f"{t['torn_or_unverified_loads']}; {t['checkpoints_refused']} |",
         f"| steps computed with a loss other than the reference's | {t['steps_with_a_wrong_loss']} |",
-        f"| adapter vs reference, max abs difference | {t['adapter_max_diff']} ({t['adapters_over_1e-5']} over 1e-5) |",
+        f"| adapter vs reference, max abs difference | {_number(t['adapter_max_diff'])} "
+        f"({t['adapters_over_1e-5']} over 1e-5) |",
         f"| daemon crashes; tracebacks in daemon logs (of them logged by p2pft) | {t['daemon_crashes']}; "
         f"{t['daemon_tracebacks']} ({len(t['daemon_tracebacks_p2pft'])}) |",
         f"| orphans: after a daemon kill (10 s); at stop; after the job | {t['orphans_after_daemon_kill']}; "
         f"{t['orphans_at_stop']}; {t['orphans_after_job']} |",
         f"| partial files or torn steps left in state dirs | {t['partial_files']} |",
-        f"| largest state dir of a finished job | {t['state_dir_max_mib']} MiB |",
+        f"| largest state dir of a finished job; most blobs; most checkpoint bytes (steps) in one | "
+        f"{t['state_dir_max_mib']} MiB; {t['blobs_max_mib']} MiB; {t['checkpoints_max_mib']} MiB "
+        f"({t['checkpoint_steps_max']} steps; `save_total_limit` 2) |",
         f"| wall clock | {t['wall_s'] / 60:.1f} min |",
         f"<!-- /bench:{SECTION} -->",
     ]
-    path = REPO / "docs" / "reliability.md"
     text = path.read_text()
     block = "\n".join(lines)
     pattern = re.compile(rf"<!-- bench:{SECTION} -->.*?<!-- /bench:{SECTION} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1e}"
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -38,7 +39,7 @@ class JobSettings:
     netns: bool
     tmpfs_mib: int
     budget_s: float                 # wall clock for this job, faults and end included
-    recovery_timeout_s: float = 120.0
+    recovery_timeout_s: float = 75.0
 
 
 def job_yaml(path: Path, model: Path, out: Path, steps: int) -> Path:
@@ -186,6 +187,11 @@ def run_job(root: Path, model: Path, reference: Path, settings: JobSettings,
                                                                       for n in m.unexpected_exits()]
         result["disk"] = {b.name: checks.disk_by_kind(b.state_dir) for b in m.boxes if b.name in ever_started}
         result["partial_files"] = {b.name: checks.partial_files(b.state_dir) for b in m.boxes}
+        for box in m.boxes:   # what the boxes left, on the real disk: the tmpfs goes with the mesh
+            if box.name in ever_started:
+                with contextlib.suppress(shutil.Error, OSError):
+                    shutil.copytree(box.state_dir, root / "left" / box.name, symlinks=True,
+                                    ignore=shutil.ignore_patterns("*.sock"))
         started_procs = m.close()
         result["orphans_at_stop"] = faults.survivors(started_procs)
         result["tracebacks"] = {b.name: checks.tracebacks(root / f"{b.name}.log") for b in m.boxes}
@@ -218,6 +224,8 @@ def summarize(jobs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "faults_injected": len(injected),
         "faults_by_kind": dict(sorted(by_kind.items())),
         "faults_not_recovered": sum(f.get("recovered_s") is None for f in injected),
+        "faults_waited_for_a_box": [{"job": j["job"], "kind": f["kind"], "shown": f["waited"]["message"][:160]}
+                                    for j in jobs for f in j["faults"] if f.get("waited")],
         "recovery_s_median": _median([f["recovered_s"] for f in injected if f.get("recovered_s") is not None]),
         "samples_lost": sum(j.get("samples", {}).get("samples_lost", 0) for j in jobs),
         "samples_duplicated": sum(j.get("samples", {}).get("samples_duplicated", 0) for j in jobs),
@@ -237,6 +245,10 @@ def summarize(jobs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "orphans_after_job": sum(len(j.get("orphans_after", [])) for j in jobs),
         "partial_files": sum(len(v) for j in jobs for v in j.get("partial_files", {}).values()),
         "state_dir_max_mib": round(max(disk) / MIB, 2) if disk else None,
+        "blobs_max_mib": _max_mib(jobs, "blobs"),
+        "checkpoints_max_mib": _max_mib(jobs, "checkpoints"),
+        "checkpoint_steps_max": max((d["checkpoint_steps"] for j in jobs for d in j.get("disk", {}).values()),
+                                    default=None),
         "wall_s": round(sum(j.get("wall_s", 0) for j in jobs), 1),
     }
 
@@ -248,6 +260,11 @@ def full_disk_failure(job: dict[str, Any]) -> bool:
     message = job.get("message", "")
     return (job.get("status") == "failed" and "CheckpointSpaceError" in message
             and any(f"box {box} " in message and " free in " in message for box in filled))
+
+
+def _max_mib(jobs: Sequence[dict[str, Any]], kind: str) -> float | None:
+    values = [d[kind] for j in jobs for d in j.get("disk", {}).values()]
+    return round(max(values) / MIB, 2) if values else None
 
 
 def _median(values: list[float]) -> float | None:
