@@ -134,7 +134,11 @@ def write_section(report: dict[str, Any], path: Path = REPO / "docs" / "reliabil
         f"{len(t['jobs_failed_on_a_full_disk'])} |",
         f"| jobs ended otherwise | {failed} |",
         f"| jobs stuck (what `p2pft jobs` showed) | {stuck} |",
-        f"| samples lost / duplicated | {t['samples_lost']} / {t['samples_duplicated']} |",
+        f"| samples lost / trained twice in an epoch (every box's ledger lines together) | {t['samples_lost']} / "
+        f"{t['samples_duplicated']} |",
+        f"| in the outputs of the jobs that succeeded: samples missing from / twice in `ledger.jsonl`; steps "
+        f"missing from `metrics.jsonl` | {t['output_ledger_samples_missing']} / "
+        f"{t['output_ledger_samples_duplicated']}; {t['output_metrics_steps_missing']} |",
         f"| checkpoint loads; of a step never committed; refused as torn | {t['checkpoint_loads']}; "
         f"{t['torn_or_unverified_loads']}; {t['checkpoints_refused']} |",
         f"| steps computed with a loss other than the reference's | {t['steps_with_a_wrong_loss']} |",

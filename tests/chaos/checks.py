@@ -57,8 +57,35 @@ def epochs(reference: Path) -> dict[int, int]:
 
 
 def check_samples(output_dir: Path, reference: Path, steps: int) -> dict[str, Any]:
-    """Every reference step's samples trained exactly once; the steps the run has, against the reference."""
-    mine, theirs, epoch_of = ledger(output_dir), ledger(reference), epochs(reference)
+    """The output's merged ledger (what the user gets) against the reference's, and the steps its
+    metrics.jsonl lacks."""
+    found = compare_ledgers(ledger(output_dir), reference, steps)
+    metric_steps = {int(m["step"]) for m in _lines(output_dir / "metrics.jsonl") if m.get("kind") != "eval"}
+    found["metrics_steps_missing"] = len(set(range(1, steps + 1)) - metric_steps)
+    return found
+
+
+def mesh_ledger(state_dirs: Iterable[Path]) -> dict[int, list[int]]:
+    """The ledger every box's `lines.jsonl` holds together (the newest round's lines for each step): what was
+    trained, whichever box heard of it, against which the output's merged ledger can be compared."""
+    newest: dict[int, int] = {}
+    lines: dict[tuple[int, int], dict[int, list[int]]] = {}
+    for state in state_dirs:
+        for book in state.glob("jobs/*/lines.jsonl"):
+            for entry in _lines(book):
+                line = entry.get("line") or {}
+                if entry.get("kind") != "ledger" or "step" not in line:
+                    continue
+                step, number = int(line["step"]), int(entry.get("round", 0))
+                newest[step] = max(newest.get(step, number), number)
+                lines.setdefault((number, step), {})[int(line.get("rank", 0))] = [int(i) for i in line["sample_ids"]]
+    return {step: [i for _, ids in sorted(lines[(number, step)].items()) for i in ids]
+            for step, number in newest.items()}
+
+
+def compare_ledgers(mine: dict[int, list[int]], reference: Path, steps: int) -> dict[str, Any]:
+    """Every reference step's samples trained exactly once: lost, duplicated within an epoch, steps differing."""
+    theirs, epoch_of = ledger(reference), epochs(reference)
     lost = duplicated = 0
     wrong_steps: list[int] = []
     per_epoch: dict[int, Counter[int]] = {}

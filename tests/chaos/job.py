@@ -198,6 +198,7 @@ def run_job(root: Path, model: Path, reference: Path, settings: JobSettings,
         state_dirs = [b.state_dir for b in m.boxes]
         result["losses"] = checks.check_losses(state_dirs, reference)
         result["loads"] = checks.check_loads(state_dirs)
+        result["trained"] = checks.compare_ledgers(checks.mesh_ledger(state_dirs), reference, settings.steps)
     result["orphans_after"] = _processes_naming(root)
     if (out / "ledger.jsonl").exists():
         result["samples"] = checks.check_samples(out, reference, settings.steps)
@@ -227,8 +228,13 @@ def summarize(jobs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "faults_waited_for_a_box": [{"job": j["job"], "kind": f["kind"], "shown": f["waited"]["message"][:160]}
                                     for j in jobs for f in j["faults"] if f.get("waited")],
         "recovery_s_median": _median([f["recovered_s"] for f in injected if f.get("recovered_s") is not None]),
-        "samples_lost": sum(j.get("samples", {}).get("samples_lost", 0) for j in jobs),
-        "samples_duplicated": sum(j.get("samples", {}).get("samples_duplicated", 0) for j in jobs),
+        "samples_lost": sum(j.get("trained", {}).get("samples_lost", 0) for j in jobs),
+        "samples_duplicated": sum(j.get("trained", {}).get("samples_duplicated", 0) for j in jobs),
+        "output_ledger_samples_missing": sum(j.get("samples", {}).get("samples_lost", 0) for j in jobs
+                                             if j.get("status") == "succeeded"),
+        "output_ledger_samples_duplicated": sum(j.get("samples", {}).get("samples_duplicated", 0) for j in jobs),
+        "output_metrics_steps_missing": sum(j.get("samples", {}).get("metrics_steps_missing", 0) for j in jobs
+                                            if j.get("status") == "succeeded"),
         "steps_with_a_wrong_loss": sum(j.get("losses", {}).get("losses_off", 0) for j in jobs),
         "checkpoint_loads": sum(j.get("loads", {}).get("checkpoint_loads", 0) for j in jobs),
         "torn_or_unverified_loads": sum(j.get("loads", {}).get("loads_never_committed", 0) for j in jobs),

@@ -29,7 +29,8 @@ def test_a_job_survives_two_seeded_faults_with_nothing_lost_or_left(
     assert result["status"] == "succeeded", (result["message"], result["stuck"])
     assert all(f["recovered_s"] is not None for f in done), done
     assert result["samples"]["samples_lost"] == 0 and result["samples"]["samples_duplicated"] == 0, result["samples"]
-    assert result["samples"]["steps_in_ledger"] == STEPS
+    assert result["samples"]["steps_in_ledger"] == STEPS and result["samples"]["metrics_steps_missing"] == 0
+    assert result["trained"]["samples_lost"] == 0 and result["trained"]["samples_duplicated"] == 0
     assert result["losses"]["losses_off"] == 0, result["losses"]
     assert result["loads"]["checkpoint_loads"] >= 1 and result["loads"]["loads_never_committed"] == 0, result["loads"]
     assert result["adapter_max_diff"] is not None and result["adapter_max_diff"] < 1e-5
