@@ -5,7 +5,7 @@ by default), on the tiny model. Measures, in one run, the training throughput (s
 - the three together with `batch_plan: auto` (shares from the measured speeds; the first round is planned
   from device estimates, then re-planned when the measured speeds say so);
 - optionally (`--modes ...,slowdown`) auto with the fastest box slowed 2x mid-run: the drift re-plan, and the
-  throughput after it as a share of the new ideal;
+  throughput after it as a share of the new ideal (the fast box is also measured alone at half its quota);
 - optionally (`--modes ...,starved`) auto with the submitting box's quota tightened (`--starved-cpu`, default
   0.06) until it cannot start its workers within the rendezvous join timeouts: it is left out with the reason
   and the other two train (p2pft.jobs.late_members).
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -133,9 +134,20 @@ def exact_maths(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+SLOWED_ALONE = "alone:fast slowed 2x"   # the fast box alone at half its quota: the slow-down run's new ideal
+
+
+def ideals(results: list[dict[str, Any]]) -> tuple[float, float | None]:
+    """(the sum of the boxes alone, the same with the fast box slowed 2x when that was measured)."""
+    alone = {r["mode"]: r["samples_per_s"] for r in results if r["mode"].startswith("alone")}
+    ideal = sum(v for k, v in alone.items() if k != SLOWED_ALONE)
+    fast = alone.get("alone:fast")
+    slowed = alone.get(SLOWED_ALONE)
+    return ideal, (ideal - fast + slowed if fast is not None and slowed is not None else None)
+
+
 def write_section(results: list[dict[str, Any]], cpus: list[float], command: str) -> None:
-    alone = [r for r in results if r["mode"].startswith("alone")]
-    ideal = sum(r["samples_per_s"] for r in alone)
+    ideal, new_ideal = ideals(results)
     lines = [f"<!-- bench:{SECTION} -->", "## Mixed-speed boxes (`bench/heterogeneous.py`)", "",
              f"Command: `{command}` ({date.today()}, 2 shared CPU cores, loopback, three real p2pftd daemons in "
              f"cgroup v1 CPU quotas {', '.join(f'{c:g}' for c in cpus)} CPUs (slow, mid, fast; CFS period "
@@ -145,10 +157,14 @@ def write_section(results: list[dict[str, Any]], cpus: list[float], command: str
              "| run | samples/s | share of ideal | world | rounds (reasons) | final plan (samples per rank) |",
              "|---|---:|---:|---:|---|---|"]
     for r in results:
-        share = f"{r['samples_per_s'] / ideal:.2f}" if ideal and not r["mode"].startswith("alone") else "-"
+        base = new_ideal if new_ideal and "slowed 2x mid-run" in r["mode"] else ideal
+        share = f"{r['samples_per_s'] / base:.2f}" if base and not r["mode"].startswith("alone") else "-"
         lines.append(f"| {r['mode']} | {r['samples_per_s']:.2f} | {share} | {r['world']} | "
                      f"{'; '.join(r['rounds'])} | {r['plan']} |")
-    lines += ["", f"Ideal (sum alone): {ideal:.2f} samples/s.", *exact_maths(results), f"<!-- /bench:{SECTION} -->"]
+    after = (f" After the fast box's slow-down: {new_ideal:.2f} (the slowed run's share is of this one)."
+             if new_ideal else "")
+    lines += ["", f"Ideal (sum alone): {ideal:.2f} samples/s.{after}", *exact_maths(results),
+              f"<!-- /bench:{SECTION} -->"]
     path = REPO / "docs" / "benchmarks.md"
     text = path.read_text()
     block = "\n".join(lines)
@@ -163,6 +179,7 @@ def main() -> int:
     parser.add_argument("--modes", default="alone,uniform,auto", help="any of alone, uniform, auto, slowdown")
     parser.add_argument("--starved-cpu", type=float, default=0.06, help="the slow box's quota in the starved run")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--keep", type=Path, help="copy each run's metrics.jsonl (and the results) into this folder")
     args = parser.parse_args()
     reason = unavailable_reason()
     if reason:
@@ -181,18 +198,27 @@ def main() -> int:
             runs += [(f"alone{i}", {"together": False, "mode": "auto", "only": i}) for i in range(len(cpus))]
         runs += [(m, {"together": True, "mode": m}) for m in ("uniform", "auto") if m in modes]
         if "slowdown" in modes:
+            slowed = [*cpus[:-1], cpus[-1] / 2]
+            runs.append(("alone-slowed", {"together": False, "mode": "auto", "only": len(cpus) - 1, "cpus": slowed}))
             runs.append(("slowdown", {"together": True, "mode": "auto", "slowdown": True}))
         if "starved" in modes:
             runs.append(("starved", {"together": True, "mode": "auto", "starved": args.starved_cpu}))
         for name, kwargs in runs:
             started = time.monotonic()
-            result = run(root / name, model, cpus, **kwargs)
+            result = run(root / name, model, kwargs.pop("cpus", cpus), **kwargs)
+            if name == "alone-slowed":
+                result["mode"] = SLOWED_ALONE
             if kwargs.get("slowdown"):
                 result["mode"] = "auto, fast box slowed 2x mid-run"
             if kwargs.get("starved"):
                 result["mode"] = f"auto, submitting box starved to {args.starved_cpu:g} CPU"
             results.append(result)
             print(json.dumps(result), f"({time.monotonic() - started:.0f} s)", flush=True)
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy(Path(result["out"]) / "metrics.jsonl", args.keep / f"{name}.metrics.jsonl")
+                with (args.keep / "results.jsonl").open("a") as handle:
+                    handle.write(json.dumps(result) + "\n")
         for line in exact_maths(results):
             print(line, flush=True)
         if not args.no_write:
