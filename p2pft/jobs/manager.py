@@ -19,6 +19,7 @@ from typing import Any
 from p2pft.config.job import JobSpec, job_to_dict
 from p2pft.formats.checkpoint_index import read_manifest, step_dir
 from p2pft.jobs.addressing import AddressSettings, RoundAddressing
+from p2pft.jobs.catch_up import catch_up_reports
 from p2pft.jobs.coordinator import JobCoordinator
 from p2pft.jobs.draining import Draining
 from p2pft.jobs.durability import durable_steps, required_holders
@@ -79,6 +80,7 @@ class JobsManager:
         self.coordinators: dict[str, tuple[JobCoordinator, asyncio.Task[None]]] = {}
         self.reports: dict[tuple[str, int], dict[str, MemberReport]] = {}
         self._holdings: dict[str, dict[str, set[int]]] = {}
+        self._caught_up: set[tuple[str, str, int]] = set()   # (job, coordinator, term) sent its missed lines
         self.speeds = JobSpeeds(self.state_dir, lambda: device_names(self.cluster.state))
         self.outbox = Outbox(self.transport, lambda peer: (m := self.cluster.state.members.get(peer)) is not None
                              and m.alive)
@@ -236,10 +238,20 @@ class JobsManager:
             member = self.new_member()
             self.members[order.record.job_id] = member
         self._set_busy(True)
+        self._catch_up_coordinator(order.record, order.round)
         await member.start_round(order)
         self.standby.maybe_start(order.record, self.cluster.state,
                                  JobPaths.of(self.state_dir, order.record.job_id).root / "standby-store")
         return OrderAnswer(True, order.record.term)
+
+    def _catch_up_coordinator(self, record: JobRecord, info: RoundInfo) -> None:
+        """Send the coordinator the lines of the rounds it was out of (p2pft.jobs.catch_up), once per term."""
+        key = (record.job_id, record.coordinator, record.term)
+        if key in self._caught_up:
+            return
+        self._caught_up.add(key)
+        for report in catch_up_reports(record, self.node_id, info.round, self.book(record.job_id)):
+            self.background(self.outbox.deliver(record.coordinator, report))
 
     async def on_stop(self, stop: StopOrder) -> bool:
         known = self.records.get(stop.job_id)
