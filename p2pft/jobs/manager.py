@@ -244,6 +244,10 @@ class JobsManager:
                                  JobPaths.of(self.state_dir, order.record.job_id).root / "standby-store")
         return OrderAnswer(True, order.record.term)
 
+    async def collect_pruned_blobs(self, digests: set[str], why: str) -> None:
+        """The blobs of checkpoint steps this box pruned during a job go now, unless a job still needs them."""
+        await self.ending.cleanup.collector.collect(candidates=digests, why=why)
+
     def _catch_up_coordinator(self, record: JobRecord, info: RoundInfo) -> None:
         """Send the coordinator the lines of the rounds it was out of (p2pft.jobs.catch_up), once per term."""
         key = (record.job_id, record.coordinator, record.term)

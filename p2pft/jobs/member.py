@@ -22,7 +22,7 @@ from p2pft.jobs.addressing import RoundAddressing
 from p2pft.jobs.exit_report import failed_exit
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo, RoundOrder
 from p2pft.jobs.paths import JobPaths
-from p2pft.jobs.replication import CheckpointReplicator, Holdings
+from p2pft.jobs.replication import CheckpointReplicator, CollectBlobs, Holdings
 from p2pft.jobs.round_files import AGENT_LOG_TAIL_BYTES, LineCursor, NoRouteWatch
 from p2pft.jobs.stop_timeouts import MEMBER_MARGIN_S, collective_timeout_s, graceful_stop_s
 from p2pft.jobs.submission import own_path
@@ -50,7 +50,7 @@ class JobMember:
                  channels_for: ChannelsFor, send_report: SendReport, base_env: dict[str, str] | None = None,
                  warm_socket: Callable[[], Awaitable[str | None]] | None = None,
                  round_addresses: Callable[[JobRecord, RoundInfo], RoundAddresses] | None = None,
-                 holdings: Holdings = lambda job_id: {}) -> None:
+                 holdings: Holdings = lambda job_id: {}, collect_blobs: CollectBlobs | None = None) -> None:
         self.node_id = node_id
         self.state_dir = state_dir
         self.store = store
@@ -67,7 +67,8 @@ class JobMember:
         self.last_exit: AgentExit | None = None
         self.leaving_round: int | None = None   # the round this box stopped because it drains
         self.replication = CheckpointReplicator(node_id=node_id, state_dir=state_dir, store=store,
-                                                channels_for=channels_for, send=send_report, holdings=holdings)
+                                                channels_for=channels_for, send=send_report, holdings=holdings,
+                                                collect=collect_blobs)
 
     def paths(self, job_id: str) -> JobPaths:
         return JobPaths.of(self.state_dir, job_id)

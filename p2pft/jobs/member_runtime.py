@@ -35,5 +35,5 @@ def real_member(manager: JobsManager) -> MemberRuntime:
                      addressing=manager.addressing, channels_for=channels_for, send_report=manager.send_report,
                      base_env={**os.environ, **manager.worker_env} if manager.worker_env else None,
                      warm_socket=manager.warm_socket, round_addresses=manager.round_addresses,
-                     holdings=manager.holdings)
+                     holdings=manager.holdings, collect_blobs=manager.collect_pruned_blobs)
 

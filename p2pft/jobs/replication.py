@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import shutil
 import time
@@ -47,11 +48,13 @@ ChannelsFor = Callable[[Sequence[str]], list[grpc.aio.Channel]]
 SendReport = Callable[[MemberReport], Awaitable[None]]
 Holdings = Callable[[str], Mapping[str, tuple[int, ...]]]   # job id -> node -> steps it holds complete
 FetchFiles = Callable[[Manifest, Path, Path, list[str]], Awaitable[None]]   # files, into, root, from whom
+CollectBlobs = Callable[[set[str], str], Awaitable[Any]]   # candidate digests, why: the daemon's blob collector
 
 
 class CheckpointReplicator:
     def __init__(self, *, node_id: str, state_dir: Path, store: BlobStore, channels_for: ChannelsFor,
-                 send: SendReport, holdings: Holdings = lambda job_id: {}, fetch: FetchFiles | None = None) -> None:
+                 send: SendReport, holdings: Holdings = lambda job_id: {}, fetch: FetchFiles | None = None,
+                 collect: CollectBlobs | None = None) -> None:
         self.node_id = node_id
         self.state_dir = state_dir
         self.store = store
@@ -59,6 +62,7 @@ class CheckpointReplicator:
         self.send = send
         self.holdings = holdings
         self.fetch = fetch   # None: from the peers' blob services over gRPC (channels_for)
+        self.collect = collect   # the blobs of pruned steps go at once, not after the periodic pass's grace
         # The newest step the current round's workers wrote here (its resume step until they commit): they never
         # write at or below it again in this round, so only dirs below it may be pruned.
         self.frontier: int | None = None
@@ -251,6 +255,7 @@ class CheckpointReplicator:
                 resume_step=info.resume_step, frontier=self.frontier))
             if not doomed:
                 return
+            digests = await asyncio.to_thread(step_digests, paths.checkpoints, doomed)
             await asyncio.to_thread(remove_steps, paths.checkpoints, doomed)
         for step in doomed:
             self.replicated.pop(step, None)
@@ -261,6 +266,12 @@ class CheckpointReplicator:
                                          term=record.term, phase="progress", pruned=doomed))
         except Exception:
             log.exception("job %s: could not deliver a report", record.job_id)
+        if self.collect is not None and digests:
+            try:
+                await self.collect(digests, f"after pruning step {', '.join(map(str, doomed))} of {record.job_id}")
+            except Exception:
+                log.exception("job %s: collecting the pruned steps' blobs failed; the periodic pass will",
+                              record.job_id)
 
     def _warn_if_over_budget(self, exc: BaseException) -> None:
         """A full store stalls replication until blobs are collected or the budget raised: the user must hear
@@ -298,6 +309,19 @@ def over_budget(exc: BaseException | None) -> BlobBudgetError | None:
             return exc
         exc = exc.__cause__
     return None
+
+
+def step_digests(checkpoints: Path, steps: Sequence[int]) -> set[str]:
+    """The blobs that steps' files (and their markers) may have here: what pruning them frees (blocking)."""
+    found: set[str] = set()
+    for step in steps:
+        directory = step_dir(checkpoints, step)
+        marker = read_manifest(directory)
+        found.update(str(entry.get("sha256")) for entry in (marker or {}).get("files", {}).values()
+                     if isinstance(entry, dict) and entry.get("sha256"))
+        with contextlib.suppress(OSError):
+            found.add(hashlib.sha256((directory / COMMIT_MARKER).read_bytes()).hexdigest())
+    return found
 
 
 def remove_steps(checkpoints: Path, steps: Sequence[int]) -> None:
