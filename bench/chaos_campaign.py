@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.chaos import plan  # noqa: E402
-from tests.chaos.job import JobSettings, run_job, run_reference, summarize  # noqa: E402
+from tests.chaos.job import JobSettings, recheck_trained, run_job, run_reference, summarize  # noqa: E402
 from tests.chaos.mesh import namespaces_available  # noqa: E402
 
 SECTION = "chaos_campaign"
@@ -48,6 +48,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tmpfs-mib", type=int, default=256, help="size of each box's tmpfs state dir (0: none)")
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir, removed)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave the JSON and the docs alone")
+    parser.add_argument("--report-only", action="store_true",
+                        help="no new run: the report again from --workdir's jobs.json and the state dirs' copies")
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = sorted(set(kinds) - set(plan.ALL_KINDS))
@@ -68,8 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     if why_not:
         print(f"loopback daemons ({why_not}): no network cuts", flush=True)
     steps = args.steps or 30 + 10 * args.faults_per_job
+    if args.report_only:
+        return report_again(args, kinds, not why_not, steps)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="p2pft-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    command = "nice -n 19 .venv/bin/python bench/chaos_campaign.py " + " ".join(argv if argv is not None
+                                                                              else sys.argv[1:])
+    (workdir / "command.txt").write_text(command.strip() + "\n")
     started = time.monotonic()
     budget_s = args.budget_min * 60
     jobs: list[dict[str, Any]] = []
@@ -97,16 +104,33 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
+    finish(args, command.strip(), jobs, steps, kinds, not why_not)
+    return 0
+
+
+def finish(args: argparse.Namespace, command: str, jobs: list[dict[str, Any]], steps: int, kinds: list[str],
+           netns: bool) -> None:
     totals = summarize(jobs)
-    command = "nice -n 19 .venv/bin/python bench/chaos_campaign.py " + " ".join(argv if argv is not None
-                                                                              else sys.argv[1:])
-    report = {"command": command.strip(), "seed": args.seed, "date": str(date.today()), "steps_per_job": steps,
-              "netns": not why_not, "kinds": kinds, "totals": totals, "jobs": jobs}
+    report = {"command": command, "seed": args.seed, "date": str(date.today()), "steps_per_job": steps,
+              "netns": netns, "kinds": kinds, "totals": totals, "jobs": jobs}
     print(json.dumps(totals, indent=1), flush=True)
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(report, indent=1) + "\n")
         write_section(report)
+
+
+def report_again(args: argparse.Namespace, kinds: list[str], netns: bool, steps: int) -> int:
+    if args.workdir is None or not (args.workdir / "jobs.json").is_file():
+        print("--report-only needs --workdir DIR of an earlier run (with its jobs.json)", file=sys.stderr)
+        return 2
+    jobs = json.loads((args.workdir / "jobs.json").read_text())
+    reference = args.workdir / "reference" / "out"
+    for result in jobs:
+        result.setdefault("steps", steps)
+        recheck_trained(result, args.workdir / f"job-{result['job']}", reference)
+    command = (args.workdir / "command.txt").read_text().strip() if (args.workdir / "command.txt").is_file() else ""
+    finish(args, command, jobs, steps, kinds, netns)
     return 0
 
 

@@ -106,7 +106,8 @@ def run_job(root: Path, model: Path, reference: Path, settings: JobSettings,
     drawn = plan.plan_job(settings.seed, settings.index, settings.faults, settings.kinds)
     rng = random.Random(f"p2pft-chaos-targets/{settings.seed}/{settings.index}")
     out = root / "out"
-    result: dict[str, Any] = {"job": settings.index, "planned": [f.to_json() for f in drawn], "faults": [],
+    result: dict[str, Any] = {"job": settings.index, "steps": settings.steps, "planned": [f.to_json() for f in drawn],
+                              "faults": [],
                               "stuck": None, "crashes": [], "tracebacks": []}
 
     def left() -> float:
@@ -198,13 +199,25 @@ def run_job(root: Path, model: Path, reference: Path, settings: JobSettings,
         state_dirs = [b.state_dir for b in m.boxes]
         result["losses"] = checks.check_losses(state_dirs, reference)
         result["loads"] = checks.check_loads(state_dirs)
-        result["trained"] = checks.compare_ledgers(checks.mesh_ledger(state_dirs), reference, settings.steps)
+        result["trained"] = checks.compare_ledgers(checks.mesh_ledger(state_dirs), reference, trained_upto(result))
     result["orphans_after"] = _processes_naming(root)
     if (out / "ledger.jsonl").exists():
         result["samples"] = checks.check_samples(out, reference, settings.steps)
     result["adapter_max_diff"] = checks.adapter_diff(out, reference)
     result["wall_s"] = round(time.monotonic() - started, 1)
     return result
+
+
+def trained_upto(result: dict[str, Any]) -> int:
+    """The steps that must have been trained exactly once: all of them, or those a job that ended early reached."""
+    steps = int(result.get("steps") or 0)
+    return steps if result.get("status") == "succeeded" else int(result.get("last_step") or 0)
+
+
+def recheck_trained(result: dict[str, Any], job_root: Path, reference: Path) -> None:
+    """The training check again, from the copies of the state dirs a finished job left (`left/`)."""
+    boxes = sorted(p for p in (job_root / "left").glob("*") if p.is_dir())
+    result["trained"] = checks.compare_ledgers(checks.mesh_ledger(boxes), reference, trained_upto(result))
 
 
 def summarize(jobs: Sequence[dict[str, Any]]) -> dict[str, Any]:
