@@ -282,6 +282,7 @@ def test_a_daemons_workers_get_the_state_dirs_cache_and_the_headroom(tmp_path: P
 
     manager = SimpleNamespace(transport=None, node_id="n", state_dir=tmp_path, store=None, addressing=None,
                               send_report=None, warm_socket=None, round_addresses=None, holdings=lambda job: {},
+                              collect_pruned_blobs=None,
                               worker_env={MEMORY_BOUNDS_ENV: str(tmp_path / "memory-bounds.json"), HEADROOM_ENV: "0.2"})
     env = real_member(manager).base_env  # type: ignore[arg-type]
     assert env is not None and env[MEMORY_BOUNDS_ENV] == str(tmp_path / "memory-bounds.json")
