@@ -13,7 +13,9 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal
 
+from p2pft.jobs.exit_report import UNFIT
 from p2pft.jobs.late_members import (
+    LEAVE_OUT_S,
     excluded_now,
     late_members,
     leave_out_reason,
@@ -110,6 +112,9 @@ def decide(view: View) -> Action:
     failed = sorted(n for n, r in exits.items() if r.outcome == "failed" and not r.stopped_by_us)
     if failed:
         cause = root_cause([exits[n] for n in failed])
+        unfit = tuple(n for n in failed if exits[n].cause == UNFIT)
+        if unfit and cause.cause != "deterministic":
+            return _without_unfit(view, unfit, exits)
         if cause.cause == "deterministic":  # the worker found a fault in the job itself: retrying cannot help
             return Action("fail", cause.detail)
         others_silent = len(exits) < len(current.members) and view.failure_age_s < ROOT_CAUSE_GRACE_S
@@ -196,6 +201,20 @@ def _late_round(view: View, detail: str, late: tuple[str, ...], failure: str) ->
     current = view.record.current_round
     reason = f"{detail}; {leave_out_reason(leave, current.join_timeout_s if current else 0)}"
     return replace(_start(view, reason, staying, view.now_unix, failure), left_out=leave)
+
+
+def _without_unfit(view: View, unfit: tuple[str, ...], exits: Mapping[str, MemberReport]) -> Action:
+    """The next round without the boxes that cannot take part at all (a GPU that holds not one row of cutoff_len):
+    left out like a late member (tried again after LEAVE_OUT_S: the GPU may have been busy), the job goes on with
+    the others; with too few others for min_nodes it fails, saying which boxes could not take part."""
+    why = "; ".join(exits[n].detail for n in unfit)
+    excluded = set(excluded_now(view.record, view.now_unix)) | set(unfit)
+    staying = tuple(n for n in view.available if n not in excluded)
+    min_nodes = max(1, int(view.record.elastic.get("min_nodes") or 1))
+    if len(staying) < min_nodes:
+        return Action("fail", f"{why}; {len(staying)} other box(es) for min_nodes {min_nodes}")
+    reason = f"{why}; member {', '.join(unfit)} left out (tried again in {LEAVE_OUT_S / 60:.0f} min)"
+    return replace(_start(view, reason, staying, view.now_unix), left_out=unfit)
 
 
 def _start_or_wait(view: View, reason: str, cause_unix: float, *, failure: str = "") -> Action:

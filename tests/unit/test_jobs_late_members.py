@@ -157,3 +157,34 @@ def test_a_member_silent_while_rank0s_workers_store_waited_for_it_is_late_not_un
     named = decide(View(record, available=("a", "b", "c"), reports=with_c, now_unix=NOW, failure_age_s=1.0))
     assert named.kind == "start_round" and named.late == () and "connection refused" in named.reason
     assert network_failure(with_c)
+
+
+UNFIT_DETAIL = ("c: MemoryBoundError: c:0: not one row of cutoff_len 4096 fits in its GPU (NVIDIA GeForce RTX 2080 Ti, "
+                "10.7 GiB, 10% kept free); lower cutoff_len, ...")
+
+
+def unfit_reports(number: int) -> MappingProxyType[str, MemberReport]:
+    return MappingProxyType({"c": MemberReport(job_id="j", node_id="c", round=number, phase="exited",
+                                               outcome="failed", detail=UNFIT_DETAIL, cause="unfit")})
+
+
+def test_a_box_whose_gpu_holds_not_one_row_is_left_out_and_the_others_go_on() -> None:
+    action = decide(View(job(round_info(0)), available=("a", "b", "c"), reports=unfit_reports(0), now_unix=NOW))
+    assert action.kind == "start_round" and action.members == ("a", "b") and action.left_out == ("c",)
+    assert action.reason.startswith(UNFIT_DETAIL) and "member c left out (tried again in 10 min)" in action.reason
+
+
+def test_without_enough_other_boxes_for_min_nodes_the_job_fails_saying_which_box_could_not_take_part() -> None:
+    action = decide(View(job(round_info(0), min_nodes=3), available=("a", "b", "c"), reports=unfit_reports(0),
+                         now_unix=NOW))
+    assert action.kind == "fail" and action.reason == f"{UNFIT_DETAIL}; 2 other box(es) for min_nodes 3"
+
+
+def test_a_memory_bound_error_is_the_box_unfit_not_the_job_deterministic() -> None:
+    from p2pft.jobs.exit_report import UNFIT, failed_exit
+    from p2pft.launch.worker_error import WorkerError
+
+    error = WorkerError(rank=2, type="MemoryBoundError", message="c:0: not one row fits", deterministic=True)
+    assert failed_exit("c", 1, error, None)[1] == UNFIT
+    data_error = WorkerError(rank=2, type="DataError", message="row 3: no output", deterministic=True)
+    assert failed_exit("c", 1, data_error, None)[1] == "deterministic"
