@@ -8,7 +8,6 @@ import asyncio
 import datetime as dt
 import socket
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -29,15 +28,6 @@ FAST = ["--heartbeat-interval", "0.3"]
 # The member's id sorts before the CA box's: the member dials the heartbeats, so the CA box sees its client
 # certificate on every beat (p2pft/daemon/heartbeat.py: the lower id dials).
 CA_ID, BOX_ID, GONE_ID = "n9-ca", "n1-box", "n5-gone"
-
-
-@pytest.fixture
-def pool() -> Iterator[DaemonPool]:
-    pool = DaemonPool()
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
 
 
 def _cluster(root: Path) -> dict[str, Path]:

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,6 @@ import pytest
 from tests.daemon_harness import BIN, Daemon, DaemonPool, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def pool() -> Iterator[DaemonPool]:
-    pool = DaemonPool()
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
 
 
 def p2pft(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

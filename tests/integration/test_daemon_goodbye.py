@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,6 @@ from tests.daemon_harness import BIN, Daemon, DaemonPool, make_cluster, wait_unt
 
 pytestmark = pytest.mark.slow
 LOST_AFTER_S = 3.0  # the default: 3 heartbeat intervals of 1 s
-
-
-@pytest.fixture
-def pool() -> Iterator[DaemonPool]:
-    pool = DaemonPool()
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,6 @@ changing `lo`'s flags: python-zeroconf joins the group on lo and multicast loop 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,15 +12,6 @@ from tests.daemon_harness import Daemon, DaemonPool, make_cluster, wait_until
 
 pytestmark = pytest.mark.slow
 LOOPBACK = "127.0.0.1"
-
-
-@pytest.fixture
-def pool() -> Iterator[DaemonPool]:
-    pool = DaemonPool()
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
 
 
 def test_three_daemons_find_each_other_over_mdns(tmp_path: Path, pool: DaemonPool) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,6 @@ from tests.daemon_harness import Daemon, DaemonPool, make_cluster, wait_until
 
 pytestmark = pytest.mark.slow
 LOST_WITHIN_S = 5.0
-
-
-@pytest.fixture
-def pool() -> Iterator[DaemonPool]:
-    pool = DaemonPool()
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
 
 
 def _sees(daemon: Daemon, expected: dict[str, str]) -> bool:

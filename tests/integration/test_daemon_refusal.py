@@ -6,7 +6,6 @@ import asyncio
 import random
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -20,15 +19,6 @@ from tests.daemon_harness import BIN, Daemon, DaemonPool, make_cluster, wait_unt
 pytestmark = pytest.mark.slow
 STATUS = "/p2pft.v1.Daemon/Status"
 HEARTBEAT = "/p2pft.v1.Daemon/Heartbeat"
-
-
-@pytest.fixture
-def pool() -> Iterator[DaemonPool]:
-    pool = DaemonPool()
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
 
 
 def _raw_call(target: str, method: str, payload: bytes, credentials: grpc.ChannelCredentials | None,

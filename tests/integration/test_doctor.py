@@ -8,7 +8,6 @@ import os
 import re
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,6 @@ from tests.daemon_harness import BIN, Daemon, DaemonPool, make_cluster, wait_unt
 
 pytestmark = pytest.mark.slow
 FAST = ["--heartbeat-interval", "0.3"]   # a killed peer is lost after 0.9 s
-
-
-@pytest.fixture
-def pool() -> Iterator[DaemonPool]:
-    pool = DaemonPool()
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
 
 
 def doctor(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

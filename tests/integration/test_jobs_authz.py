@@ -7,7 +7,6 @@ holding b's state dir) could.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +28,6 @@ from tests.specs import job_spec
 
 pytestmark = pytest.mark.slow
 JOB = "job-20250101-000000-abcdef"
-
-
-@pytest.fixture
-def pool() -> Iterator[DaemonPool]:
-    pool = DaemonPool()
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
 
 
 def _as(daemon: Daemon, credentials_dir: Path, method: str, request: Any) -> tuple[grpc.StatusCode, str, Any]:

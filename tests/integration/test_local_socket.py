@@ -17,7 +17,6 @@ import socket
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +32,6 @@ from tests.daemon_harness import BIN, Daemon, DaemonPool, make_cluster, wait_unt
 
 pytestmark = pytest.mark.slow
 DEMO_DATA = Path(__file__).resolve().parents[2] / "p2pft" / "demo"
-
-
-@pytest.fixture
-def pool() -> Iterator[DaemonPool]:
-    pool = DaemonPool()
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
 
 
 def _p2pft(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

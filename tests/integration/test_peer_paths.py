@@ -8,7 +8,6 @@ the outputs by itself and its user runs `p2pft fetch`: the file lands in a's sta
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +24,6 @@ from tests.specs import job_spec
 pytestmark = pytest.mark.slow
 JOB = "job-20250101-000000-fedcba"
 PAYLOAD = b"ssh-ed25519 AAAA attacker@b\n"
-
-
-@pytest.fixture
-def pool() -> Iterator[DaemonPool]:
-    pool = DaemonPool()
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
 
 
 def _call(daemon: Daemon, credentials_dir: Path, method: str, request: Any) -> tuple[grpc.StatusCode, str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,6 @@ from p2pft.security.credentials import load_credentials, secure_channel
 from tests.daemon_harness import BIN, Daemon, DaemonPool, make_cluster, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def pool() -> Iterator[DaemonPool]:
-    pool = DaemonPool()
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
 
 
 def _calls_as(state_dir: Path, target: str) -> dict[str, grpc.StatusCode | None]:

@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,6 @@ from tests.daemon_harness import BIN, Daemon, DaemonPool, make_cluster, wait_unt
 
 pytestmark = pytest.mark.slow
 DEMO_DATA = Path(__file__).resolve().parents[2] / "p2pft" / "demo"
-
-
-@pytest.fixture
-def pool() -> Iterator[DaemonPool]:
-    pool = DaemonPool()
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
 
 
 def _p2pft(*args: str) -> list[str]:
