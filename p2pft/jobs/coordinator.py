@@ -48,7 +48,6 @@ class JobCoordinator:
         self.store: StoreProcess | None = None
         self.stop_requested = ""
         self._stop_asked = 0.0                      # monotonic time of that graceful stop request
-        self.fruitless: tuple[str, ...] = ()        # failed rounds in a row without a new checkpoint (progress.py)
         self.waiting_since = 0.0
         self.cooldown: dict[str, float] = {}        # node -> monotonic time until which it is left out
         self._poke = asyncio.Event()
@@ -152,7 +151,7 @@ class JobCoordinator:
             lost=lost, draining=draining, reports=reports, stop_requested=self.stop_requested,
             failure_age_s=self._failure_age(current.round if current else -1, reports),
             stop_age_s=time.monotonic() - self._stop_asked if self.stop_requested else 0.0,
-            fruitless=self.fruitless, now_unix=now_unix,
+            fruitless=current.fruitless if current is not None else (), now_unix=now_unix,
             nodes=placed.nodes if isinstance(placed, Placed) else (),
             holdings=self.manager.holdings(self.job_id),
             alive=frozenset(n for n, m in state.members.items() if m.alive),
@@ -305,12 +304,11 @@ class JobCoordinator:
                          resume_step=resume, holders=holders, resume_marker=marker, started_unix=time.time(),
                          cause_unix=action.cause_unix or time.time(), join_timeout_s=planned.join_timeout_s,
                          left_out=carried_left_out(previous, action.left_out, time.time()),
-                         collective_timeout_s=planned.collective_timeout_s)
+                         collective_timeout_s=planned.collective_timeout_s, fruitless=action.fruitless)
         if previous is not None:
             record = record.with_round_update(ended_reason=action.reason, late=action.late)
         record = replace(record, status="running", message=action.reason, rounds=(*record.rounds, info))
         self.stop_requested = ""
-        self.fruitless = action.fruitless
         self.manager.update_record(record)
         log.info("job %s: round %d (%s): members %s, world %d, resume from %s", self.job_id, number, action.reason,
                  ",".join(members), info.world_size, resume)

@@ -56,6 +56,9 @@ class RoundInfo:
     late: tuple[str, ...] = ()          # members not at the rendezvous when it timed out (p2pft.jobs.late_members)
     left_out: dict[str, float] = field(default_factory=dict)   # node -> unix time until which it sits out
     collective_timeout_s: float = 0.0   # the workers' process group timeout (0: the job's setting; round_plan)
+    # The failed rounds in a row without progress before this one (p2pft.jobs.progress): in the record, so a
+    # coordinator that takes the job over goes on counting instead of starting again from 0.
+    fruitless: tuple[str, ...] = ()
     # The round's rendezvous id on the store (128 random bits, made with the round; "" in records written before
     # it existed). The store listens on the LAN without authentication: whoever knows the id can join or spoil the
     # round's rendezvous, so it is never derived from the job id and only boxes of the job are told it.
@@ -180,6 +183,7 @@ def _round_from(data: dict[str, Any]) -> RoundInfo:
     values["holders"] = tuple(values.get("holders", ()))
     values["launched"] = tuple(values.get("launched", ()))
     values["late"] = tuple(values.get("late", ()))
+    values["fruitless"] = tuple(values.get("fruitless", ()))
     values.setdefault("rendezvous", "")   # a record from before the field: never invent a key members disagree on
     return RoundInfo(**values)
 

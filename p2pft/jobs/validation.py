@@ -86,7 +86,8 @@ ROUND_FIELDS: dict[str, Check] = {
     "resume_marker": _optional(_dict), "started_unix": _number, "cause_unix": _number,
     "first_step_unix": _optional(_number), "first_step": _optional(_STEP), "last_step": _optional(_STEP),
     "ended_reason": _str, "launched": _list_of(_node_id), "join_timeout_s": _int_in(1, 3600),
-    "late": _list_of(_node_id), "collective_timeout_s": lambda v: _number(v) and 0 <= v <= 86_400,
+    "late": _list_of(_node_id), "fruitless": _list_of(_str),
+    "collective_timeout_s": lambda v: _number(v) and 0 <= v <= 86_400,
     "left_out": lambda v: _dict(v) and len(v) <= MAX_LIST and all(_node_id(k) and _number(u) for k, u in v.items()),
     "rendezvous": lambda v: isinstance(v, str) and bool(RENDEZVOUS.fullmatch(v)),
 }

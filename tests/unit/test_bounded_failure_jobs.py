@@ -93,3 +93,18 @@ def test_a_graceful_stop_that_hangs_is_stopped_at_once_and_says_so(tmp_path: Pat
         await finished(net, job)
         check_history(net, job, "a")
     run(tmp_path, body, boxes=("a",))
+
+
+def test_the_count_of_rounds_without_progress_survives_a_coordinator_takeover(tmp_path: Path) -> None:
+    """The streak lives in the record's rounds: a coordinator lost mid-streak does not give the job five more."""
+    async def body(net: SimNet) -> None:
+        net.save_fails["d"] = (SAVE_ERROR, "")
+        job = await submit(net, "a", steps=60)
+        await until(lambda: (c := record(net, "a", job).current_round) is not None and len(c.fruitless) == 2,
+                    "two fruitless rounds under a")
+        await net.kill("a")
+        ended = await until(lambda: (r := record(net, "b", job)).status == "failed" and r, "the job to fail")
+        assert ended.coordinator != "a" and ended.term >= 1
+        assert ended.message.startswith(f"{MAX_FRUITLESS_ROUNDS} rounds in a row made no new checkpoint")
+        assert "rounds 0, 1, " in ended.message, ended.message   # a's rounds still count
+    run(tmp_path, body, boxes=("a", "b", "c", "d"))
