@@ -114,6 +114,9 @@ def handle(args: argparse.Namespace) -> int:
     step = choose_step(source.checkpoint_dir, args.step)
     dest = Path(args.to) if args.to else source.root / f"checkpoint-{step}"
     if dest.exists() and any(dest.iterdir()):
+        if args.to is None and any((dest / name).is_file() for name in ("adapter_config.json", "config.json")):
+            raise CliError(f"{dest} already holds step {step}'s model (the run writes checkpoint-N at each save): "
+                           "use it as it is, or pass --to DIR for another copy")
         raise CliError(f"--to: {dest} exists and is not empty; choose another directory or remove it")
     from p2pft.train.checkpoint import CheckpointError
     from p2pft.train.export import export_step

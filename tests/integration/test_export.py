@@ -78,7 +78,11 @@ def test_lora_steps_export_to_peft_folders_equal_to_the_run(lora_run: Path, tiny
     missing = export(str(out), "--step", "6", "--to", str(tmp_path / "x"))
     assert missing.returncode == 1 and "--step 6: not a committed step" in missing.stderr and "4, 8" in missing.stderr
     taken = export(str(out), "--step", "4")
-    assert taken.returncode == 1 and "exists and is not empty" in taken.stderr
+    assert taken.returncode == 1 and f"{folder} already holds step 4's model" in taken.stderr
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    elsewhere = export(str(out), "--step", "4", "--to", str(tmp_path / "full"))
+    assert elsewhere.returncode == 1 and "exists and is not empty" in elsewhere.stderr
     nothing = export(str(tmp_path / "nowhere-job-id"), "--state-dir", str(tmp_path / "state"))
     assert nothing.returncode == 1 and "no job" in nothing.stderr
 
