@@ -163,7 +163,8 @@ def write_section(report: dict[str, Any], path: Path = REPO / "docs" / "reliabil
         f"| in the outputs of the jobs that succeeded: samples missing from / twice in `ledger.jsonl`; steps "
         f"missing from `metrics.jsonl` | {t['output_ledger_samples_missing']} / "
         f"{t['output_ledger_samples_duplicated']}; {t['output_metrics_steps_missing']} |",
-        f"| checkpoint loads; of a step never committed; refused as torn | {t['checkpoint_loads']}; "
+        f"| checkpoint loads; of a step never committed; workers that refused to load (`CheckpointError`) | "
+        f"{t['checkpoint_loads']}; "
         f"{t['torn_or_unverified_loads']}; {t['checkpoints_refused']} |",
         f"| steps computed with a loss other than the reference's | {t['steps_with_a_wrong_loss']} |",
         f"| adapter vs reference, max abs difference | {_number(t['adapter_max_diff'])} "

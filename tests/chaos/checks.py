@@ -145,6 +145,10 @@ def check_loads(state_dirs: Iterable[Path]) -> dict[str, Any]:
                 if step not in before:
                     unverified.append({"box": box, "round": number, "step": step})
             refused += [f"{box} round {number}: {m.group(0)[:200]}" for m in REFUSED.finditer(text)]
+        for error in sorted((run / "errors").glob("*.json")):   # the worker's own account of its failure
+            with contextlib.suppress(OSError):
+                refused += [f"{box} round {number}: {m.group(0)[:200]}"
+                            for m in REFUSED.finditer(error.read_text(errors="replace"))]
     return {"checkpoint_loads": loads, "loads_never_committed": len(unverified), "unverified_examples": unverified[:5],
             "checkpoints_refused": len(refused), "refused_examples": refused[:3]}
 

@@ -215,9 +215,11 @@ def trained_upto(result: dict[str, Any]) -> int:
 
 
 def recheck_trained(result: dict[str, Any], job_root: Path, reference: Path) -> None:
-    """The training check again, from the copies of the state dirs a finished job left (`left/`)."""
+    """The training, loss and load checks again, from the copies of the state dirs a finished job left (`left/`)."""
     boxes = sorted(p for p in (job_root / "left").glob("*") if p.is_dir())
     result["trained"] = checks.compare_ledgers(checks.mesh_ledger(boxes), reference, trained_upto(result))
+    result["losses"] = checks.check_losses(boxes, reference)
+    result["loads"] = checks.check_loads(boxes)
 
 
 def summarize(jobs: Sequence[dict[str, Any]]) -> dict[str, Any]:
