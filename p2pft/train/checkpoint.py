@@ -161,9 +161,13 @@ def free_space_problem(checkpoint_dir: Path, needed: int, *, node_id: str) -> st
     free = shutil.disk_usage(checkpoint_dir).free
     if free >= needed + SPACE_HEADROOM_BYTES:
         return None
+    steps = committed_steps(checkpoint_dir, verify=False)
+    # A failed job does not go on: say how a new one starts where this one stopped.
+    restart = (f"then submit the job again with resume_from_checkpoint: {step_dir(checkpoint_dir, steps[-1])} "
+               "(its newest checkpoint)" if steps else "then submit the job again")
     return (f"box {socket.gethostname()} (node {node_id}) has {_size(free)} free in {checkpoint_dir}, and the "
             f"next checkpoint needs about {_size(needed + SPACE_HEADROOM_BYTES)}: free disk space there or "
-            "lower save_total_limit, then resume the job")
+            f"lower save_total_limit, {restart}")
 
 
 def check_free_space(checkpoint_dir: Path, model: nn.Module, *, node_id: str, local_rank: int) -> None:

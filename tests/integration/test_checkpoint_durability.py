@@ -103,6 +103,8 @@ def test_a_save_that_does_not_fit_fails_before_writing(world_of_one: None, tmp_p
         save_checkpoint(tmp_path, model, optimizer, Progress(2, 32, 0), node_id="n1", local_rank=0)
     message = str(raised.value)
     assert "(node n1)" in message and " free in " in message and "\n" not in message
+    assert message.endswith(f"then submit the job again with resume_from_checkpoint: {previous} (its newest "
+                            "checkpoint)")   # a failed job does not go on: how a new one starts where it stopped
     assert not (step_dir(tmp_path, 2) / COMMIT_MARKER).exists()
     assert not [p for p in step_dir(tmp_path, 2).iterdir() if p.suffix == ".distcp"]
     error = classify(raised.value, rank=0, node_id="n1", context={"step": 2})

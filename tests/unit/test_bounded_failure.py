@@ -141,7 +141,7 @@ def test_a_network_failure_backs_off_and_does_not_count() -> None:
 
 def test_a_full_disk_found_before_a_save_fails_at_once_naming_the_box_and_the_space() -> None:
     line = ("box box-b (node b) has 1.2 GiB free in /state/jobs/j/checkpoints, and the next checkpoint needs about "
-            "3.4 GiB: free disk space there or lower save_total_limit, then resume the job")
+            "3.4 GiB: free disk space there or lower save_total_limit, then submit the job again")
     reports = {"b": exited("b", "failed", detail=f"box-b: CheckpointSpaceError: {line}", cause="deterministic")}
     action = decide(view(a_round(), holdings={"a": (5,)}, reports=reports, streak=0))
     assert action.kind == "fail" and "box-b" in action.reason and "1.2 GiB free" in action.reason
