@@ -106,12 +106,13 @@ class JobCoordinator:
         alive = [n for n, m in self.manager.cluster.state.members.items() if m.alive]
         verdict = quorum(record, alive, self.manager.node_id)
         if not verdict.holds:
-            if record.status != "paused" or record.message != verdict.message:
-                log.warning("job %s: %s; stopping this side's agents", self.job_id, verdict.message)
+            message = verdict.describe(self.manager.box_name)
+            if record.status != "paused" or record.message != message:
+                log.warning("job %s: %s; stopping this side's agents", self.job_id, message)
                 current = record.current_round
                 if current is not None:
-                    await self.manager.send_stop(record, current, graceful=False, reason=verdict.message)
-                self.manager.update_record(replace(self.record, status="paused", message=verdict.message))
+                    await self.manager.send_stop(record, current, graceful=False, reason=message)
+                self.manager.update_record(replace(self.record, status="paused", message=message))
             self.takeover = ("", 0.0)
             self._partitioned = True
             return False

@@ -14,7 +14,7 @@ that lost one box and is then cut in two waits until the next round or the heal)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from p2pft.jobs.model import JobRecord
@@ -28,8 +28,18 @@ class Quorum:
     holds: bool
 
     @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(m for m in self.members if m not in self.reachable)
+
+    @property
     def message(self) -> str:
-        return f"paused: partitioned, reaches {len(self.reachable)} of {len(self.members)} members"
+        return self.describe()
+
+    def describe(self, name: Callable[[str], str] = str) -> str:
+        """What the paused job says: whom it waits for. The same words for a cut and for a lost coordinator that
+        this side may not replace (docs/elastic-jobs.md, the safety rule): from here the two look alike."""
+        return (f"paused: reaches {len(self.reachable)} of {len(self.members)} members of the job; waiting for "
+                f"{', '.join(name(m) for m in self.missing)} (lost, or cut off by the network)")
 
 
 def job_membership(record: JobRecord) -> tuple[str, ...]:

@@ -134,8 +134,9 @@ class Supervision:
             if member is not None and member.running:
                 log.warning("job %s: %s; stopping this box's agent", record.job_id, verdict.message)
                 manager.background(member.stop(graceful=False))
-            if record.status != "paused" or record.message != verdict.message:
-                manager.update_record(replace(record, status="paused", message=verdict.message))
+            message = verdict.describe(manager.box_name)
+            if record.status != "paused" or record.message != message:
+                manager.update_record(replace(record, status="paused", message=message))
         elif record.status == "paused" and record.job_id not in self._refreshing:
             self._refreshing.add(record.job_id)
             manager.background(self._refresh_after_heal(record))

@@ -22,7 +22,8 @@ def test_majority_side_continues_minority_pauses() -> None:
     three = record(("a", "b", "c"))
     assert quorum(three, ["b", "c"], "b").holds            # b and c may take over without a
     cut_off = quorum(three, [], "a")
-    assert not cut_off.holds and cut_off.message == "paused: partitioned, reaches 1 of 3 members"
+    assert not cut_off.holds and cut_off.message == ("paused: reaches 1 of 3 members of the job; waiting for "
+                                                      "b, c (lost, or cut off by the network)")
 
 
 def test_two_box_job_goes_on_where_the_coordinator_is() -> None:
