@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
+from grpc._cython.cygrpc import ExecuteBatchError
 
 from p2pft.security.credentials import MAX_MESSAGE_BYTES
 
@@ -59,6 +60,12 @@ class ErrorCountingInterceptor(grpc.aio.ServerInterceptor):
         return handler._replace(**changes)
 
     def _failed(self, method: str, exc: BaseException) -> None:
+        if isinstance(exc, ExecuteBatchError):
+            # grpc could not send the answer: the caller had already cancelled the call (its round moved on).
+            # Nothing failed here; an ERROR with a traceback would only alarm whoever reads the log.
+            self.counters["caller_gone"] += 1
+            log.debug("%s: the caller left before the answer (%s)", method, exc)
+            return
         self.counters["handler_error"] += 1
         log.error("handler of %s failed: %s: %s", method, type(exc).__name__, exc, exc_info=exc)
 
