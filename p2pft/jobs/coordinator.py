@@ -60,6 +60,7 @@ class JobCoordinator:
         self._partitioned = False                   # paused without quorum: refresh the record before going on
         self._stopped_since: float | None = None    # when every member of the round had stopped on request
         self._drift_since: tuple[int, int] | None = None   # (round, step) since which the plan drifted
+        self._asked_holdings: float | None = None   # when this coordinator asked the job's boxes for theirs
 
     @property
     def record(self) -> JobRecord:
@@ -76,6 +77,9 @@ class JobCoordinator:
                 await self.store.start()
             log.info("job %s: coordinating from %s; store at %s", self.job_id, self.manager.node_id,
                      self.store.endpoint)
+            if self.record.rounds:   # a restart or a takeover: the holdings were in another box's memory
+                self._asked_holdings = time.monotonic()
+                await self.manager.ask_holdings(self.record)
             while not self.closed and not self.record.terminal:
                 self._poke.clear()
                 if not await self.holds_quorum():
@@ -161,6 +165,8 @@ class JobCoordinator:
             backoff_s=self.network_backoff(), all_stopped_s=self._all_stopped_age(current, reports),
             slowest_step_s=slowest_recent_step(list(self.manager.book(self.job_id).metrics.values())[-40:]),
             bounds=self.manager.speeds.bounds_of(self.job_id),
+            asked_holdings_s=time.monotonic() - self._asked_holdings if self._asked_holdings else float("inf"),
+            unanswered=self.manager.unanswered(self.job_id),
         )
 
     def speeds(self, placed: Any) -> dict[tuple[str, int], float]:

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from p2pft.jobs.exit_report import UNFIT
+from p2pft.jobs.holdings_sync import holdings_pending
 from p2pft.jobs.late_members import (
     LEAVE_OUT_S,
     excluded_now,
@@ -74,6 +75,8 @@ class View:
     all_stopped_s: float | None = None       # since every member stopped on request (None: they did not)
     slowest_step_s: float = 0.0              # the slowest of the job's recent steps (for collective timeouts)
     bounds: Mapping[tuple[str, int], int] = field(default_factory=lambda: MappingProxyType({}))  # memory bounds
+    asked_holdings_s: float = float("inf")   # since this coordinator asked for the holdings (p2pft.jobs.holdings_sync)
+    unanswered: frozenset[str] = frozenset()  # boxes it asked for their holdings that have not answered yet
 
 
 @dataclass(frozen=True)
@@ -232,7 +235,7 @@ def _start(view: View, reason: str, members: tuple[str, ...], cause_unix: float,
     """A round with `members` (in placement's order), planned completely; or why not yet."""
     if view.backoff_s > 0:
         return Action("hold", f"{reason}; next round in {view.backoff_s:.0f} s")
-    if _replication_pending(view):
+    if _replication_pending(view) or holdings_pending(view.unanswered, members, view.asked_holdings_s):
         return Action("nothing")
     placed = {n.node_id: n for n in view.nodes}
     nodes = [placed.get(n) or NodePlacement(n, "cpu", (0,)) for n in members]
