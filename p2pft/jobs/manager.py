@@ -324,10 +324,10 @@ class JobsManager:
         paths = JobPaths.of(self.state_dir, ask.job_id)
         try:
             steps = await asyncio.to_thread(committed_steps, paths.checkpoints, verify=True)
-        except OSError as exc:
+        except Exception as exc:   # a torn marker, an unreadable dir: say "none verified" rather than nothing
             log.warning("job %s: could not list this box's checkpoints for %s: %s", ask.job_id,
                         self.box_name(ask.node_id), exc)
-            return
+            steps = []
         answer = holdings_answer(ask, self.node_id, steps)
         if ask.node_id == self.node_id:
             self.on_report(answer)
