@@ -79,7 +79,7 @@ class JobCoordinator:
                      self.store.endpoint)
             if self.record.rounds:   # a restart or a takeover: the holdings were in another box's memory
                 self._asked_holdings = time.monotonic()
-                await self.manager.ask_holdings(self.record)
+                await self.manager.holdings_desk.ask(self.record)
             while not self.closed and not self.record.terminal:
                 self._poke.clear()
                 if not await self.holds_quorum():
@@ -166,7 +166,7 @@ class JobCoordinator:
             slowest_step_s=slowest_recent_step(list(self.manager.book(self.job_id).metrics.values())[-40:]),
             bounds=self.manager.speeds.bounds_of(self.job_id),
             asked_holdings_s=time.monotonic() - self._asked_holdings if self._asked_holdings else float("inf"),
-            unanswered=self.manager.unanswered(self.job_id),
+            unanswered=self.manager.holdings_desk.unanswered(self.job_id),
         )
 
     def speeds(self, placed: Any) -> dict[tuple[str, int], float]:

@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from p2pft.config.job import JobSpec, job_to_dict
-from p2pft.formats.checkpoint_index import committed_steps, read_manifest, step_dir
+from p2pft.formats.checkpoint_index import read_manifest, step_dir
 from p2pft.jobs.addressing import AddressSettings, RoundAddressing
-from p2pft.jobs.authz import job_nodes
 from p2pft.jobs.catch_up import catch_up_reports
 from p2pft.jobs.coordinator import JobCoordinator
 from p2pft.jobs.draining import Draining
-from p2pft.jobs.durability import durable_steps, required_holders
 from p2pft.jobs.ending import JobEnding
-from p2pft.jobs.holdings_sync import ASKS_HOLDINGS, HOLDING, SIDE_PHASES, holdings_answer, holdings_request
+from p2pft.jobs.holdings_desk import HoldingsDesk
+from p2pft.jobs.holdings_sync import SIDE_PHASES
 from p2pft.jobs.member_runtime import MemberRuntime, real_member
 from p2pft.jobs.model import JobRecord, MemberReport, RoundInfo, RoundOrder, new_job_id, record_to_json
 from p2pft.jobs.outbox import Outbox
@@ -81,14 +80,13 @@ class JobsManager:
         self.members: dict[str, MemberRuntime] = {}
         self.coordinators: dict[str, tuple[JobCoordinator, asyncio.Task[None]]] = {}
         self.reports: dict[tuple[str, int], dict[str, MemberReport]] = {}
-        self._holdings: dict[str, dict[str, set[int]]] = {}
-        self._unanswered: dict[str, set[str]] = {}   # job -> boxes asked for their holdings, no answer yet
         self._caught_up: set[tuple[str, str, int]] = set()   # (job, coordinator, term) sent its missed lines
         self.speeds = JobSpeeds(self.state_dir, lambda: device_names(self.cluster.state))
         self.outbox = Outbox(self.transport, lambda peer: (m := self.cluster.state.members.get(peer)) is not None
                              and m.alive)
         self.standby = StandbyStores(self.node_id, self.new_store_process)
         self.ending = JobEnding(self)
+        self.holdings_desk = HoldingsDesk(self)
         self.draining_part = Draining(self)
         self.supervision = Supervision(self)
         self._changed = asyncio.Event()
@@ -150,13 +148,10 @@ class JobsManager:
         return dict(self.reports.get((job_id, round_number), {}))
 
     def holdings(self, job_id: str) -> dict[str, tuple[int, ...]]:
-        return {n: tuple(sorted(s)) for n, s in self._holdings.get(job_id, {}).items()}
+        return self.holdings_desk.of(job_id)
 
     def durable(self, record: JobRecord) -> tuple[int, ...]:
-        """The steps enough boxes hold complete, by the reports this box has (p2pft.jobs.durability)."""
-        current = record.current_round
-        required = required_holders(record.elastic.get("replication"), len(current.members) if current else 1)
-        return durable_steps(self.holdings(record.job_id), required)
+        return self.holdings_desk.durable(record)
 
     def checkpoint_marker(self, job_id: str, step: int) -> dict[str, Any] | None:
         return read_manifest(step_dir(JobPaths.of(self.state_dir, job_id).checkpoints, step))
@@ -285,14 +280,7 @@ class JobsManager:
         lines = [item["line"] for item in report.metrics if isinstance(item.get("line"), dict)]
         self.speeds.seen(record, job_id, speeds_in_lines(lines))
         self.speeds.seen_bounds(job_id, bounds_in_lines(lines))
-        if report.checkpoints or report.pruned or report.phase == HOLDING:   # an answer names no steps perhaps
-            held = self._holdings.setdefault(job_id, {}).setdefault(report.node_id, set())
-            held.update(report.checkpoints)
-            held.difference_update(report.pruned)   # gone from that box: no round may resume from it there
-        if report.phase == HOLDING:
-            self._unanswered.get(job_id, set()).discard(report.node_id)
-        if report.phase == ASKS_HOLDINGS and report.node_id != self.node_id:
-            self.background(self._tell_holdings(report))
+        self.holdings_desk.seen(report)
         if report.phase and report.phase not in ("progress", *SIDE_PHASES) and report_counts(record, report):
             slot = self.reports.setdefault((job_id, report.round), {})
             previous = slot.get(report.node_id)
@@ -306,33 +294,6 @@ class JobsManager:
             self.records[job_id] = updated   # progress: persisted with the next decision, not every line
         self._changed.set()
         self._poke(job_id)
-
-    async def ask_holdings(self, record: JobRecord) -> None:
-        """This box coordinates a job with committed steps anew: ask the job's live boxes what they hold
-        (p2pft.jobs.holdings_sync); this box's own answer goes straight in."""
-        ask = holdings_request(record, self.node_id)
-        alive = {n for n, m in self.cluster.state.members.items() if m.alive}
-        peers = sorted((job_nodes(record) & alive) - {self.node_id})
-        self._unanswered[record.job_id] = {*peers, self.node_id}
-        await asyncio.gather(self._tell_holdings(ask), *(self.outbox.deliver(peer, ask) for peer in peers))
-
-    def unanswered(self, job_id: str) -> frozenset[str]:
-        return frozenset(self._unanswered.get(job_id, ()))
-
-    async def _tell_holdings(self, ask: MemberReport) -> None:
-        """Every step this box holds complete and verified, to the coordinator that asked (or to ourselves)."""
-        paths = JobPaths.of(self.state_dir, ask.job_id)
-        try:
-            steps = await asyncio.to_thread(committed_steps, paths.checkpoints, verify=True)
-        except Exception as exc:   # a torn marker, an unreadable dir: say "none verified" rather than nothing
-            log.warning("job %s: could not list this box's checkpoints for %s: %s", ask.job_id,
-                        self.box_name(ask.node_id), exc)
-            steps = []
-        answer = holdings_answer(ask, self.node_id, steps)
-        if ask.node_id == self.node_id:
-            self.on_report(answer)
-        else:
-            await self.outbox.deliver(ask.node_id, answer)
 
     def on_share(self, record: JobRecord) -> None:
         self.see_record(record)
